@@ -1,0 +1,148 @@
+"""Apply one op from the table to tensors: the single path every eager op takes.
+
+``apply(name, *args, **attrs)`` converts Python scalars to weakly typed
+tensors, checks devices, promotes dtypes, runs the row's eager
+implementation on the inputs' array module (NumPy or CuPy) and, when grad
+mode is on and an input requires grad, records an autograd :class:`Node`.
+A tracer can install itself with :func:`set_trace_hook` to see every call.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import autograd
+from .dtypes import promote, scalar_dtype
+from .ops import ShapeError, get_op
+
+__all__ = ["apply", "set_trace_hook", "trace_hook", "note_python_value"]
+
+_trace_hook = None
+
+
+def set_trace_hook(hook):
+    """Install ``hook(op, inputs, attrs) -> Tensor | NotImplemented`` (None removes it).
+
+    The tracer uses this to record ops on its symbolic tensors; it returns
+    ``NotImplemented`` for calls that involve none of them.
+    """
+    global _trace_hook
+    prev, _trace_hook = _trace_hook, hook
+    return prev
+
+
+def trace_hook():
+    """The installed trace hook, or None."""
+    return _trace_hook
+
+
+def note_python_value(tensor, why: str):
+    """Called before a tensor's value is turned into a Python value (``bool``, ``item``...).
+
+    A tracer uses this to stop (graph break) instead of baking in the value
+    it happens to see.
+    """
+    hook = _trace_hook
+    if hook is not None and hasattr(hook, "on_python_value"):
+        hook.on_python_value(tensor, why)
+
+
+def _to_tensors(op, args, Tensor):
+    """Tensors for every argument; scalars take a dtype from the tensors (weak typing)."""
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    if not tensors:
+        raise TypeError(f"fusionnet.{op.name}: expected at least one tensor argument")
+    like = tensors[0]
+    if len(tensors) == len(args):
+        return args, like
+    ref = tensors[0]._data.dtype
+    for t in tensors[1:]:
+        ref = promote(ref, t._data.dtype)
+    xp = like._xp
+    out = []
+    for a in args:
+        if isinstance(a, Tensor):
+            out.append(a)
+        elif isinstance(a, (bool, int, float, np.number, np.bool_)):
+            out.append(Tensor._wrap(xp.asarray(a, dtype=scalar_dtype(a, ref)), like._device))
+        else:
+            out.append(Tensor(a, device=like._device))
+    return tuple(out), like
+
+
+def _check_devices(op, tensors, like):
+    dev = like._device
+    for t in tensors:
+        if t._device != dev:
+            raise RuntimeError(f"fusionnet.{op.name}: expected all tensors to be on the same "
+                               f"device, but found at least two devices, {dev} and "
+                               f"{t._device}")
+
+
+def _promoted(op, arrays):
+    idx = range(len(arrays)) if op.promote == "all" else op.promote
+    if len(idx) < 2:
+        return arrays
+    common = arrays[idx[0]].dtype
+    for i in idx[1:]:
+        common = promote(common, arrays[i].dtype)
+    return [a.astype(common) if i in idx and a.dtype != common else a
+            for i, a in enumerate(arrays)]
+
+
+def _explain_failure(op, arrays, attrs, err):
+    """Re-raise ``err`` with the op's name and, when the shape rule can tell, the shapes."""
+    try:
+        op.shape(*[a.shape for a in arrays], **attrs)
+    except Exception as shape_err:  # the rule's message is the clear one
+        raise _like(shape_err, f"fusionnet.{op.name}: {shape_err}") from None
+    raise _like(err, f"fusionnet.{op.name}: {err}") from err
+
+
+def _like(err, message):
+    """A new exception of ``err``'s kind (one of the common built-in kinds) with ``message``."""
+    for kind in (ShapeError, IndexError, TypeError, ZeroDivisionError, ValueError):
+        if isinstance(err, kind):
+            return kind(message)
+    return RuntimeError(message)
+
+
+def apply(name, *args, **attrs):
+    """Run op ``name`` on ``args`` (tensors or scalars) with ``attrs``; return a Tensor."""
+    from .tensor import Tensor  # noqa: PLC0415 - tensor.py imports this module
+
+    op = get_op(name)
+    tensors, like = _to_tensors(op, args, Tensor)
+    if _trace_hook is not None:
+        out = _trace_hook(op, tensors, attrs)
+        if out is not NotImplemented:
+            return out
+    if op.name != "to_device" and len(tensors) > 1:
+        _check_devices(op, tensors, like)
+    arrays = _promoted(op, [t._data for t in tensors])
+    out_dtype = op.dtype(*[a.dtype for a in arrays], **attrs)
+    xp = like._xp
+    try:
+        result = op.eager(xp, *arrays, **attrs)
+    except Exception as err:  # noqa: BLE001 - re-raised with a clearer message
+        _explain_failure(op, arrays, attrs, err)
+    if not hasattr(result, "shape") or isinstance(result, np.generic):
+        result = xp.asarray(result)
+    if result.dtype != out_dtype:
+        result = result.astype(out_dtype)
+    out = Tensor._wrap(result)
+    if autograd.is_grad_enabled() and op.grad is not None:
+        needs = tuple(t.requires_grad for t in tensors)
+        if any(needs):
+            _record(op, tensors, attrs, out, needs, Tensor)
+    return out
+
+
+def _record(op, tensors, attrs, out, needs, Tensor):
+    saved_inputs, saves_out = op.saves(needs)
+    saved = tuple((tensors[i], tensors[i]._version[0], f"input {i}") for i in saved_inputs)
+    out_alias = None
+    if saves_out:
+        out_alias = Tensor._wrap(out._data, version=out._version)
+        saved += ((out_alias, out._version[0], "output 0"),)
+    out.requires_grad = True
+    out._ctx = autograd.Node(op, tensors, attrs, out_alias, saved, needs)

@@ -1,0 +1,125 @@
+"""Tensor element types under PyTorch's names, and the promotion rule.
+
+A :class:`dtype` is a thin named wrapper around a NumPy dtype, so that
+``print(x.dtype)`` reads ``fusionnet.float32`` and comparisons with NumPy
+dtypes still work.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["dtype", "float32", "float64", "int32", "int64", "bool_", "as_dtype",
+           "promote", "scalar_dtype", "get_default_dtype"]
+
+
+class dtype:
+    """A tensor element type (``fusionnet.float32`` and friends)."""
+
+    __slots__ = ("name", "np")
+
+    def __init__(self, name: str, np_dtype):
+        self.name = name
+        self.np = np.dtype(np_dtype)
+
+    @property
+    def is_floating_point(self) -> bool:
+        """True for float32 and float64."""
+        return self.np.kind == "f"
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per element."""
+        return self.np.itemsize
+
+    def __repr__(self) -> str:
+        return f"fusionnet.{self.name}"
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, dtype):
+            return self.np == other.np
+        try:
+            return self.np == np.dtype(other)
+        except TypeError:
+            return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.np)
+
+    def __reduce__(self):  # dtypes are singletons; keep them so across copies
+        return (as_dtype, (self.name,))
+
+
+float32 = dtype("float32", np.float32)
+float64 = dtype("float64", np.float64)
+int32 = dtype("int32", np.int32)
+int64 = dtype("int64", np.int64)
+bool_ = dtype("bool", np.bool_)
+
+_BY_NP = {d.np: d for d in (float32, float64, int32, int64, bool_)}
+_BY_NAME = {d.name: d for d in _BY_NP.values()}
+_BY_NAME.update({"float": float32, "double": float64, "long": int64, "int": int32})
+
+
+def as_dtype(value) -> dtype:
+    """Turn a fusionnet dtype, NumPy dtype, Python type or name into a :class:`dtype`."""
+    if isinstance(value, dtype):
+        return value
+    if isinstance(value, str) and value in _BY_NAME:
+        return _BY_NAME[value]
+    if value is float:
+        return float32
+    if value is int:
+        return int64
+    if value is bool:
+        return bool_
+    try:
+        npd = np.dtype(value)
+    except TypeError:
+        raise TypeError(f"fusionnet: unsupported dtype {value!r}") from None
+    if npd in _BY_NP:
+        return _BY_NP[npd]
+    if npd.kind == "f":
+        return float32 if npd.itemsize <= 4 else float64
+    if npd.kind in "iu":
+        return int64
+    raise TypeError(f"fusionnet: unsupported dtype {value!r}")
+
+
+def get_default_dtype() -> dtype:
+    """The dtype of floating tensors made from Python floats (float32, as in PyTorch)."""
+    return float32
+
+
+_CATEGORY = {"b": 0, "i": 1, "u": 1, "f": 2}
+
+
+def promote(a: np.dtype, b: np.dtype) -> np.dtype:
+    """Result dtype of a binary op between two tensors, following PyTorch.
+
+    Unlike NumPy, an integer tensor combined with a float32 tensor stays
+    float32 (NumPy would widen to float64).
+    """
+    if a == b:
+        return a
+    ca, cb = _CATEGORY[a.kind], _CATEGORY[b.kind]
+    if ca != cb:
+        return a if ca > cb else b
+    return np.promote_types(a, b)
+
+
+def scalar_dtype(value, other: np.dtype) -> np.dtype:
+    """The dtype a Python scalar takes when combined with a tensor of dtype ``other``.
+
+    Python scalars are "weak" as in PyTorch: they adopt the tensor's dtype
+    unless they belong to a higher category (a float with an int tensor gives
+    the default float dtype).
+    """
+    if isinstance(value, bool):
+        cat = 0
+    elif isinstance(value, (int, np.integer)):
+        cat = 1
+    else:
+        cat = 2
+    if cat <= _CATEGORY[other.kind]:
+        return other
+    return np.dtype(np.int64) if cat == 1 else float32.np

@@ -1,0 +1,187 @@
+"""Elementwise rows of the op table: unary math, binary arithmetic, comparisons.
+
+Every row here is ``Kind.ELEMENTWISE``: output element i depends only on
+input element i after broadcasting. The ``emit`` templates are scalar
+expressions over ``{0}``, ``{1}``, ... (the inputs' element values); the
+code generators wrap them in loops. Gradient rules are written with Tensor
+methods, which themselves go through this table.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .registry import (SAVES_INPUTS, SAVES_NONE, SAVES_OTHERS, SAVES_OUTPUT, Kind, Op,
+                       register)
+from .rules import bool_dtype, broadcast, float_dtype, same_dtype, same_shape
+
+E = Kind.ELEMENTWISE
+
+
+def _unary(name, eager, grad, doc, numba, cuda, *, saves=SAVES_INPUTS, dtype=same_dtype):
+    return register(Op(name, E, 1, eager, same_shape, dtype, grad, doc, saves=saves,
+                       emit={"numba": numba, "cuda": cuda}))
+
+
+def _binary(name, eager, grad, doc, numba, cuda, *, saves=SAVES_INPUTS, dtype=same_dtype):
+    return register(Op(name, E, 2, eager, broadcast, dtype, grad, doc, saves=saves,
+                       promote=(0, 1), emit={"numba": numba, "cuda": cuda}))
+
+
+def _special(xp):
+    """scipy.special for NumPy arrays, cupyx.scipy.special for CuPy arrays (loaded lazily)."""
+    if xp is np:
+        import scipy.special  # noqa: PLC0415 - only ops that need it pay for the import
+        return scipy.special
+    import cupyx.scipy.special  # noqa: PLC0415
+    return cupyx.scipy.special
+
+
+# ---- unary math -------------------------------------------------------------------------
+
+_unary("neg", lambda xp, a: xp.negative(a), lambda g, x, **_: (-g,),
+       "negation -x", "(-{0})", "(-{0})", saves=SAVES_NONE)
+_unary("abs", lambda xp, a: xp.abs(a), lambda g, x, **_: (g * x.sign(),),
+       "absolute value", "abs({0})", "fabs({0})")
+_unary("sign", lambda xp, a: xp.sign(a), None,
+       "sign: -1, 0 or 1 (gradient is zero, so none flows)",
+       "(({0} > 0) - ({0} < 0))", "(({0} > 0) - ({0} < 0))")
+_unary("exp", lambda xp, a: xp.exp(a), lambda g, x, out, **_: (g * out,),
+       "e to the x", "math.exp({0})", "exp({0})", saves=SAVES_OUTPUT, dtype=float_dtype)
+_unary("log", lambda xp, a: xp.log(a), lambda g, x, **_: (g / x,),
+       "natural logarithm", "math.log({0})", "log({0})", dtype=float_dtype)
+_unary("sqrt", lambda xp, a: xp.sqrt(a), lambda g, x, out, **_: (g * 0.5 / out,),
+       "square root", "math.sqrt({0})", "sqrt({0})", saves=SAVES_OUTPUT, dtype=float_dtype)
+_unary("sigmoid", lambda xp, a: 0.5 * (xp.tanh(0.5 * a) + 1),  # tanh form never overflows
+       lambda g, x, out, **_: (g * out * (1 - out),),
+       "logistic sigmoid 1 / (1 + e^-x)", "(0.5 * (math.tanh(0.5 * {0}) + 1.0))",
+       "(0.5f * (tanh(0.5f * {0}) + 1.0f))", saves=SAVES_OUTPUT, dtype=float_dtype)
+_unary("tanh", lambda xp, a: xp.tanh(a), lambda g, x, out, **_: (g * (1 - out * out),),
+       "hyperbolic tangent", "math.tanh({0})", "tanh({0})", saves=SAVES_OUTPUT,
+       dtype=float_dtype)
+_unary("relu", lambda xp, a: xp.maximum(a, 0).astype(a.dtype, copy=False),
+       lambda g, x, **_: (g * (x > 0),),
+       "max(x, 0)", "({0} if {0} > 0 else 0)", "({0} > 0 ? {0} : 0)")
+_unary("erf", lambda xp, a: _special(xp).erf(a),
+       lambda g, x, **_: (g * (2 / math.sqrt(math.pi)) * (-(x * x)).exp(),),
+       "Gauss error function (for exact GELU)", "math.erf({0})", "erf({0})",
+       dtype=float_dtype)
+
+
+def _cast_grad(g, x, dtype, **_):
+    return (g.to(x.dtype) if x.dtype.is_floating_point else None,)
+
+
+register(Op("cast", E, 1, lambda xp, a, dtype: a.astype(dtype), same_shape,
+            lambda d, dtype: np.dtype(dtype), _cast_grad, "convert to another dtype",
+            saves=SAVES_NONE, emit={"numba": "{0}", "cuda": "{0}"}))
+
+
+def _clamp_eager(xp, a, min=None, max=None):  # noqa: A002 - PyTorch's keyword names
+    out = a
+    if min is not None:
+        out = xp.maximum(out, xp.asarray(min, dtype=a.dtype))
+    if max is not None:
+        out = xp.minimum(out, xp.asarray(max, dtype=a.dtype))
+    return out if out is not a else a.copy()
+
+
+def _clamp_grad(g, x, min=None, max=None, **_):  # noqa: A002
+    inside = x == x  # all True, same shape; narrowed by each bound
+    if min is not None:
+        inside = inside.logical_and(x >= min)
+    if max is not None:
+        inside = inside.logical_and(x <= max)
+    return (g * inside,)
+
+
+register(Op("clamp", E, 1, _clamp_eager, same_shape, same_dtype, _clamp_grad,
+            "clamp(x, min, max); attributes min and max may be None",
+            emit={"numba": "min(max({0}, {min}), {max})", "cuda": "fmin(fmax({0}, {min}), {max})"}))
+
+# ---- binary arithmetic ------------------------------------------------------------------
+
+_binary("add", lambda xp, a, b: xp.add(a, b), lambda g, a, b, **_: (g, g),
+        "a + b", "({0} + {1})", "({0} + {1})", saves=SAVES_NONE)
+_binary("sub", lambda xp, a, b: xp.subtract(a, b), lambda g, a, b, **_: (g, -g),
+        "a - b", "({0} - {1})", "({0} - {1})", saves=SAVES_NONE)
+_binary("mul", lambda xp, a, b: xp.multiply(a, b), lambda g, a, b, **_: (g * b, g * a),
+        "a * b", "({0} * {1})", "({0} * {1})", saves=SAVES_OTHERS)
+
+
+def _div_grad(g, a, b, needs=(True, True), **_):
+    ga = g / b if needs[0] else None
+    gb = -g * a / (b * b) if needs[1] else None
+    return ga, gb
+
+
+def _div_saves(needs):
+    # a's gradient reads b; b's reads both. So `x /= 2` on a tensor that
+    # requires grad stays legal, as in PyTorch.
+    return ((0, 1) if needs[1] else (1,) if needs[0] else ()), False
+
+
+_binary("div", lambda xp, a, b: xp.true_divide(a, b), _div_grad,
+        "true division a / b (integers give float32)", "({0} / {1})", "({0} / {1})",
+        saves=_div_saves, dtype=float_dtype)
+
+
+def _pow_grad(g, a, b, out=None, needs=(True, True), **_):
+    ga = g * b * a ** (b - 1) if needs[0] else None
+    gb = g * out * a.log() if needs[1] else None
+    return ga, gb
+
+
+def _pow_saves(needs):
+    return (0, 1), needs[1]
+
+
+_binary("pow", lambda xp, a, b: xp.power(a, b), _pow_grad, "a ** b",
+        "({0} ** {1})", "pow({0}, {1})", saves=_pow_saves)
+
+
+def _minmax_grad(first_wins):
+    def grad(g, a, b, **_):
+        # Ties split the gradient evenly, as PyTorch does.
+        win_a = (a > b) if first_wins else (a < b)
+        share_a = win_a + (a == b) * 0.5
+        return g * share_a, g * (1 - share_a)
+    return grad
+
+
+_binary("maximum", lambda xp, a, b: xp.maximum(a, b), _minmax_grad(True),
+        "elementwise maximum", "max({0}, {1})", "max({0}, {1})")
+_binary("minimum", lambda xp, a, b: xp.minimum(a, b), _minmax_grad(False),
+        "elementwise minimum", "min({0}, {1})", "min({0}, {1})")
+
+# ---- comparisons and logic (not differentiable; give bool) ------------------------------
+
+for _name, _fn, _sym in [("eq", np.equal, "=="), ("ne", np.not_equal, "!="),
+                         ("lt", np.less, "<"), ("le", np.less_equal, "<="),
+                         ("gt", np.greater, ">"), ("ge", np.greater_equal, ">=")]:
+    _binary(_name, (lambda ufunc: lambda xp, a, b: getattr(xp, ufunc)(a, b))(_fn.__name__),
+            None, f"a {_sym} b (bool result)", f"({{0}} {_sym} {{1}})",
+            f"({{0}} {_sym} {{1}})", saves=SAVES_NONE, dtype=bool_dtype)
+
+_binary("logical_and", lambda xp, a, b: xp.logical_and(a, b), None, "a and b (bool)",
+        "({0} and {1})", "({0} && {1})", saves=SAVES_NONE, dtype=bool_dtype)
+_binary("logical_or", lambda xp, a, b: xp.logical_or(a, b), None, "a or b (bool)",
+        "({0} or {1})", "({0} || {1})", saves=SAVES_NONE, dtype=bool_dtype)
+_unary("logical_not", lambda xp, a: xp.logical_not(a), None, "not a (bool)",
+       "(not {0})", "(!{0})", saves=SAVES_NONE, dtype=bool_dtype)
+
+
+def _where_grad(g, cond, a, b, **_):
+    zero = g * 0
+    return None, g.where(cond, zero), zero.where(cond, g)
+
+
+def _where_dtype(cond, a, b, **_):
+    return a
+
+
+register(Op("where", E, 3, lambda xp, c, a, b: xp.where(c, a, b), broadcast, _where_dtype,
+            _where_grad, "where(cond, a, b): a where cond is true, else b",
+            saves=lambda needs: ((0,), False), promote=(1, 2),
+            emit={"numba": "({1} if {0} else {2})", "cuda": "({0} ? {1} : {2})"}))

@@ -1,0 +1,304 @@
+"""Layout rows of the op table (``Kind.INJECTIVE``): reshape, permute, expand,
+indexing, concatenation; plus the opaque device copy.
+
+Index keys are stored as plain data (tuples of tagged items), never as live
+slices or arrays, so a graph that holds them stays hashable and printable;
+index *tensors* are ordinary op inputs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .registry import SAVES_NONE, Kind, Op, register
+from .rules import ShapeError, broadcast, same_dtype, same_shape
+
+__all__ = ["encode_key", "decode_key", "DataDependentShape"]
+
+I = Kind.INJECTIVE
+
+
+class DataDependentShape(ShapeError):
+    """The output shape depends on tensor values (boolean-mask indexing)."""
+
+
+# ---- reshape / permute / expand ---------------------------------------------------------
+
+def resolve_shape(shape_in, shape) -> tuple:
+    """``shape`` with a single -1 filled in; checks the element count matches."""
+    shape = tuple(int(s) for s in shape)
+    numel = math.prod(shape_in)
+    if shape.count(-1) > 1:
+        raise ShapeError("only one dimension can be inferred (-1)")
+    if -1 in shape:
+        known = math.prod(s for s in shape if s != -1)
+        if known == 0 or numel % known:
+            raise ShapeError(f"shape {list(shape)} is invalid for input of size {numel}")
+        shape = tuple(numel // known if s == -1 else s for s in shape)
+    if math.prod(shape) != numel or any(s < 0 for s in shape):
+        raise ShapeError(f"shape {list(shape)} is invalid for input of size {numel}")
+    return shape
+
+
+register(Op("reshape", I, 1, lambda xp, a, shape: xp.reshape(a, resolve_shape(a.shape, shape)),
+            lambda s, shape: resolve_shape(s, shape), same_dtype,
+            lambda g, x, shape, **_: (g.reshape(x.shape),),
+            "reshape to `shape` (one -1 allowed)", saves=SAVES_NONE,
+            emit={"numba": "reshape", "cuda": "reshape"}))
+
+
+def _check_perm(shape, dims, **_):
+    dims = tuple(d % max(len(shape), 1) for d in dims)
+    if sorted(dims) != list(range(len(shape))):
+        raise ShapeError(f"permute dims {list(dims)} do not match a tensor of rank {len(shape)}")
+    return tuple(shape[d] for d in dims)
+
+
+def _permute_grad(g, x, dims, **_):
+    dims = [d % max(x.ndim, 1) for d in dims]
+    inverse = [0] * len(dims)
+    for i, d in enumerate(dims):
+        inverse[d] = i
+    return (g.permute(*inverse),)
+
+
+register(Op("permute", I, 1, lambda xp, a, dims: xp.transpose(a, dims), _check_perm,
+            same_dtype, _permute_grad, "reorder dimensions", saves=SAVES_NONE,
+            emit={"numba": "permute", "cuda": "permute"}))
+
+
+def _expand_shape(s, shape, **_):
+    s, shape = tuple(s), tuple(shape)
+    if len(shape) < len(s):
+        raise ShapeError(f"cannot expand shape {s} to fewer dimensions {shape}")
+    lead = len(shape) - len(s)
+    out = list(shape[:lead])
+    if any(d < 0 for d in out):
+        raise ShapeError(f"-1 is not allowed in a new leading dimension of expand {shape}")
+    for have, want in zip(s, shape[lead:]):
+        if want == -1 or want == have:
+            out.append(have)
+        elif have == 1:
+            out.append(want)
+        else:
+            raise ShapeError(f"cannot expand shape {s} to {shape}: size {have} is not 1")
+    return tuple(out)
+
+
+register(Op("expand", I, 1, lambda xp, a, shape: xp.broadcast_to(a, _expand_shape(a.shape, shape)),
+            _expand_shape, same_dtype, lambda g, x, shape, **_: (g,),  # engine sums back
+            "broadcast to a larger shape without copying", saves=SAVES_NONE,
+            emit={"numba": "broadcast", "cuda": "broadcast"}))
+
+register(Op("copy", Kind.ELEMENTWISE, 1, lambda xp, a: a.copy(), same_shape, same_dtype,
+            lambda g, x, **_: (g,), "a fresh copy (clone)", saves=SAVES_NONE,
+            emit={"numba": "{0}", "cuda": "{0}"}))
+
+# ---- indexing ---------------------------------------------------------------------------
+
+
+def encode_key(key, is_tensor) -> tuple[tuple, list]:
+    """Turn a Python index into (data-only key, list of index objects that are tensors).
+
+    ``is_tensor(obj)`` tells tensors apart; each tensor becomes an ``("index", k)``
+    or ``("mask", k)`` item pointing at the k-th extra op input.
+    """
+    if not isinstance(key, tuple):
+        key = (key,)
+    items, tensors = [], []
+    for k in key:
+        if k is None:
+            items.append(("none",))
+        elif k is Ellipsis:
+            items.append(("ellipsis",))
+        elif isinstance(k, slice):
+            items.append(("slice", _int_or_none(k.start), _int_or_none(k.stop),
+                          _int_or_none(k.step)))
+        elif isinstance(k, (bool, np.bool_)):
+            raise IndexError("fusionnet: a Python bool is not a valid index")
+        elif isinstance(k, (int, np.integer)):
+            items.append(("int", int(k)))
+        elif is_tensor(k):
+            kind = "mask" if k.dtype.np.kind == "b" else "index"
+            if kind == "index" and k.dtype.np.kind not in "iu":
+                raise IndexError("fusionnet: tensors used as indices must be integer or bool, "
+                                 f"got {k.dtype}")
+            items.append((kind, len(tensors)))
+            tensors.append(k)
+        else:
+            raise IndexError(f"fusionnet: unsupported index {k!r}")
+    return tuple(items), tensors
+
+
+def _int_or_none(v):
+    if v is None:
+        return None
+    if hasattr(v, "__index__"):
+        return int(v.__index__())
+    raise IndexError(f"fusionnet: slice bounds must be integers, got {v!r}")
+
+
+def decode_key(key: tuple, arrays) -> tuple:
+    """Inverse of :func:`encode_key` given the index arrays."""
+    out = []
+    for item in key:
+        tag = item[0]
+        if tag == "none":
+            out.append(None)
+        elif tag == "ellipsis":
+            out.append(Ellipsis)
+        elif tag == "slice":
+            out.append(slice(*item[1:]))
+        elif tag == "int":
+            out.append(item[1])
+        else:
+            out.append(arrays[item[1]])
+    return tuple(out)
+
+
+def _getitem_shape(shape, *index_shapes, key):
+    # Index a zero-strided dummy of the right shape: NumPy works out the result
+    # shape (and range errors for ints) without touching real memory.
+    dummy = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape=tuple(shape),
+                                            strides=(0,) * len(shape))
+    arrays = []
+    for item in key:
+        if item[0] == "mask":
+            raise DataDependentShape("boolean-mask indexing gives a shape that depends on "
+                                     "the mask's values")
+    arrays = [np.zeros(s, np.intp) for s in index_shapes]
+    return dummy[decode_key(key, arrays)].shape
+
+
+def _getitem_grad(g, x, *index, key, **_):
+    return (g._op("getitem_grad", *index, key=key, shape=tuple(x.shape)),) + (None,) * len(index)
+
+
+register(Op("getitem", I, None, lambda xp, a, *idx, key: a[decode_key(key, idx)],
+            _getitem_shape, same_dtype, _getitem_grad,
+            "x[key]: ints, slices, None, ..., integer and boolean index tensors",
+            saves=SAVES_NONE, emit={"numba": "getitem", "cuda": "getitem"}))
+
+
+def _scatter_add(xp, out, key, values):
+    if xp is np:
+        np.add.at(out, key, values)
+    else:  # pragma: no cover - GPU only
+        import cupyx  # noqa: PLC0415
+        cupyx.scatter_add(out, key, values)
+
+
+def _getitem_grad_eager(xp, g, *idx, key, shape):
+    out = xp.zeros(shape, dtype=g.dtype)
+    real = decode_key(key, idx)
+    if idx:  # advanced indexing may repeat positions: accumulate
+        _scatter_add(xp, out, real, g)
+    else:
+        out[real] = g
+    return out
+
+
+def _getitem_grad_grad(gg, g, *index, key, shape, **_):
+    return (gg._op("getitem", *index, key=key),) + (None,) * len(index)
+
+
+register(Op("getitem_grad", I, None, _getitem_grad_eager,
+            lambda gs, *i, key, shape: tuple(shape), same_dtype, _getitem_grad_grad,
+            "gradient of getitem: zeros of `shape` with g added at key",
+            saves=SAVES_NONE, emit={"numba": "scatter_add", "cuda": "scatter_add"}))
+
+
+def _setitem_eager(xp, a, v, *idx, key):
+    out = a.copy()
+    out[decode_key(key, idx)] = v
+    return out
+
+
+def _setitem_shape(shape, vshape, *index_shapes, key):
+    target = _getitem_shape(shape, *index_shapes, key=key) if not any(
+        item[0] == "mask" for item in key) else None
+    if target is not None and broadcast(vshape, target) != tuple(target):
+        raise ShapeError(f"cannot assign a value of shape {tuple(vshape)} to a selection of "
+                         f"shape {tuple(target)}")
+    return tuple(shape)
+
+
+def _setitem_grad(g, x, v, *index, key, **_):
+    gx = g._op("setitem", 0.0, *index, key=key)
+    gv = g._op("getitem", *index, key=key)
+    return (gx, gv) + (None,) * len(index)
+
+
+register(Op("setitem", I, None, _setitem_eager, _setitem_shape, same_dtype, _setitem_grad,
+            "functional x[key] = v: a copy of x with v written at key",
+            saves=SAVES_NONE, emit={"numba": "setitem", "cuda": "setitem"}))
+
+# ---- concatenation ----------------------------------------------------------------------
+
+
+def _cat_shape(*shapes, dim):
+    if not shapes:
+        raise ShapeError("cat needs at least one tensor")
+    first = shapes[0]
+    d = dim % max(len(first), 1)
+    for s in shapes[1:]:
+        if len(s) != len(first) or any(a != b for i, (a, b) in enumerate(zip(s, first))
+                                       if i != d):
+            raise ShapeError(f"cat: shapes {tuple(first)} and {tuple(s)} differ outside "
+                             f"dimension {dim}")
+    return tuple(first[:d]) + (sum(s[d] for s in shapes),) + tuple(first[d + 1:])
+
+
+def _cat_grad(g, *xs, dim, **_):
+    d = dim % max(xs[0].ndim, 1)
+    grads, start = [], 0
+    for x in xs:
+        key = (slice(None),) * d + (slice(start, start + x.shape[d]),)
+        grads.append(g[key])
+        start += x.shape[d]
+    return tuple(grads)
+
+
+register(Op("cat", I, None, lambda xp, *arrays, dim: xp.concatenate(arrays, axis=dim),
+            _cat_shape, same_dtype, _cat_grad, "concatenate along an existing dim",
+            saves=SAVES_NONE, promote="all", emit={"numba": "concat", "cuda": "concat"}))
+
+
+def _stack_shape(*shapes, dim):
+    if not shapes:
+        raise ShapeError("stack needs at least one tensor")
+    for s in shapes[1:]:
+        if tuple(s) != tuple(shapes[0]):
+            raise ShapeError(f"stack expects each tensor to be equal size, but got "
+                             f"{tuple(shapes[0])} and {tuple(s)}")
+    d = dim % (len(shapes[0]) + 1)
+    return tuple(shapes[0][:d]) + (len(shapes),) + tuple(shapes[0][d:])
+
+
+def _stack_grad(g, *xs, dim, **_):
+    d = dim % (xs[0].ndim + 1)
+    return tuple(g[(slice(None),) * d + (i,)] for i in range(len(xs)))
+
+
+register(Op("stack", I, None, lambda xp, *arrays, dim: xp.stack(arrays, axis=dim),
+            _stack_shape, same_dtype, _stack_grad, "stack along a new dim",
+            saves=SAVES_NONE, promote="all", emit={"numba": "concat", "cuda": "concat"}))
+
+# ---- device copy ------------------------------------------------------------------------
+
+
+def _to_device_eager(xp, a, device):
+    if device == "cpu":
+        return a if xp is np else a.get()
+    from ..device import require_cupy  # noqa: PLC0415 - CuPy only when a GPU is used
+    cp = require_cupy()
+    index = int(device.partition(":")[2] or 0)
+    with cp.cuda.Device(index):
+        return cp.array(a, copy=True)
+
+
+register(Op("to_device", Kind.OPAQUE, 1, _to_device_eager, same_shape, same_dtype,
+            lambda g, x, device, **_: (g.to(x.device),),
+            "copy to another device ('cpu', 'cuda:N')", saves=SAVES_NONE,
+            emit={"numba": None, "cuda": None}))

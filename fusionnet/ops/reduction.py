@@ -1,0 +1,125 @@
+"""Reduction rows of the op table: sum, mean, max, min, argmax, argmin.
+
+Attributes: ``dim`` (None for all axes, an int, or a tuple) and ``keepdim``.
+The ``emit`` slots give the accumulator's initial value and combine step,
+so a code generator can fold elementwise producers into the reduction loop.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import SAVES_INPUTS, SAVES_NONE, Kind, Op, register
+from .rules import normalize_dims, reduced_shape, same_dtype
+
+R = Kind.REDUCTION
+_I64 = np.dtype(np.int64)
+
+
+def _axes(a, dim):
+    axes = normalize_dims(dim, a.ndim)
+    return axes if a.ndim else None
+
+
+def _kept(g, x, dim, keepdim):
+    """``g`` reshaped so that it broadcasts against ``x`` (reduced axes as size 1)."""
+    if keepdim:
+        return g
+    return g.reshape(reduced_shape(x.shape, dim, keepdim=True))
+
+
+def _sum_dtype(d, **_):
+    # Summing bools or ints gives int64, as in PyTorch.
+    return d if d.kind == "f" else _I64
+
+
+def _sum_grad(g, x, dim=None, keepdim=False, **_):
+    return (_kept(g, x, dim, keepdim).expand(x.shape),)
+
+
+def _mean_grad(g, x, dim=None, keepdim=False, **_):
+    count = 1
+    for a in normalize_dims(dim, x.ndim):
+        count *= x.shape[a]
+    return (_kept(g, x, dim, keepdim).expand(x.shape) / count,)
+
+
+def _extreme_grad(g, x, out, dim=None, keepdim=False, **_):
+    # Ties share the gradient evenly (PyTorch does the same for full reductions).
+    hit = x == _kept(out, x, dim, keepdim)
+    count = hit.sum(dim=dim, keepdim=True)
+    return (_kept(g, x, dim, keepdim) * hit / count,)
+
+
+def _mean_dtype(d, **_):
+    if d.kind != "f":
+        raise TypeError("mean() needs a floating point tensor, got integer or bool; "
+                        "call .float() first")
+    return d
+
+
+def _reduction(name, eager, grad, doc, init, combine_numba, combine_cuda, dtype=same_dtype,
+               saves=SAVES_INPUTS):
+    return register(Op(name, R, 1, eager, reduced_shape, dtype, grad, doc, saves=saves,
+                       emit={"numba": {"init": init, "combine": combine_numba},
+                             "cuda": {"init": init, "combine": combine_cuda}}))
+
+
+def _sum_eager(xp, a, dim=None, keepdim=False):
+    out = xp.sum(a, axis=_axes(a, dim), keepdims=keepdim)
+    return out.astype(_sum_dtype(a.dtype), copy=False)
+
+
+_reduction("sum", _sum_eager, _sum_grad, "sum over dim", "0", "{acc} + {x}", "{acc} + {x}",
+           dtype=_sum_dtype, saves=SAVES_NONE)
+_reduction("mean", lambda xp, a, dim=None, keepdim=False:
+           xp.mean(a, axis=_axes(a, dim), keepdims=keepdim).astype(a.dtype, copy=False),
+           _mean_grad, "mean over dim", "0", "{acc} + {x}", "{acc} + {x}",
+           dtype=_mean_dtype, saves=SAVES_NONE)
+
+
+def _check_nonempty(a, name):
+    if a.size == 0:
+        raise ValueError(f"{name}() of an empty tensor has no identity value")
+
+
+def _max_eager(xp, a, dim=None, keepdim=False):
+    _check_nonempty(a, "max")
+    return xp.max(a, axis=_axes(a, dim), keepdims=keepdim)
+
+
+def _min_eager(xp, a, dim=None, keepdim=False):
+    _check_nonempty(a, "min")
+    return xp.min(a, axis=_axes(a, dim), keepdims=keepdim)
+
+
+def _saves_input_and_output(needs):
+    return (0,), True
+
+
+_reduction("max", _max_eager, _extreme_grad, "maximum over dim", "-inf",
+           "max({acc}, {x})", "fmax({acc}, {x})", saves=_saves_input_and_output)
+_reduction("min", _min_eager, _extreme_grad, "minimum over dim", "inf",
+           "min({acc}, {x})", "fmin({acc}, {x})", saves=_saves_input_and_output)
+
+
+def _arg_shape(shape, dim=None, keepdim=False, **_):
+    return reduced_shape(shape, dim, keepdim) if dim is not None else ((1,) * len(shape)
+                                                                       if keepdim else ())
+
+
+def _arg_eager(fn_name):
+    def eager(xp, a, dim=None, keepdim=False):
+        _check_nonempty(a, fn_name)
+        fn = getattr(xp, fn_name)
+        if dim is None:  # index into the flattened tensor, as PyTorch does
+            out = fn(a.reshape(-1))
+            return out.reshape((1,) * a.ndim) if keepdim else out
+        return fn(a, axis=normalize_dims(dim, a.ndim)[0] if a.ndim else None,
+                  keepdims=keepdim)
+    return eager
+
+
+for _name in ("argmax", "argmin"):
+    register(Op(_name, R, 1, _arg_eager(_name), _arg_shape, lambda d, **_: _I64, None,
+                f"index of the {_name[3:]}imum along dim (int64; flattened if dim is None)",
+                saves=SAVES_NONE, emit={"numba": None, "cuda": None}))

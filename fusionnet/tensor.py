@@ -1,0 +1,889 @@
+"""``Tensor``: an ndarray (NumPy or CuPy) with PyTorch's interface and autograd.
+
+Every computing method is a thin call into :func:`fusionnet.dispatch.apply`
+with an op name from the table; this file holds no op semantics, only the
+Python surface (argument forms, operators, in-place rebinding, printing).
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+from . import autograd, dispatch
+from ._format import format_tensor
+from .device import CPU, array_module, as_device, device_of_array
+from .dtypes import as_dtype, dtype, float32, scalar_dtype
+from .ops import decode_key, encode_key
+
+__all__ = ["Tensor", "Size", "is_tensor"]
+
+apply = dispatch.apply
+
+
+class Size(tuple):
+    """A tensor's shape: a tuple that prints as ``fusionnet.Size([2, 3])``."""
+
+    def __repr__(self) -> str:
+        return f"fusionnet.Size({list(self)})"
+
+    def numel(self) -> int:
+        """Number of elements a tensor of this shape holds."""
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
+
+#: What ``max(dim)`` / ``min(dim)`` return, as in PyTorch.
+ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
+
+
+def is_tensor(obj) -> bool:
+    """True if ``obj`` is a fusionnet Tensor (or Parameter)."""
+    return isinstance(obj, Tensor)
+
+
+def _shape_args(args, name="shape"):
+    """Accept ``f(2, 3)``, ``f((2, 3))`` and ``f([2, 3])`` alike."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list, Size)):
+        args = tuple(args[0])
+    try:
+        return tuple(int(a) for a in args)
+    except TypeError:
+        raise TypeError(f"{name} must be integers, got {args!r}") from None
+
+
+def _infer_array(data, dtype_, xp):
+    """An ndarray from Python data, with PyTorch's default dtypes."""
+    if isinstance(data, Tensor):
+        data = data._data
+    if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat(data)):
+        data = _untensor(data)
+    if dtype_ is not None:
+        return xp.asarray(data, dtype=as_dtype(dtype_).np)
+    from_array = isinstance(data, (np.ndarray, np.generic)) or hasattr(data, "__cuda_array_interface__")
+    arr = xp.asarray(data)
+    if arr.dtype.kind == "f" and not from_array:
+        arr = arr.astype(float32.np)  # Python floats make float32 tensors
+    elif arr.dtype.kind in "iu" and arr.dtype != np.int64 and not from_array:
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind not in "fiub":
+        raise TypeError(f"fusionnet.tensor: cannot make a tensor from data of dtype {arr.dtype}")
+    elif arr.dtype == np.float16:
+        arr = arr.astype(float32.np)
+    return arr
+
+
+def _flat(data):
+    for x in data:
+        if isinstance(x, (list, tuple)):
+            yield from _flat(x)
+        else:
+            yield x
+
+
+def _untensor(data):
+    if isinstance(data, Tensor):
+        return data.item() if data.numel() == 1 and data.ndim == 0 else data.tolist()
+    if isinstance(data, (list, tuple)):
+        return [_untensor(x) for x in data]
+    return data
+
+
+class Tensor:
+    """A multi-dimensional array with autograd, on a device (``cpu`` or ``cuda:N``).
+
+    >>> x = Tensor([[1.0, 2.0]], requires_grad=True)
+    >>> (x * x).sum().backward(); x.grad
+    tensor([[2., 4.]])
+    """
+
+    __slots__ = ("_data", "requires_grad", "grad", "_ctx", "_version", "__weakref__")
+
+    def __init__(self, data=None, dtype=None, device=None, requires_grad=False):
+        dev = as_device(device)
+        if data is None:
+            data = []
+        self._data = _infer_array(data, dtype, array_module(dev))
+        if device is not None and device_of_array(self._data) != dev:
+            self._data = apply("to_device", Tensor._wrap(self._data), device=str(dev))._data
+        self.requires_grad = False
+        self.grad = None
+        self._ctx = None
+        self._version = [0]
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _wrap(cls, array, device=None, version=None):
+        """A tensor around ``array`` without copying (internal fast path)."""
+        t = object.__new__(cls)
+        t._data = array
+        t.requires_grad = False
+        t.grad = None
+        t._ctx = None
+        t._version = [0] if version is None else version
+        return t
+
+    # ---- basic properties ------------------------------------------------------------
+
+    @property
+    def _xp(self):
+        return np if type(self._data) is np.ndarray else array_module(self.device)
+
+    @property
+    def _device(self):
+        return CPU if type(self._data) is np.ndarray else device_of_array(self._data)
+
+    @property
+    def device(self):
+        """The device this tensor lives on."""
+        return self._device
+
+    @property
+    def is_cuda(self) -> bool:
+        """True when on a CUDA device."""
+        return self._device.type == "cuda"
+
+    @property
+    def shape(self) -> Size:
+        """The tensor's shape."""
+        return Size(self._data.shape)
+
+    def size(self, dim: int | None = None):
+        """Shape (as :class:`Size`), or the size of one dimension."""
+        if dim is None:
+            return Size(self._data.shape)
+        return self._data.shape[dim]
+
+    @property
+    def dtype(self) -> dtype:
+        """The element type."""
+        return as_dtype(self._data.dtype)
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return self._data.ndim
+
+    def dim(self) -> int:
+        """Number of dimensions."""
+        return self._data.ndim
+
+    def numel(self) -> int:
+        """Number of elements."""
+        return int(self._data.size)
+
+    nelement = numel
+
+    def element_size(self) -> int:
+        """Bytes per element."""
+        return self._data.itemsize
+
+    @property
+    def is_leaf(self) -> bool:
+        """True unless this tensor was computed by a recorded op."""
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        """The autograd node that produced this tensor (None for leaves)."""
+        return self._ctx
+
+    def is_floating_point(self) -> bool:
+        """True for float dtypes."""
+        return self._data.dtype.kind == "f"
+
+    # ---- autograd --------------------------------------------------------------------
+
+    def requires_grad_(self, requires_grad: bool = True):
+        """Set whether gradients are accumulated into this leaf; returns self."""
+        if not requires_grad and self._ctx is not None:
+            raise RuntimeError("you can only change requires_grad flags of leaf variables; "
+                               "use .detach() for a non-leaf tensor")
+        if requires_grad and self._data.dtype.kind != "f":
+            raise RuntimeError(f"only tensors of floating point dtype can require gradients, "
+                               f"got {self.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        """Accumulate the gradient of this tensor into the ``.grad`` of every leaf."""
+        if create_graph:
+            raise NotImplementedError("create_graph=True (higher-order gradients) is not "
+                                      "supported yet")
+        autograd.backward(self, gradient)
+
+    def detach(self):
+        """A tensor sharing this one's data, cut from the autograd graph."""
+        return Tensor._wrap(self._data, version=self._version)
+
+    def detach_(self):
+        """Cut this tensor from the autograd graph in place."""
+        self._ctx = None
+        self.requires_grad = False
+        return self
+
+    @property
+    def data(self):
+        """This tensor's data as a tensor that shares storage and is not tracked."""
+        return Tensor._wrap(self._data)
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, Tensor):
+            raise TypeError("Tensor.data must be set to a Tensor")
+        self._data = value._data
+
+    # ---- conversion to Python and NumPy ----------------------------------------------
+
+    def _host(self) -> np.ndarray:
+        return self._data if type(self._data) is np.ndarray else self._data.get()
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array sharing memory (CPU tensors without grad only)."""
+        if self.requires_grad:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
+                               "Use tensor.detach().numpy() instead.")
+        if self._device.type != "cpu":
+            raise TypeError(f"can't convert {self._device} device type tensor to numpy. "
+                            "Use Tensor.cpu() to copy the tensor to host memory first.")
+        return self._data
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self._host()
+        return arr if dtype is None else arr.astype(dtype)
+
+    def _python_value(self, why: str):
+        dispatch.note_python_value(self, why)
+        if self._data.size != 1:
+            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted "
+                               f"to a Python scalar ({why}); only one-element tensors can")
+        return self._host().reshape(()).item()
+
+    def item(self):
+        """The value of a one-element tensor as a Python number."""
+        return self._python_value("item()")
+
+    def tolist(self):
+        """The data as (nested) Python lists."""
+        dispatch.note_python_value(self, "tolist()")
+        return self._host().tolist()
+
+    def __bool__(self) -> bool:
+        if self._data.size != 1:
+            dispatch.note_python_value(self, "bool()")
+            raise RuntimeError(f"Boolean value of Tensor with more than one value is "
+                               f"ambiguous (shape {tuple(self.shape)})")
+        return bool(self._python_value("bool()"))
+
+    def __float__(self) -> float:
+        return float(self._python_value("float()"))
+
+    def __int__(self) -> int:
+        return int(self._python_value("int()"))
+
+    def __index__(self) -> int:
+        if self._data.dtype.kind not in "iu":
+            raise TypeError("only integer tensors of a single element can be converted to "
+                            "an index")
+        return int(self._python_value("index"))
+
+    def __len__(self) -> int:
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    def __iter__(self):
+        if self._data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self._data.shape[0]))
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        suffixes = []
+        if self._device.type != "cpu":
+            suffixes.append(f"device='{self._device}'")
+        if self._ctx is not None:
+            suffixes.append(f"grad_fn=<{self._ctx.name()}>")
+        elif self.requires_grad:
+            suffixes.append("requires_grad=True")
+        return format_tensor(self._host(), suffixes)
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        if self._data.ndim == 0 and spec:
+            return format(self.item(), spec)
+        return repr(self)
+
+    # ---- devices and dtypes ----------------------------------------------------------
+
+    def to(self, *args, **kwargs):
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(other_tensor)``."""
+        dev, dt = kwargs.pop("device", None), kwargs.pop("dtype", None)
+        copy = kwargs.pop("copy", False)
+        kwargs.pop("non_blocking", None)
+        if kwargs:
+            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+        for a in args:
+            if isinstance(a, Tensor):
+                dev, dt = a.device, a.dtype
+            elif isinstance(a, dtype) or a in (float, int, bool) or (
+                    isinstance(a, np.dtype)):
+                dt = a
+            else:
+                dev = a
+        out = self
+        if dev is not None:
+            target = as_device(dev)
+            if target != self._device:
+                out = apply("to_device", out, device=str(target))
+        if dt is not None and as_dtype(dt) != out.dtype:
+            out = apply("cast", out, dtype=as_dtype(dt).np)
+        if copy and out is self:
+            out = apply("copy", self)
+        return out
+
+    def cuda(self, device=None):
+        """This tensor on a CUDA device (itself if already there)."""
+        if device is None:
+            device = "cuda"
+        elif isinstance(device, int):
+            device = f"cuda:{device}"
+        return self.to(device)
+
+    def cpu(self):
+        """This tensor on the CPU (itself if already there)."""
+        return self.to("cpu")
+
+    def float(self):
+        """Convert to float32."""
+        return self.to(float32)
+
+    def double(self):
+        """Convert to float64."""
+        return self.to("float64")
+
+    def long(self):
+        """Convert to int64."""
+        return self.to("int64")
+
+    def int(self):
+        """Convert to int32."""
+        return self.to("int32")
+
+    def bool(self):
+        """Convert to bool."""
+        return self.to("bool")
+
+    def type_as(self, other):
+        """Convert to ``other``'s dtype."""
+        return self.to(other.dtype)
+
+    def clone(self):
+        """A copy with its own storage (differentiable)."""
+        return apply("copy", self)
+
+    def contiguous(self):
+        """This tensor (arrays are always usable as they are)."""
+        return self
+
+    # ---- table ops as methods -------------------------------------------------------
+
+    def _op(self, name, *others, **attrs):
+        """Apply table op ``name`` with this tensor as first input."""
+        return apply(name, self, *others, **attrs)
+
+    def abs(self):
+        """Absolute value."""
+        return apply("abs", self)
+
+    def sign(self):
+        """Sign: -1, 0 or 1."""
+        return apply("sign", self)
+
+    def neg(self):
+        """Negation."""
+        return apply("neg", self)
+
+    def exp(self):
+        """e to the x."""
+        return apply("exp", self)
+
+    def log(self):
+        """Natural logarithm."""
+        return apply("log", self)
+
+    def sqrt(self):
+        """Square root."""
+        return apply("sqrt", self)
+
+    def sigmoid(self):
+        """Logistic sigmoid."""
+        return apply("sigmoid", self)
+
+    def tanh(self):
+        """Hyperbolic tangent."""
+        return apply("tanh", self)
+
+    def relu(self):
+        """max(x, 0)."""
+        return apply("relu", self)
+
+    def erf(self):
+        """Gauss error function."""
+        return apply("erf", self)
+
+    def clamp(self, min=None, max=None):  # noqa: A002 - PyTorch's names
+        """Limit values to [min, max] (either bound may be None)."""
+        if min is None and max is None:
+            raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
+        return apply("clamp", self, min=min, max=max)
+
+    clip = clamp
+
+    def pow(self, exponent):
+        """self ** exponent."""
+        return apply("pow", self, exponent)
+
+    def add(self, other, alpha=1):
+        """self + alpha * other."""
+        return apply("add", self, other if alpha == 1 else other * alpha)
+
+    def sub(self, other, alpha=1):
+        """self - alpha * other."""
+        return apply("sub", self, other if alpha == 1 else other * alpha)
+
+    def mul(self, other):
+        """self * other."""
+        return apply("mul", self, other)
+
+    def div(self, other):
+        """self / other."""
+        return apply("div", self, other)
+
+    def maximum(self, other):
+        """Elementwise maximum."""
+        return apply("maximum", self, other)
+
+    def minimum(self, other):
+        """Elementwise minimum."""
+        return apply("minimum", self, other)
+
+    def where(self, condition, other):
+        """``self`` where ``condition`` holds, else ``other``."""
+        return apply("where", condition, self, other)
+
+    def logical_and(self, other):
+        """Elementwise and (bool)."""
+        return apply("logical_and", self, other)
+
+    def logical_or(self, other):
+        """Elementwise or (bool)."""
+        return apply("logical_or", self, other)
+
+    def logical_not(self):
+        """Elementwise not (bool)."""
+        return apply("logical_not", self)
+
+    def eq(self, other):
+        """Elementwise ==."""
+        return apply("eq", self, other)
+
+    def softmax(self, dim):
+        """Softmax along ``dim``."""
+        from .nn import functional as F  # noqa: PLC0415 - nn builds on tensor
+        return F.softmax(self, dim)
+
+    def log_softmax(self, dim):
+        """Log-softmax along ``dim``."""
+        from .nn import functional as F  # noqa: PLC0415
+        return F.log_softmax(self, dim)
+
+    # reductions
+
+    def sum(self, dim=None, keepdim=False, dtype=None, axis=None):
+        """Sum over ``dim`` (all dims if None)."""
+        out = apply("sum", self, dim=_dim(dim, axis), keepdim=keepdim)
+        return out if dtype is None else out.to(dtype)
+
+    def mean(self, dim=None, keepdim=False, dtype=None, axis=None):
+        """Mean over ``dim`` (all dims if None)."""
+        src = self if dtype is None else self.to(dtype)
+        return apply("mean", src, dim=_dim(dim, axis), keepdim=keepdim)
+
+    def _extreme(self, name, dim, keepdim, other):
+        if isinstance(dim, Tensor) and other is None:  # x.max(other_tensor)
+            return apply("maximum" if name == "max" else "minimum", self, dim)
+        if dim is None:
+            return apply(name, self)
+        values = apply(name, self, dim=dim, keepdim=keepdim)
+        indices = apply("arg" + name, self, dim=dim, keepdim=keepdim)
+        return ValuesIndices(values, indices)
+
+    def max(self, dim=None, keepdim=False, other=None):
+        """Largest value; with ``dim``, ``(values, indices)`` along it."""
+        return self._extreme("max", dim, keepdim, other)
+
+    def min(self, dim=None, keepdim=False, other=None):
+        """Smallest value; with ``dim``, ``(values, indices)`` along it."""
+        return self._extreme("min", dim, keepdim, other)
+
+    def amax(self, dim=None, keepdim=False):
+        """Largest values over ``dim`` (no indices)."""
+        return apply("max", self, dim=dim, keepdim=keepdim)
+
+    def amin(self, dim=None, keepdim=False):
+        """Smallest values over ``dim`` (no indices)."""
+        return apply("min", self, dim=dim, keepdim=keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        """Index of the largest value (into the flattened tensor if dim is None)."""
+        return apply("argmax", self, dim=dim, keepdim=keepdim)
+
+    def argmin(self, dim=None, keepdim=False):
+        """Index of the smallest value (into the flattened tensor if dim is None)."""
+        return apply("argmin", self, dim=dim, keepdim=keepdim)
+
+    # layout
+
+    def reshape(self, *shape):
+        """Same data, new shape (one -1 allowed)."""
+        shape = _shape_args(shape)
+        if shape == self._data.shape:
+            return self if dispatch.trace_hook() is None else apply("reshape", self, shape=shape)
+        return apply("reshape", self, shape=shape)
+
+    def view(self, *shape):
+        """Same as :meth:`reshape` (arrays here can always be viewed or copied)."""
+        return self.reshape(*shape)
+
+    def view_as(self, other):
+        """Reshape to ``other``'s shape."""
+        return self.reshape(other.shape)
+
+    def reshape_as(self, other):
+        """Reshape to ``other``'s shape."""
+        return self.reshape(other.shape)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1):
+        """Merge dims ``start_dim..end_dim`` into one."""
+        if self._data.ndim == 0:
+            return self.reshape(1)
+        n = self._data.ndim
+        s, e = start_dim % n, end_dim % n
+        if s > e:
+            raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+        shape = self._data.shape
+        merged = 1
+        for d in shape[s:e + 1]:
+            merged *= d
+        return self.reshape(shape[:s] + (merged,) + shape[e + 1:])
+
+    def permute(self, *dims):
+        """Reorder dimensions."""
+        return apply("permute", self, dims=_shape_args(dims, "dims"))
+
+    def transpose(self, dim0: int, dim1: int):
+        """Swap two dimensions."""
+        n = max(self._data.ndim, 1)
+        dims = list(range(self._data.ndim))
+        if self._data.ndim < 2 and (dim0 % n == dim1 % n):
+            return self
+        dims[dim0 % n], dims[dim1 % n] = dims[dim1 % n], dims[dim0 % n]
+        return apply("permute", self, dims=tuple(dims))
+
+    swapaxes = transpose
+
+    def t(self):
+        """Transpose a tensor of rank <= 2."""
+        if self._data.ndim > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
+                               f"{self._data.ndim}D")
+        return self if self._data.ndim < 2 else self.transpose(0, 1)
+
+    @property
+    def T(self):  # noqa: N802 - PyTorch's name
+        """All dimensions reversed."""
+        if self._data.ndim < 2:
+            return self
+        return apply("permute", self, dims=tuple(range(self._data.ndim - 1, -1, -1)))
+
+    def unsqueeze(self, dim: int):
+        """Insert a size-1 dimension at ``dim``."""
+        n = self._data.ndim + 1
+        if not -n <= dim < n:
+            raise IndexError(f"unsqueeze: dimension {dim} out of range for a result of rank {n}")
+        shape = list(self._data.shape)
+        shape.insert(dim % n, 1)
+        return apply("reshape", self, shape=tuple(shape))
+
+    def squeeze(self, dim=None):
+        """Drop size-1 dimensions (only ``dim`` if given)."""
+        shape = self._data.shape
+        if dim is None:
+            new = tuple(s for s in shape if s != 1)
+        else:
+            dims = {d % max(len(shape), 1) for d in ((dim,) if isinstance(dim, int) else dim)}
+            new = tuple(s for i, s in enumerate(shape) if not (i in dims and s == 1))
+        return self if new == shape else apply("reshape", self, shape=new)
+
+    def expand(self, *sizes):
+        """Broadcast to a larger shape (-1 keeps a dim) without copying."""
+        return apply("expand", self, shape=_shape_args(sizes, "sizes"))
+
+    def expand_as(self, other):
+        """Broadcast to ``other``'s shape."""
+        return self.expand(other.shape)
+
+    def matmul(self, other):
+        """Matrix product."""
+        return apply("matmul", self, other)
+
+    def mm(self, other):
+        """Product of two matrices (both 2-D)."""
+        if self._data.ndim != 2 or _ndim(other) != 2:
+            raise RuntimeError(f"mm: expected 2-D tensors, got shapes {tuple(self.shape)} and "
+                               f"{tuple(other.shape)}")
+        return apply("matmul", self, other)
+
+    # ---- operators ------------------------------------------------------------------
+
+    def __add__(self, other):
+        return apply("add", self, other)
+
+    def __radd__(self, other):
+        return apply("add", other, self)
+
+    def __sub__(self, other):
+        return apply("sub", self, other)
+
+    def __rsub__(self, other):
+        return apply("sub", other, self)
+
+    def __mul__(self, other):
+        return apply("mul", self, other)
+
+    def __rmul__(self, other):
+        return apply("mul", other, self)
+
+    def __truediv__(self, other):
+        return apply("div", self, other)
+
+    def __rtruediv__(self, other):
+        return apply("div", other, self)
+
+    def __pow__(self, other):
+        return apply("pow", self, other)
+
+    def __rpow__(self, other):
+        return apply("pow", other, self)
+
+    def __matmul__(self, other):
+        return apply("matmul", self, other)
+
+    def __rmatmul__(self, other):
+        return apply("matmul", other, self)
+
+    def __neg__(self):
+        return apply("neg", self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return apply("abs", self)
+
+    def __eq__(self, other):
+        return apply("eq", self, other)
+
+    def __ne__(self, other):
+        return apply("ne", self, other)
+
+    def __lt__(self, other):
+        return apply("lt", self, other)
+
+    def __le__(self, other):
+        return apply("le", self, other)
+
+    def __gt__(self, other):
+        return apply("gt", self, other)
+
+    def __ge__(self, other):
+        return apply("ge", self, other)
+
+    def __and__(self, other):
+        return apply("logical_and", self, other)
+
+    __rand__ = __and__
+
+    def __or__(self, other):
+        return apply("logical_or", self, other)
+
+    __ror__ = __or__
+
+    def __invert__(self):
+        if self._data.dtype.kind != "b":
+            raise TypeError("~ is only supported on bool tensors here")
+        return apply("logical_not", self)
+
+    # ---- in-place operations -------------------------------------------------------
+
+    def _check_inplace(self):
+        if self.requires_grad and self._ctx is None and autograd.is_grad_enabled():
+            raise RuntimeError("a leaf Variable that requires grad is being used in an "
+                               "in-place operation.")
+
+    def _inplace(self, name, *others, **attrs):
+        """Compute op ``name`` and write the result into this tensor's storage.
+
+        Autograd sees the old value as the op's input (an alias that shares the
+        storage and version counter, so a later backward that needs the old
+        value fails loudly instead of reading the new one).
+        """
+        self._check_inplace()
+        old = Tensor._wrap(self._data, version=self._version)
+        old.requires_grad, old._ctx = self.requires_grad, self._ctx
+        result = apply(name, old, *others, **attrs)
+        hook = dispatch.trace_hook()
+        if hook is not None and hasattr(hook, "on_inplace") and hook.on_inplace(self, result):
+            return self
+        if not np.can_cast(result._data.dtype, self._data.dtype, casting="same_kind"):
+            raise RuntimeError(f"result type {as_dtype(result._data.dtype)} can't be cast to "
+                               f"the desired output type {self.dtype} of an in-place "
+                               f"{name}")
+        if result._data.shape != self._data.shape:
+            raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the "
+                               f"broadcast shape {list(result.shape)} of in-place {name}")
+        try:
+            self._xp.copyto(self._data, result._data, casting="unsafe")
+        except ValueError as err:
+            raise RuntimeError(f"in-place {name} on a read-only tensor (from expand?): "
+                               f"{err}") from None
+        self._version[0] += 1
+        if result.requires_grad:
+            self.requires_grad, self._ctx = True, result._ctx
+        return self
+
+    def __iadd__(self, other):
+        return self._inplace("add", other)
+
+    def __isub__(self, other):
+        return self._inplace("sub", other)
+
+    def __imul__(self, other):
+        return self._inplace("mul", other)
+
+    def __itruediv__(self, other):
+        return self._inplace("div", other)
+
+    def add_(self, other, alpha=1):
+        """In-place ``self += alpha * other``."""
+        return self._inplace("add", other if alpha == 1 else other * alpha)
+
+    def sub_(self, other, alpha=1):
+        """In-place ``self -= alpha * other``."""
+        return self._inplace("sub", other if alpha == 1 else other * alpha)
+
+    def mul_(self, other):
+        """In-place ``self *= other``."""
+        return self._inplace("mul", other)
+
+    def div_(self, other):
+        """In-place ``self /= other``."""
+        return self._inplace("div", other)
+
+    def clamp_(self, min=None, max=None):  # noqa: A002
+        """In-place clamp."""
+        return self._inplace("clamp", min=min, max=max)
+
+    def relu_(self):
+        """In-place ReLU."""
+        return self._inplace("relu")
+
+    def copy_(self, src):
+        """Copy ``src`` (broadcast) into this tensor's storage."""
+        self[...] = src
+        return self
+
+    def fill_(self, value):
+        """Fill with ``value``."""
+        self[...] = value
+        return self
+
+    def zero_(self):
+        """Fill with zeros."""
+        return self.fill_(0)
+
+    def _fill_random(self, sample):
+        from . import random as _random  # noqa: PLC0415
+        gen = _random.generator(self._xp)
+        self[...] = Tensor._wrap(sample(gen).astype(self._data.dtype, copy=False))
+        return self
+
+    def uniform_(self, a: float = 0.0, b: float = 1.0):
+        """Fill with samples from U(a, b)."""
+        return self._fill_random(lambda g: a + (b - a) * g.random(self._data.shape))
+
+    def normal_(self, mean: float = 0.0, std: float = 1.0):
+        """Fill with samples from N(mean, std**2)."""
+        return self._fill_random(lambda g: mean + std * g.standard_normal(self._data.shape))
+
+    # ---- indexing ------------------------------------------------------------------
+
+    def __getitem__(self, key):
+        key, index = encode_key(_listy(key, self), is_tensor)
+        return apply("getitem", self, *index, key=key)
+
+    def __setitem__(self, key, value):
+        enc, index = encode_key(_listy(key, self), is_tensor)
+        needs_graph = dispatch.trace_hook() is not None or (autograd.is_grad_enabled() and (
+            self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)))
+        if needs_graph:
+            self._inplace("setitem", value, *index, key=enc)
+            return
+        # Plain write into storage: nothing to record.
+        if isinstance(value, Tensor):
+            if value._device != self._device:
+                raise RuntimeError(f"setitem: value is on {value._device} but the tensor is on "
+                                   f"{self._device}")
+            value = value._data
+        elif not isinstance(value, (bool, int, float, np.number, np.bool_)):
+            value = _infer_array(value, None, self._xp)
+        for t in index:
+            if t._device != self._device:
+                raise RuntimeError(f"setitem: index is on {t._device} but the tensor is on "
+                                   f"{self._device}")
+        try:
+            self._data[decode_key(enc, [t._data for t in index])] = value
+        except (ValueError, IndexError) as err:
+            raise type(err)(f"fusionnet.setitem: {err}") from None
+        self._version[0] += 1
+
+
+def _dim(dim, axis):
+    return axis if dim is None else dim
+
+
+def _ndim(x) -> int:
+    return x.ndim if isinstance(x, Tensor) else np.ndim(x)
+
+
+def _listy(key, like):
+    """Lists and arrays used as indices become index tensors (as in PyTorch)."""
+    def conv(k):
+        if isinstance(k, (list, np.ndarray)):
+            return Tensor(k, device=like._device)
+        return k
+    if isinstance(key, tuple):
+        return tuple(conv(k) for k in key)
+    return conv(key)
+
+
+def scalar_tensor(value, like: Tensor) -> Tensor:
+    """A 0-d tensor holding Python scalar ``value`` typed weakly against ``like``."""
+    return Tensor._wrap(like._xp.asarray(value, dtype=scalar_dtype(value, like._data.dtype)))
