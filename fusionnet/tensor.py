@@ -366,19 +366,19 @@ class Tensor:
 
     def double(self):
         """Convert to float64."""
-        return self.to("float64")
+        return self.to(as_dtype("float64"))
 
     def long(self):
         """Convert to int64."""
-        return self.to("int64")
+        return self.to(as_dtype("int64"))
 
     def int(self):
         """Convert to int32."""
-        return self.to("int32")
+        return self.to(as_dtype("int32"))
 
     def bool(self):
         """Convert to bool."""
-        return self.to("bool")
+        return self.to(as_dtype("bool"))
 
     def type_as(self, other):
         """Convert to ``other``'s dtype."""

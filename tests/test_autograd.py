@@ -1,0 +1,165 @@
+"""Autograd engine: accumulation, broadcasting, reuse, no_grad, in-place checks, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fusionnet as fn
+
+
+def _fd_grad(f, x, eps=1e-6):
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        p, m = x.copy(), x.copy()
+        p[idx] += eps
+        m[idx] -= eps
+        g[idx] = (f(p) - f(m)) / (2 * eps)
+    return g
+
+
+def test_mlp_gradients_match_finite_differences():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4, 5))
+    W1, b1 = rng.standard_normal((5, 7)), rng.standard_normal(7)
+    W2 = rng.standard_normal((7, 3))
+
+    def loss(w1, b, w2, lib):
+        h = lib["relu"](lib["t"](X) @ w1 + b)
+        return ((h @ w2).tanh() ** 2).mean() if lib is FN else None
+
+    FN = {"relu": fn.relu, "t": fn.tensor}
+    params = [fn.tensor(a, requires_grad=True) for a in (W1, b1, W2)]
+    out = loss(*params, FN)
+    out.backward()
+
+    def np_loss(w1, b, w2):
+        h = np.maximum(X @ w1 + b, 0)
+        return float((np.tanh(h @ w2) ** 2).mean())
+
+    for i, (p, a) in enumerate(zip(params, (W1, b1, W2))):
+        def f(v, i=i):
+            args = [W1, b1, W2]
+            args[i] = v
+            return np_loss(*args)
+        np.testing.assert_allclose(p.grad.numpy(), _fd_grad(f, a), rtol=1e-5, atol=1e-7)
+
+
+def test_broadcast_gradient_is_reduced_to_input_shape():
+    a = fn.ones(3, 1, requires_grad=True)
+    b = fn.ones(4, requires_grad=True)
+    (a * b * 2).sum().backward()
+    assert a.grad.shape == (3, 1) and a.grad.tolist() == [[8.0]] * 3
+    assert b.grad.shape == (4,) and b.grad.tolist() == [6.0] * 4
+
+
+def test_tensor_used_twice_gets_the_sum():
+    x = fn.tensor([3.0], requires_grad=True)
+    (x * x + x).backward()
+    assert x.grad.item() == 7.0
+
+
+def test_gradients_accumulate_across_backward_calls():
+    x = fn.tensor([1.0, 2.0], requires_grad=True)
+    (x * 2).sum().backward()
+    (x * 3).sum().backward()
+    assert x.grad.tolist() == [5.0, 5.0]
+
+
+def test_backward_with_explicit_gradient():
+    x = fn.tensor([1.0, 2.0], requires_grad=True)
+    (x * x).backward(fn.tensor([1.0, 0.5]))
+    assert x.grad.tolist() == [2.0, 2.0]
+
+
+def test_backward_on_non_scalar_needs_gradient():
+    x = fn.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="only for scalar outputs"):
+        (x * 2).backward()
+
+
+def test_backward_without_grad_raises():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        fn.ones(2).sum().backward()
+
+
+def test_no_grad_context_and_decorator():
+    x = fn.ones(2, requires_grad=True)
+    with fn.no_grad():
+        y = x * 2
+    assert not y.requires_grad and y.grad_fn is None
+
+    @fn.no_grad()
+    def f(t):
+        return t * 2
+
+    assert not f(x).requires_grad
+    assert fn.is_grad_enabled()
+    with fn.no_grad():
+        with fn.enable_grad():
+            assert (x * 2).requires_grad
+
+
+def test_requires_grad_only_for_floats():
+    with pytest.raises(RuntimeError, match="floating point"):
+        fn.tensor([1, 2]).requires_grad_()
+
+
+def test_inplace_on_leaf_requiring_grad_raises():
+    w = fn.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        w += 1
+    with fn.no_grad():
+        w += 1  # allowed, as in PyTorch (that is how optimisers update)
+    assert w.tolist() == [2.0, 2.0]
+
+
+def test_inplace_on_saved_tensor_raises_at_backward():
+    x = fn.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 1
+    z = y.exp()  # exp saves its output
+    w = (y * y)  # mul saves y
+    y += 1
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        w.sum().backward()
+    z.sum().backward()  # exp's saved output was not touched: fine
+    np.testing.assert_allclose(x.grad.numpy(), np.exp([1.0, 2.0]), rtol=1e-6)
+
+
+def test_inplace_division_keeps_gradient_right():
+    # FixedHiddenMLP's `X /= 2` on a tensor that requires grad.
+    w = fn.tensor([4.0, 8.0], requires_grad=True)
+    X = w * 1
+    X /= 2
+    X /= 2
+    X.sum().backward()
+    assert w.grad.tolist() == [0.25, 0.25]
+
+
+def test_setitem_with_grad():
+    w = fn.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    v = fn.tensor([10.0], requires_grad=True)
+    x = w * 2
+    x[1:2] = v * 3
+    x.sum().backward()
+    assert w.grad.tolist() == [2.0, 0.0, 2.0]
+    assert v.grad.tolist() == [3.0]
+
+
+def test_advanced_index_gradient_accumulates_repeats():
+    w = fn.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    w[fn.tensor([0, 0, 2])].sum().backward()
+    assert w.grad.tolist() == [2.0, 0.0, 1.0]
+
+
+def test_grad_fn_names_and_leaves():
+    x = fn.ones(2, requires_grad=True)
+    y = (x + 1).relu()
+    assert x.is_leaf and not y.is_leaf
+    assert y.grad_fn.name() == "ReluBackward0"
+    assert y.grad_fn.next_functions[0][0].name() == "AddBackward0"
+
+
+def test_float32_gradients_stay_float32():
+    x = fn.ones(3, requires_grad=True)
+    (x * 2.5).sum().backward()
+    assert x.grad.dtype == fn.float32
