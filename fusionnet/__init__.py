@@ -42,3 +42,5 @@ __all__ = [
     "initial_seed", "device", "dtype", "float32", "float64", "int32", "int64", "bool_",
     "get_default_dtype", "ops",
 ]
+
+from . import nn, optim  # noqa: E402
