@@ -44,3 +44,5 @@ __all__ = [
 ]
 
 from . import nn, optim  # noqa: E402
+from . import cuda  # noqa: E402
+from .serialization import SerializationError, load, save  # noqa: E402
