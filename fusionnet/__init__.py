@@ -20,6 +20,9 @@ from .functions import (abs, allclose, argmax, argmin, cat, clamp, clone, concat
                         stack, sum, tanh, transpose, unsqueeze, where)
 from .random import initial_seed, manual_seed, seed
 from .tensor import Size, Tensor, is_tensor
+from .graph import Graph, GraphBreak
+from .tracer import TraceError, trace
+from .explain import explain
 
 __version__ = "0.1.0"
 
@@ -40,7 +43,7 @@ __all__ = [
     "unsqueeze", "squeeze", "allclose", "equal", "numel", "clone", "is_tensor",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "manual_seed", "seed",
     "initial_seed", "device", "dtype", "float32", "float64", "int32", "int64", "bool_",
-    "get_default_dtype", "ops",
+    "get_default_dtype", "ops", "Graph", "GraphBreak", "TraceError", "trace", "explain",
 ]
 
 from . import nn, optim  # noqa: E402

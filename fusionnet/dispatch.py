@@ -8,31 +8,35 @@ A tracer can install itself with :func:`set_trace_hook` to see every call.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import autograd
 from .dtypes import promote, scalar_dtype
 from .ops import ShapeError, get_op
 
-__all__ = ["apply", "set_trace_hook", "trace_hook", "note_python_value"]
+__all__ = ["apply", "run_eager", "set_trace_hook", "trace_hook", "note_python_value",
+           "note_random"]
 
-_trace_hook = None
+# The hook is per thread: tracing in one thread never captures another thread's ops.
+_local = threading.local()
 
 
 def set_trace_hook(hook):
-    """Install ``hook(op, inputs, attrs) -> Tensor | NotImplemented`` (None removes it).
+    """Install ``hook(op, inputs, attrs) -> Tensor | NotImplemented`` for this thread.
 
-    The tracer uses this to record ops on its symbolic tensors; it returns
-    ``NotImplemented`` for calls that involve none of them.
+    ``None`` removes it; the previous hook is returned so callers can restore it.
+    The tracer uses this to record every op that runs while it traces.
     """
-    global _trace_hook
-    prev, _trace_hook = _trace_hook, hook
+    prev = getattr(_local, "hook", None)
+    _local.hook = hook
     return prev
 
 
 def trace_hook():
-    """The installed trace hook, or None."""
-    return _trace_hook
+    """This thread's trace hook, or None."""
+    return getattr(_local, "hook", None)
 
 
 def note_python_value(tensor, why: str):
@@ -41,9 +45,16 @@ def note_python_value(tensor, why: str):
     A tracer uses this to stop (graph break) instead of baking in the value
     it happens to see.
     """
-    hook = _trace_hook
+    hook = getattr(_local, "hook", None)
     if hook is not None and hasattr(hook, "on_python_value"):
         hook.on_python_value(tensor, why)
+
+
+def note_random(what: str):
+    """Called before random numbers are drawn; a tracer stops there (values would freeze)."""
+    hook = getattr(_local, "hook", None)
+    if hook is not None and hasattr(hook, "on_random"):
+        hook.on_random(what)
 
 
 def _to_tensors(op, args, Tensor):
@@ -112,10 +123,24 @@ def apply(name, *args, **attrs):
 
     op = get_op(name)
     tensors, like = _to_tensors(op, args, Tensor)
-    if _trace_hook is not None:
-        out = _trace_hook(op, tensors, attrs)
+    hook = getattr(_local, "hook", None)
+    if hook is not None:
+        out = hook(op, tensors, attrs)
         if out is not NotImplemented:
             return out
+    out = run_eager(op, tensors, attrs)
+    if autograd.is_grad_enabled() and op.grad is not None:
+        needs = tuple(t.requires_grad for t in tensors)
+        if any(needs):
+            _record(op, tensors, attrs, out, needs, Tensor)
+    return out
+
+
+def run_eager(op, tensors, attrs):
+    """Compute ``op`` on tensors (no scalars, no hooks, no autograd recording)."""
+    from .tensor import Tensor  # noqa: PLC0415
+
+    like = tensors[0]
     if op.name != "to_device" and len(tensors) > 1:
         _check_devices(op, tensors, like)
     arrays = _promoted(op, [t._data for t in tensors])
@@ -129,12 +154,7 @@ def apply(name, *args, **attrs):
         result = xp.asarray(result)
     if result.dtype != out_dtype:
         result = result.astype(out_dtype)
-    out = Tensor._wrap(result)
-    if autograd.is_grad_enabled() and op.grad is not None:
-        needs = tuple(t.requires_grad for t in tensors)
-        if any(needs):
-            _record(op, tensors, attrs, out, needs, Tensor)
-    return out
+    return Tensor._wrap(result)
 
 
 def _record(op, tensors, attrs, out, needs, Tensor):

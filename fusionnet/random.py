@@ -39,6 +39,9 @@ def initial_seed() -> int:
 def generator(xp):
     """The generator for array module ``xp``: an object with ``random``,
     ``standard_normal`` and ``integers`` methods."""
+    from .dispatch import note_random  # noqa: PLC0415 - dispatch imports tensor modules
+
+    note_random("random numbers drawn")
     if xp is np:
         return _rng
     return _CupyGenerator(xp)

@@ -246,12 +246,14 @@ class Tensor:
         if self.requires_grad:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
                                "Use tensor.detach().numpy() instead.")
+        dispatch.note_python_value(self, "numpy()")
         if self._device.type != "cpu":
             raise TypeError(f"can't convert {self._device} device type tensor to numpy. "
                             "Use Tensor.cpu() to copy the tensor to host memory first.")
         return self._data
 
     def __array__(self, dtype=None, copy=None):
+        dispatch.note_python_value(self, "conversion to a NumPy array")
         arr = self._host()
         return arr if dtype is None else arr.astype(dtype)
 
@@ -745,13 +747,14 @@ class Tensor:
         storage and version counter, so a later backward that needs the old
         value fails loudly instead of reading the new one).
         """
+        hook = dispatch.trace_hook()
+        if hook is not None:  # tracing: record a pure op and rebind this tensor to it
+            hook.on_inplace(self, apply(name, self, *others, **attrs))
+            return self
         self._check_inplace()
         old = Tensor._wrap(self._data, version=self._version)
         old.requires_grad, old._ctx = self.requires_grad, self._ctx
         result = apply(name, old, *others, **attrs)
-        hook = dispatch.trace_hook()
-        if hook is not None and hasattr(hook, "on_inplace") and hook.on_inplace(self, result):
-            return self
         if not np.can_cast(result._data.dtype, self._data.dtype, casting="same_kind"):
             raise RuntimeError(f"result type {as_dtype(result._data.dtype)} can't be cast to "
                                f"the desired output type {self.dtype} of an in-place "
