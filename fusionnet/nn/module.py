@@ -8,10 +8,11 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..dtypes import as_dtype, dtype as _dtype_cls
+from ..factories import zeros_like
 from ..tensor import Tensor
 from .parameter import Parameter, UninitializedParameter
 
-__all__ = ["Module", "IncompatibleKeys"]
+__all__ = ["Module", "IncompatibleKeys", "zero_grads"]
 
 #: What ``load_state_dict(strict=False)`` returns, as in PyTorch.
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -23,6 +24,24 @@ def _addindent(text: str, spaces: int) -> str:
     if len(lines) == 1:
         return text
     return lines[0] + "\n" + "\n".join(" " * spaces + line for line in lines[1:])
+
+
+def zero_grads(params: Iterator[Tensor], set_to_none: bool = True) -> None:
+    """Reset the ``.grad`` of each tensor in ``params``: to None, or to zeros in place."""
+    for p in params:
+        if p.grad is None:
+            continue
+        if set_to_none:
+            p.grad = None
+            continue
+        g = p.grad.detach()
+        try:
+            g.zero_()
+        except (ValueError, RuntimeError):
+            # Autograd may leave a read-only broadcast view as .grad (the gradient of
+            # a sum); such a gradient cannot be zeroed in place, so replace it.
+            g = zeros_like(g)
+        p.grad = g
 
 
 class _HookHandle:
@@ -314,14 +333,7 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset every parameter's gradient: to None (default) or to zeros."""
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad = p.grad.detach()
-                p.grad.zero_()
+        zero_grads(self.parameters(), set_to_none)
 
     # ---- state ----------------------------------------------------------------------
 
