@@ -175,7 +175,9 @@ def _write_zip(fh: BinaryIO, manifest: bytes, tensors: list[Tensor]) -> None:
 
 def _write_tensor(zf: zipfile.ZipFile, name: str, t: Tensor) -> None:
     """Write one tensor as a ``.npy`` member (streamed: no second copy of the data)."""
-    arr = np.ascontiguousarray(t._host())
+    arr = t._host()
+    if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
+        arr = arr.copy(order="C")
     arr = arr.astype(np.dtype(DTYPES[as_dtype(arr.dtype).name]), copy=False)
     with zf.open(zipfile.ZipInfo(name, _ZIP_EPOCH), "w",
                  force_zip64=arr.nbytes >= 2**31 - 2**20) as out:
@@ -369,9 +371,11 @@ class _Reader:
             if e["requires_grad"] and DTYPES[e["dtype"]][1] != "f":
                 raise bad
             try:
-                dev = device(e["device"])
+                dev = device(e["device"]) if isinstance(e["device"], str) else None
             except (RuntimeError, TypeError):
-                raise bad from None
+                dev = None
+            if dev is None:
+                raise bad
             name = f"data/{i}.npy"
             try:
                 info = self.zf.getinfo(name)
@@ -420,6 +424,8 @@ class _Reader:
             if hlen > MAX_NPY_HEADER:
                 raise self.fail(f"is corrupted: {name} has a {hlen}-byte header, over the "
                                 f"limit of {MAX_NPY_HEADER}")
+            if 8 + width + hlen > info.file_size:
+                raise self.fail(f"is corrupted: the header of {name} runs past its end")
             header = _npy_header(_read_exact(fh, hlen), start[6])
             descr = DTYPES[e["dtype"]]
             if header != {"descr": descr, "fortran_order": False, "shape": shape}:
