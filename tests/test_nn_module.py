@@ -254,3 +254,23 @@ def test_get_submodule_and_parameter():
     assert net.get_parameter("0.0.bias") is net[0][0].bias
     with pytest.raises(AttributeError):
         net.get_submodule("0.5")
+
+
+@pytest.mark.gpu
+def test_cuda_round_trip_and_training_step():
+    from fusionnet import optim
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 3))
+    w = net[0].weight
+    cpu_copy = {k: v.clone() for k, v in net.state_dict().items()}
+    opt = optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    assert net.cuda() is net and net[0].weight is w and w.is_cuda
+    x, y = torch.rand(5, 4).cuda(), torch.tensor([0, 1, 2, 0, 1]).cuda()
+    nn.CrossEntropyLoss()(net(x), y).backward()
+    assert w.grad.is_cuda
+    opt.step()
+    net.cpu()
+    assert not w.is_cuda and not w.grad.is_cuda
+    assert not np.allclose(w.detach().numpy(), cpu_copy["0.weight"].numpy())
+    lazy = nn.LazyLinear(2).cuda()
+    assert lazy(torch.rand(3, 5).cuda()).is_cuda and lazy.weight.is_cuda

@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..autograd import no_grad
+from ..device import move_
 from ..dtypes import as_dtype, dtype as _dtype_cls
 from ..factories import zeros_like
 from ..tensor import Tensor
@@ -411,30 +412,13 @@ class Module:
 
     # ---- devices and dtypes ------------------------------------------------------------
 
-    def _apply_to_tensors(self, fn: Callable[[Tensor], Tensor],
-                          lazy: Callable[[UninitializedParameter], None] | None = None):
-        """Replace the data of every parameter, gradient and buffer by ``fn``'s result,
-        keeping the same Parameter objects (optimisers hold references to them)."""
-        with no_grad():
-            for m in self.modules():
-                for p in m._parameters.values():
-                    if p is None:
-                        continue
-                    if isinstance(p, UninitializedParameter):
-                        if lazy is not None:
-                            lazy(p)
-                        continue
-                    p._data = fn(p)._data
-                    if p.grad is not None:
-                        p.grad._data = fn(p.grad)._data
-                for name, b in m._buffers.items():
-                    if b is not None:
-                        b._data = fn(b)._data
-        return self
-
     def to(self, *args, **kwargs) -> Module:
         """Move (``to(device)``) and/or cast (``to(dtype)``, floating point tensors only)
-        every parameter and buffer in place; returns self."""
+        every parameter, gradient and buffer in place; returns self.
+
+        The Parameter objects stay the same (an optimiser holding them keeps working);
+        only their storage is replaced.
+        """
         device, dt = kwargs.pop("device", None), kwargs.pop("dtype", None)
         kwargs.pop("non_blocking", None)
         if kwargs:
@@ -450,20 +434,21 @@ class Module:
             dt = as_dtype(dt)
             if not dt.is_floating_point:
                 raise TypeError(f"nn.Module.to only accepts floating point dtypes, got {dt}")
-
-        def move(t: Tensor) -> Tensor:
-            out = t.to(device) if device is not None else t
-            if dt is not None and t.is_floating_point():
-                out = out.to(dt)
-            return out
-
-        def move_lazy(p: UninitializedParameter) -> None:
-            if device is not None:
-                p.__dict__["_lazy_device"] = device
-            if dt is not None:
-                p.__dict__["_lazy_dtype"] = dt
-
-        return self._apply_to_tensors(move, move_lazy)
+        with no_grad():
+            for m in self.modules():
+                for p in m._parameters.values():
+                    if isinstance(p, UninitializedParameter):
+                        # Nothing to move yet: remember where to materialise.
+                        if device is not None:
+                            p.__dict__["_lazy_device"] = device
+                        if dt is not None:
+                            p.__dict__["_lazy_dtype"] = dt
+                    elif p is not None:
+                        move_(p, device, dt)
+                for b in m._buffers.values():
+                    if b is not None:
+                        move_(b, device, dt)
+        return self
 
     def cpu(self) -> Module:
         """Move everything to the CPU; returns self."""
