@@ -29,7 +29,10 @@ class device:
 
     __slots__ = ("type", "index")
 
-    def __init__(self, spec: str | int | device = "cpu", index: int | None = None):
+    def __init__(self, spec: str | int | device = "cpu", index: int | None = None, *,
+                 type: str | None = None):  # noqa: A002 - PyTorch's keyword, as in repr()
+        if type is not None:  # device(type='cuda', index=1), as repr() prints it
+            spec = type
         if isinstance(spec, device):
             spec, index = spec.type, spec.index if index is None else index
         if isinstance(spec, int) and not isinstance(spec, bool):
