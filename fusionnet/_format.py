@@ -47,6 +47,9 @@ def format_tensor(array: np.ndarray, suffixes: list[str], prefix: str = "tensor(
         formatter = {}
         if array.dtype.kind == "f":
             formatter["float_kind"] = _float_formatter(array)
+        elif array.dtype.kind == "b":  # PyTorch pads to the widest value present
+            width = 5 if not array.all() else 4
+            formatter["bool"] = lambda v: str(bool(v)).rjust(width)
         body = np.array2string(array, separator=", ", prefix=prefix, threshold=1000,
                                edgeitems=3, max_line_width=80, formatter=formatter or None)
     tail = "".join(", " + s for s in extra)

@@ -174,7 +174,10 @@ def backward(root, gradient=None):
             node = t._ctx
             if node is None:
                 if t.requires_grad:
-                    t.grad = g.detach() if t.grad is None else t.grad + g
+                    # A fresh, writable array: gradients may be broadcast views or
+                    # shared between inputs (add passes one g to both).
+                    t.grad = (Tensor._wrap(g._data.copy()) if t.grad is None
+                              else t.grad + g)
                 continue
             _check_saved(node)
             extra = {"out": node.out} if node.out is not None else {}

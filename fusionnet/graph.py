@@ -32,7 +32,7 @@ import numpy as np
 
 __all__ = ["Graph", "GraphBreak", "NODE_KINDS"]
 
-NODE_KINDS = ("input", "param", "buffer", "constant", "op", "output")
+NODE_KINDS = ("input", "param", "buffer", "constant", "op", "group", "output")
 
 
 class GraphBreak(RuntimeError):
@@ -56,6 +56,8 @@ class Graph:
         self.name = name
         self.nx = nx.DiGraph()
         self.breaks: list[GraphBreak] = []
+        self.notes: list[str] = []  # decisions made by passes, for `explain`
+        self.buffers: dict[int, tuple] = {}  # buffer slot -> (nbytes, dtype), see plan_buffers
         self._next_id = 0
 
     # ---- building ------------------------------------------------------------------------
@@ -85,8 +87,35 @@ class Graph:
         for n in g.nx:
             g.nx.nodes[n].update(dict(self.nx.nodes[n]))
         g.breaks = list(self.breaks)
+        g.notes = list(self.notes)
+        g.buffers = dict(self.buffers)
         g._next_id = self._next_id
         return g
+
+    # ---- rewriting (used by passes on their own copy) ----------------------------------
+
+    def set_args(self, nid: int, args) -> None:
+        """Give node ``nid`` new arguments, keeping edges (and their slots) consistent."""
+        for a in list(self.nx.predecessors(nid)):
+            self.nx.remove_edge(a, nid)
+        self.nx.nodes[nid]["args"] = tuple(args)
+        for pos, a in enumerate(args):
+            if self.nx.has_edge(a, nid):
+                self.nx.edges[a, nid]["slots"] += (pos,)
+            else:
+                self.nx.add_edge(a, nid, slots=(pos,))
+
+    def replace_uses(self, old: int, new: int) -> None:
+        """Make every reader of ``old`` read ``new`` instead."""
+        for user in self.users(old):
+            args = tuple(new if a == old else a for a in self.nx.nodes[user]["args"])
+            self.set_args(user, args)
+
+    def remove_node(self, nid: int) -> None:
+        """Delete a node that nothing reads any more."""
+        if self.users(nid):
+            raise ValueError(f"node {nid} still has readers {self.users(nid)}")
+        self.nx.remove_node(nid)
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -143,8 +172,11 @@ class Graph:
         h = hashlib.sha256()
         for n in self.order():
             d = self.nx.nodes[n]
-            row = {k: _plain(d[k]) for k in sorted(d) if k not in ("ref", "value", "source")}
+            row = {k: _plain(d[k]) for k in sorted(d)
+                   if k not in ("ref", "value", "source", "body", "members")}
             h.update(json.dumps([n, row], sort_keys=True, default=repr).encode())
+            if "body" in d:
+                h.update(d["body"].content_hash().encode())
             if "value" in d:
                 arr = np.ascontiguousarray(d["value"])
                 h.update(str(arr.dtype).encode() + str(arr.shape).encode() + arr.tobytes())

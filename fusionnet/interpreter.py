@@ -50,6 +50,8 @@ def node_value(graph: Graph, nid: int, env: dict):
         return Tensor._wrap(d["value"])
     if kind == "op":
         return apply(d["op"], *[env[a] for a in d["args"]], **dict(d["attrs"]))
+    if kind == "group":  # a fused kernel: run its body graph
+        return run(d["body"], *[env[a] for a in d["args"]])
     raise ValueError(f"node {nid} of kind {kind!r} has no value of its own")
 
 

@@ -535,6 +535,14 @@ class Tensor:
         """Smallest value; with ``dim``, ``(values, indices)`` along it."""
         return self._extreme("min", dim, keepdim, other)
 
+    def any(self, dim=None, keepdim=False):
+        """True where any element along ``dim`` is non-zero (bool)."""
+        return (self != 0).sum(dim, keepdim) > 0
+
+    def all(self, dim=None, keepdim=False):
+        """True where every element along ``dim`` is non-zero (bool)."""
+        return (self == 0).sum(dim, keepdim) == 0
+
     def amax(self, dim=None, keepdim=False):
         """Largest values over ``dim`` (no indices)."""
         return apply("max", self, dim=dim, keepdim=keepdim)

@@ -1,0 +1,34 @@
+"""Fold elementwise producers into the reduction that consumes them.
+
+Before::  X -> abs -> sum
+After::   group[reduction](X) = sum(abs(X))
+
+A producer joins when all its readers are already in the group and it has the
+reduction's input shape (so one loop reads X once and accumulates). Reductions
+without a code template (argmax, argmin) are left alone.
+"""
+from __future__ import annotations
+
+from ..graph import Graph
+from ..ops import Kind, get_op
+from ._groups import grow_upward, make_group, op_kind
+
+__all__ = ["fuse_reductions"]
+
+
+def fuse_reductions(graph: Graph) -> Graph:
+    """Make each reduction a kernel, with its elementwise producers folded in."""
+    g = graph.copy()
+    for r in reversed(graph.order()):
+        if r not in g.nx or op_kind(g, r) is not Kind.REDUCTION:
+            continue
+        d = g.node(r)
+        if get_op(d["op"]).emit.get("numba") is None:
+            g.notes.append(f"fuse_reductions: {d['op']} n{r} has no loop template; not fused")
+            continue
+        source_shape = g.node(d["args"][0])["shape"]
+        why_not: list[str] = []
+        members = grow_upward(g, {r}, source_shape, why_not)
+        make_group(g, members, r, "reduction")
+        g.notes.extend(f"fuse_reductions: {n}" for n in why_not)
+    return g
