@@ -406,7 +406,8 @@ class _Reader:
             t = t.to(target)
         if e["parameter"]:
             try:
-                from .nn.parameter import Parameter  # noqa: PLC0415 - a fixed name, never the file's
+                # A fixed module, never one the file names.
+                from .nn.parameter import Parameter  # noqa: PLC0415
             except ImportError:  # fusionnet.nn absent: a plain tensor still holds the values
                 Parameter = None  # noqa: N806
             if Parameter is not None:
