@@ -147,7 +147,11 @@ def run_eager(op, tensors, attrs):
     out_dtype = op.dtype(*[a.dtype for a in arrays], **attrs)
     xp = like._xp
     try:
-        result = op.eager(xp, *arrays, **attrs)
+        if xp is np:
+            result = op.eager(xp, *arrays, **attrs)
+        else:  # CuPy computes on its *current* GPU: make that the inputs' GPU
+            with xp.cuda.Device(like._device.index):
+                result = op.eager(xp, *arrays, **attrs)
     except Exception as err:  # noqa: BLE001 - re-raised with a clearer message
         _explain_failure(op, arrays, attrs, err)
     if not hasattr(result, "shape") or isinstance(result, np.generic):

@@ -9,13 +9,20 @@ from __future__ import annotations
 import numpy as np
 
 from . import random as _random
-from .device import array_module, as_device
+from .device import array_module, as_device, device_guard
 from .dtypes import as_dtype, float32
 from .tensor import Tensor, _shape_args
 
 __all__ = ["tensor", "as_tensor", "from_numpy", "zeros", "ones", "empty", "full", "rand",
            "randn", "randint", "arange", "eye", "zeros_like", "ones_like", "empty_like",
            "full_like", "rand_like", "randn_like", "FloatTensor", "DoubleTensor", "LongTensor"]
+
+
+def _on(device, make):
+    """``make(xp)`` run where CuPy allocates on ``device`` (CuPy uses its current GPU)."""
+    dev = as_device(device)
+    with device_guard(dev):
+        return make(array_module(dev))
 
 
 def _make(array, requires_grad=False):
@@ -41,7 +48,9 @@ def _float_dtype(dtype):
 def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A new tensor holding a copy of ``data`` (Python numbers, lists, arrays, tensors)."""
     if isinstance(data, Tensor):
-        data = data.detach()._host() if data.device.type == "cpu" or device is None else data
+        if device is None:  # tensor(t) keeps t's device, as in PyTorch
+            device = data.device
+        data = data.detach()._host() if data.device.type == "cpu" else data
     out = Tensor(data, dtype=dtype, device=device)
     if out._data is data or (isinstance(data, np.ndarray) and np.shares_memory(out._data, data)):
         out._data = out._data.copy()
@@ -65,14 +74,14 @@ def from_numpy(array: np.ndarray) -> Tensor:
 def zeros(*size, dtype=None, device=None, requires_grad=False, **kw) -> Tensor:
     """A tensor of zeros."""
     shape = _size(size, kw.pop("size", None))
-    return _make(array_module(as_device(device)).zeros(shape, dtype=_float_dtype(dtype)),
+    return _make(_on(device, lambda xp: xp.zeros(shape, dtype=_float_dtype(dtype))),
                  requires_grad)
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False, **kw) -> Tensor:
     """A tensor of ones."""
     shape = _size(size, kw.pop("size", None))
-    return _make(array_module(as_device(device)).ones(shape, dtype=_float_dtype(dtype)),
+    return _make(_on(device, lambda xp: xp.ones(shape, dtype=_float_dtype(dtype))),
                  requires_grad)
 
 
@@ -86,25 +95,23 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tens
     if dtype is None:
         dtype = (as_dtype(bool) if isinstance(fill_value, bool) else
                  as_dtype(int) if isinstance(fill_value, int) else float32)
-    xp = array_module(as_device(device))
-    return _make(xp.full(_shape_args((size,)), fill_value, dtype=as_dtype(dtype).np),
-                 requires_grad)
+    shape, npd = _shape_args((size,)), as_dtype(dtype).np
+    return _make(_on(device, lambda xp: xp.full(shape, fill_value, dtype=npd)), requires_grad)
 
 
 def rand(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw) -> Tensor:
     """Uniform samples from [0, 1)."""
     shape = _size(size, kw.pop("size", None))
-    xp = array_module(as_device(device))
-    arr = _random.generator(xp).random(shape, dtype=np.float64).astype(_float_dtype(dtype))
+    arr = _on(device, lambda xp: _random.generator(xp).random(shape, dtype=np.float64).astype(
+        _float_dtype(dtype)))
     return _make(arr, requires_grad)
 
 
 def randn(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw) -> Tensor:
     """Standard normal samples."""
     shape = _size(size, kw.pop("size", None))
-    xp = array_module(as_device(device))
-    arr = _random.generator(xp).standard_normal(shape, dtype=np.float64).astype(
-        _float_dtype(dtype))
+    arr = _on(device, lambda xp: _random.generator(xp).standard_normal(
+        shape, dtype=np.float64).astype(_float_dtype(dtype)))
     return _make(arr, requires_grad)
 
 
@@ -116,9 +123,10 @@ def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=Fa
         low, high = 0, low
     if size is None:
         raise TypeError("randint() needs a size")
-    xp = array_module(as_device(device))
     dt = as_dtype(int) if dtype is None else as_dtype(dtype)
-    arr = _random.generator(xp).integers(low, high, _shape_args((size,)), dtype=np.int64)
+    shape = _shape_args((size,))
+    arr = _on(device, lambda xp: _random.generator(xp).integers(low, high, shape,
+                                                                dtype=np.int64))
     return _make(arr.astype(dt.np), requires_grad)
 
 
@@ -129,14 +137,15 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
     if dtype is None:
         is_int = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
         dtype = as_dtype(int) if is_int else float32
-    xp = array_module(as_device(device))
-    return _make(xp.arange(start, end, step).astype(as_dtype(dtype).np), requires_grad)
+    npd = as_dtype(dtype).np
+    return _make(_on(device, lambda xp: xp.arange(start, end, step).astype(npd)),
+                 requires_grad)
 
 
 def eye(n, m=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     """An identity matrix of shape (n, m)."""
-    xp = array_module(as_device(device))
-    return _make(xp.eye(n, m, dtype=_float_dtype(dtype)), requires_grad)
+    return _make(_on(device, lambda xp: xp.eye(n, m, dtype=_float_dtype(dtype))),
+                 requires_grad)
 
 
 def _like(fn, t, dtype, device, requires_grad, *args):
