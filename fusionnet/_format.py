@@ -8,6 +8,11 @@ __all__ = ["format_tensor"]
 _QUIET_DTYPES = ("float32", "int64", "bool")
 
 
+def _ratio(nonzero: np.ndarray) -> float:
+    with np.errstate(over="ignore", divide="ignore"):
+        return float(np.float64(nonzero.max()) / np.float64(nonzero.min()))
+
+
 def _float_formatter(values: np.ndarray):
     """Pick PyTorch's float style for these values: integral, fixed 4 decimals or scientific."""
     finite = values[np.isfinite(values)]
@@ -15,7 +20,7 @@ def _float_formatter(values: np.ndarray):
     if finite.size and np.all(finite == np.round(finite)) and (
             not nonzero.size or nonzero.max() < 1e8):
         fmt = "{:.0f}."
-    elif nonzero.size and (nonzero.max() / nonzero.min() > 1000.0 or nonzero.max() > 1e8
+    elif nonzero.size and (_ratio(nonzero) > 1000.0 or nonzero.max() > 1e8
                            or nonzero.min() < 1e-4):
         fmt = "{:.4e}"
     else:

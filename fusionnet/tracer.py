@@ -90,19 +90,21 @@ class _Tracer:
 
     # ---- nodes for tensors ---------------------------------------------------------------
 
-    def bind(self, t: Tensor, nid: int):
+    def bind(self, t: Tensor, nid: int, by_array: bool = True):
         self.keep.append((t, t._data))  # arrays too: a freed array's id could be reused
         self.node_of[id(t)] = nid
-        self.node_of[id(t._data)] = nid  # `.data` aliases of a traced tensor map here too
+        if by_array:  # `.data` aliases of a traced intermediate map here too
+            self.node_of[id(t._data)] = nid
 
     def node_for(self, t: Tensor) -> int:
         nid = self.node_of.get(id(t))
-        if nid is None:
-            nid = self.node_of.get(id(t._data))
+        if nid is not None:
+            return nid
+        hit = self.live.get(id(t._data))
+        nid = None if hit is not None else self.node_of.get(id(t._data))
         if nid is not None:
             return nid
         source, module = self.where()
-        hit = self.live.get(id(t._data))
         if hit is not None:  # module state: reference the live tensor, never copy it
             kind, name, live = hit
             detach = kind == "param" and t is not live  # `param.data` carries no gradient
@@ -115,10 +117,14 @@ class _Tracer:
                 self.live_nodes[key] = nid
                 if kind == "constant":
                     self.static.add(nid)
+            # Module state is bound by tensor only: `p` and `p.data` share an array
+            # but are different nodes (the second carries no gradient).
+            self.bind(t, nid, by_array=False)
+            return nid
         else:  # a tensor made inside forward (or a Python scalar): a literal constant
             value = np.array(t._host(), copy=True)
             nid = self.graph.add_node("constant", shape=t.shape, dtype=value.dtype,
-                                      target=f"c{len(self.keep)}", value=value,
+                                      target=f"c{self.graph._next_id}", value=value,
                                       source=source, module=module)
             self.static.add(nid)
         self.bind(t, nid)
@@ -146,6 +152,9 @@ class _Tracer:
 
     def on_inplace(self, target: Tensor, result: Tensor):
         """``target op= ...``: rebind ``target`` to the pure op's result (functionalised)."""
+        if id(target._data) in self.live:
+            # Writing module state from forward is a side effect a graph cannot replay.
+            self.stop("in-place update of a module parameter/buffer/constant inside forward")
         target._data = result._data
         self.bind(target, self.node_of[id(result)])
 

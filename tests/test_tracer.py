@@ -287,3 +287,31 @@ def test_graph_prints_a_table_and_explain_reports():
     text = str(report)
     assert "graph breaks: 1" in text and "while X.abs().sum() > 1:" in text
     assert "graph breaks: none" in str(explain(zoo.NestMLP(), torch.rand(2, 20)))
+
+
+def test_param_and_param_data_are_different_nodes():
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return x * self.w + x * self.w.data
+
+    g = trace(Mixed(), torch.ones(3))
+    params = sorted((g.node(n)["target"], g.node(n)["detach"]) for n in g.nodes_of("param"))
+    assert params == [("w", False), ("w", True)]
+
+
+def test_inplace_update_of_module_state_breaks():
+    class Stateful(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            self.w.data += 1
+            return x * self.w
+
+    with pytest.raises(GraphBreak, match="in-place update of a module parameter"):
+        trace(Stateful(), torch.ones(3))
