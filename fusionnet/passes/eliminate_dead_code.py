@@ -1,0 +1,39 @@
+"""``eliminate_dead_code``: remove what the output does not need.
+
+Before -> after::
+
+    x  = input 0                    x  = input 0
+    t1 = exp(x)          ->         c2 = constant 1.
+    c2 = constant 1.                t3 = add(x, c2)
+    t3 = add(x, c2)                 output(t3)
+    output(t3)
+
+Op, constant, param, buffer and group nodes from which the output cannot be
+reached are deleted. Inputs always stay: they are positional, and dropping
+one would change the graph's calling convention.
+"""
+from __future__ import annotations
+
+import networkx as nx
+
+from ..graph import Graph
+
+__all__ = ["eliminate_dead_code"]
+
+_REMOVABLE = ("op", "constant", "param", "buffer", "group")
+
+
+def eliminate_dead_code(graph: Graph) -> Graph:
+    """A copy of ``graph`` without the nodes the output does not depend on."""
+    g = graph.copy()
+    out = g.output
+    live = nx.ancestors(g.nx, out) | {out}
+    dead = [n for n in g.order() if n not in live and g.node(n)["kind"] in _REMOVABLE]
+    names = [f"{n} ({g.node(n).get('op') or g.node(n).get('target') or g.node(n)['kind']})"
+             for n in dead]
+    for n in reversed(dead):  # readers before what they read, so nothing dangles
+        g.remove_node(n)
+    if dead:
+        g.notes.append(f"eliminate_dead_code: removed {len(dead)} dead node(s): "
+                       + ", ".join(names))
+    return g

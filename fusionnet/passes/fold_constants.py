@@ -1,0 +1,79 @@
+"""``fold_constants``: compute ops whose arguments are all literal constants.
+
+Before -> after::
+
+    c1 = constant [1., 1., 1.]      c5 = constant [3., 3., 3.]
+    c2 = constant 2.
+    t3 = mul(c1, c2)           ->   (t3, t4 replaced by c5; c1, c2, c3 left for DCE)
+    c3 = constant 1.
+    t4 = add(t3, c3)
+
+The value is computed by the op table's own eager implementation
+(:func:`fusionnet.dispatch.run_eager`), so folding can never disagree with
+execution. Only *literal* constants (a ``value`` key) fold: constants with a
+``ref`` are live module attributes and params/buffers can change between calls.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..dispatch import run_eager
+from ..graph import Graph
+from ..ops import Kind, get_op
+from ..tensor import Tensor
+
+__all__ = ["fold_constants"]
+
+
+def _is_literal(d: dict) -> bool:
+    return d["kind"] == "constant" and "value" in d and "ref" not in d
+
+
+def _fold_one(g: Graph, n: int) -> bool:
+    """Replace op node ``n`` by a literal constant if it can be computed now."""
+    d = g.node(n)
+    op = get_op(d["op"])
+    if op.kind is Kind.OPAQUE:  # device copies and the like: never bake them in
+        return False
+    try:
+        out = run_eager(op, [Tensor._wrap(g.node(a)["value"]) for a in d["args"]],
+                        dict(d["attrs"]))
+    except Exception as err:  # noqa: BLE001 - leave it to fail at run time, as eager would
+        g.notes.append(f"fold_constants: kept node {n} ({d['op']}): {err}")
+        return False
+    value = np.array(out._data, copy=True)  # a view of another constant must not alias it
+    if value.shape != tuple(d["shape"]) or str(value.dtype) != d["dtype"]:
+        g.notes.append(f"fold_constants: kept node {n} ({d['op']}): computed "
+                       f"{value.dtype}{list(value.shape)} != recorded {d['dtype']}"
+                       f"{list(d['shape'])}")
+        return False
+    new = g.add_node("constant", shape=value.shape, dtype=value.dtype, value=value,
+                     target=f"folded{n}", source=d.get("source", ""),
+                     module=d.get("module", ""))
+    g.replace_uses(n, new)
+    g.remove_node(n)
+    args = ", ".join(_show(g.node(a)["value"]) for a in d["args"])
+    g.notes.append(f"fold_constants: folded {d['op']}({args}) -> constant {new}")
+    return True
+
+
+def _show(value) -> str:
+    arr = np.asarray(value)
+    return repr(arr.item()) if arr.size == 1 else f"{arr.dtype}{list(arr.shape)}"
+
+
+def fold_constants(graph: Graph) -> Graph:
+    """A copy of ``graph`` with every all-literal-constant op replaced by its value."""
+    g = graph.copy()
+    tried: set[int] = set()  # nodes that could not be folded stay unfolded
+    changed = True
+    while changed:  # folding one node can make its readers foldable: repeat to a fixed point
+        changed = False
+        for n in g.order():
+            d = g.node(n)
+            if d["kind"] != "op" or n in tried:
+                continue
+            if d["args"] and all(_is_literal(g.node(a)) for a in d["args"]):
+                tried.add(n)
+                changed |= _fold_one(g, n)
+    return g
