@@ -1,0 +1,221 @@
+"""Lower an optimized :class:`~fusionnet.graph.Graph` to a backend-neutral :class:`Program`.
+
+A Program is a straight list of steps over named arrays; every backend
+(numba today, CUDA later) renders the same Program and differs only in its
+emitter. Sizes are symbolic where the graph allows: a dim is either an int or
+a string expression in the batch size ``B`` (see ``runtime.signature``), so
+the generated code reads sizes at run time.
+
+Kernel bodies are SSA statement lists evaluated at one index of the loop nest:
+
+* ``("load", var, array, index)`` — ``index`` holds a loop variable name or
+  ``"0"`` (a broadcast dimension) per array dimension;
+* ``("const", var, value, dtype)`` — a literal scalar;
+* ``("op", var, op_name, attrs, arg_vars)`` — one op-table row, rendered from
+  the row's ``emit`` template by the backend.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..graph import Graph
+from ..ops import Kind, get_op
+
+__all__ = ["Program", "Kernel", "View", "Param", "Unsupported", "lower"]
+
+#: Layout ops every backend can express as array views.
+VIEW_OPS = ("reshape", "permute", "expand")
+
+
+class Unsupported(Exception):
+    """The graph holds something this lowering cannot express; the caller falls back."""
+
+
+@dataclass
+class Param:
+    """A live tensor read at call time (parameter, buffer or module constant)."""
+
+    name: str
+    node: int
+    ref: object
+    shape: tuple
+    dtype: str
+
+
+@dataclass
+class Kernel:
+    """One fused group: ``kind`` is elementwise | reduction | gemm."""
+
+    name: str
+    kind: str
+    out: str
+    shape: tuple
+    dtype: str
+    operands: list            # array names read, in argument order
+    body: list                # SSA statements (see module docstring)
+    result: str = ""          # the SSA var stored to ``out``
+    ops: tuple = ()
+    reduce: dict = field(default_factory=dict)  # op, attrs (dim, keepdim), source_shape
+    gemm: dict = field(default_factory=dict)    # a, b, transposed
+    buffer: int | None = None
+
+
+@dataclass
+class View:
+    """A layout step: ``out = op(src)`` as a view (reshape, permute, expand)."""
+
+    out: str
+    op: str
+    src: str
+    attrs: dict
+    shape: tuple
+    dtype: str
+
+
+@dataclass
+class Program:
+    """What a backend renders: inputs, live params, constants, steps, outputs."""
+
+    name: str
+    inputs: list = field(default_factory=list)
+    params: list = field(default_factory=list)
+    constants: list = field(default_factory=list)   # (name, ndarray)
+    steps: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    structure: str = "tensor"
+    symbols: dict = field(default_factory=dict)     # "B" -> (input name, dim)
+    shapes: dict = field(default_factory=dict)      # array name -> symbolic shape
+    scalars: dict = field(default_factory=dict)     # name -> (python value, dtype)
+
+
+def _sym(shape, dim_of) -> tuple:
+    return tuple(dim_of(d) for d in shape)
+
+
+def lower(graph: Graph, dim_of=lambda d: d, symbols=None) -> Program:
+    """Build the Program for ``graph``; ``dim_of`` maps a traced dim to int or ``"B"``-expr."""
+    prog = Program(graph.name, symbols=dict(symbols or {}))
+    names: dict[int, str] = {}
+    for nid in graph.order():
+        d = graph.node(nid)
+        kind = d["kind"]
+        shape = _sym(d["shape"], dim_of)
+        if kind == "input":
+            name = f"x{d['target']}"
+            prog.inputs.append(name)
+        elif kind in ("param", "buffer") or (kind == "constant" and "ref" in d):
+            name = f"p{len(prog.params)}"
+            ref = d["ref"]
+            prog.params.append(Param(name, nid, ref, shape, d["dtype"]))
+        elif kind == "constant":
+            value = np.asarray(d["value"])
+            if value.ndim == 0:
+                name = f"s{nid}"
+                prog.scalars[name] = (value.item(), d["dtype"])
+            else:
+                name = f"c{len(prog.constants)}"
+                prog.constants.append((name, value))
+        elif kind == "group":
+            name = f"t{nid}"
+            operands = [names[a] for a in d["args"]]
+            prog.steps.append(_lower_group(prog, d, name, operands, shape, dim_of))
+        elif kind == "op":
+            name = f"t{nid}"
+            if d["op"] not in VIEW_OPS:
+                raise Unsupported(f"op {d['op']!r} (at {d.get('source', '?')}) has no "
+                                  "code-generation emitter yet")
+            prog.steps.append(View(name, d["op"], names[d["args"][0]], dict(d["attrs"]),
+                                   shape, d["dtype"]))
+        elif kind == "output":
+            prog.outputs = [names[a] for a in d["args"]]
+            prog.structure = d.get("structure", "tensor")
+            continue
+        else:
+            raise Unsupported(f"node kind {kind!r}")
+        names[nid] = name
+        prog.shapes[name] = shape
+    for out in prog.outputs:
+        if out in prog.scalars:
+            raise Unsupported("the output is a literal constant")
+    return prog
+
+
+def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple,
+                 dim_of) -> Kernel:
+    """One group node -> one Kernel (elementwise, reduction or gemm)."""
+    bg: Graph = d["body"]
+    kind = d["group_kind"]
+    order = [n for n in bg.order() if bg.node(n)["kind"] == "op"]
+    kernel = Kernel(f"k_{name}", "gemm" if kind.startswith("gemm") else kind, name, shape,
+                    d["dtype"], operands, [], ops=tuple(d["ops"]), buffer=d.get("buffer"))
+    var: dict[int, str] = {}
+    loop_rank = len(shape)
+    if kernel.kind == "gemm":
+        matmul = next(n for n in order if get_op(bg.node(n)["op"]).kind is Kind.MATMUL)
+        kernel.gemm = _gemm_operands(bg, matmul, operands)
+        var[matmul] = "acc"  # the GEMM result at the current (i0, i1)
+        order = [n for n in order if n != matmul and bg.node(n)["op"] != "permute"]
+    elif kernel.kind == "reduction":
+        reduction = order.pop()
+        rd = bg.node(reduction)
+        source = rd["args"][0]
+        loop_rank = len(bg.node(source)["shape"])
+        kernel.reduce = {"op": rd["op"], "attrs": dict(rd["attrs"]), "source": source,
+                         "source_shape": _sym(bg.node(source)["shape"], dim_of)}
+    for n in order:
+        bd = bg.node(n)
+        if get_op(bd["op"]).kind is not Kind.ELEMENTWISE:
+            raise Unsupported(f"{bd['op']} inside a {kind} kernel")
+        args = [var[a] if a in var else _load(kernel.body, var, prog, operands, bg, a,
+                                               loop_rank) for a in bd["args"]]
+        var[n] = f"v{n}"
+        kernel.body.append(("op", var[n], bd["op"], dict(bd["attrs"]), args))
+    root = kernel.reduce.pop("source") if kernel.reduce else bg.node(bg.output)["args"][0]
+    kernel.result = var[root] if root in var else _load(kernel.body, var, prog, operands, bg,
+                                                        root, loop_rank)
+    return kernel
+
+
+def _load(body, var, prog, operands, bg: Graph, a: int, out_rank: int) -> str:
+    """Add the statement that reads body input ``a`` at the current loop index."""
+    bd = bg.node(a)
+    if bd["kind"] != "input":
+        raise Unsupported(f"unexpected {bd['kind']} node inside a kernel body")
+    array = operands[bd["target"]]
+    v = f"a{a}"
+    if array in prog.scalars:
+        value, dtype = prog.scalars[array]
+        body.append(("const", v, value, dtype))
+    else:
+        body.append(("load", v, array, _broadcast_index(prog.shapes[array], out_rank)))
+    var[a] = v
+    return v
+
+
+def _broadcast_index(shape, out_rank: int) -> tuple:
+    """Index of an operand of ``shape`` inside a loop nest of rank ``out_rank``."""
+    lead = out_rank - len(shape)
+    index = []
+    for j, dim in enumerate(shape):
+        index.append("0" if dim == 1 else f"i{lead + j}")
+    return tuple(index)
+
+
+def _gemm_operands(bg: Graph, matmul: int, operands: list) -> dict:
+    md = bg.node(matmul)
+    if len(md["shape"]) != 2 or any(len(bg.node(a)["shape"]) != 2 for a in md["args"]):
+        raise Unsupported("only 2-D matmul is generated so far")
+    a_node, b_node = md["args"]
+    ad, bd = bg.node(a_node), bg.node(b_node)
+    if ad["kind"] != "input":
+        raise Unsupported("matmul left operand computed inside the kernel")
+    if bd["kind"] == "input":
+        return {"a": operands[ad["target"]], "b": operands[bd["target"]], "transposed": False}
+    if bd["kind"] == "op" and bd["op"] == "permute":
+        src = bg.node(bd["args"][0])
+        if src["kind"] == "input":
+            return {"a": operands[ad["target"]], "b": operands[src["target"]],
+                    "transposed": True}
+    raise Unsupported("matmul right operand is neither an input nor a transposed input")

@@ -1,0 +1,1 @@
+"""fusionnet's kernel library (installed as ``fusionnet.kernels``; see README.md here)."""
