@@ -27,8 +27,8 @@ def _key(d: dict):
     if kind == "op":
         return ("op", d["op"], d["attrs"], d["args"])
     if kind == "constant" and "value" in d and "ref" not in d:
-        arr = np.ascontiguousarray(d["value"])
-        return ("literal", str(arr.dtype), arr.shape, arr.tobytes())
+        arr = np.asarray(d["value"])  # not ascontiguousarray: it turns 0-d into shape (1,)
+        return ("literal", str(arr.dtype), arr.shape, arr.tobytes(order="C"))
     if kind in ("param", "buffer", "constant") and "ref" in d:
         # same target *and* same live object: hand-built graphs may reuse names
         return (kind, d.get("target"), bool(d.get("detach")), id(d["ref"]))

@@ -4,7 +4,7 @@ Before -> after::
 
     c1 = constant [1., 1., 1.]      c5 = constant [3., 3., 3.]
     c2 = constant 2.
-    t3 = mul(c1, c2)           ->   (t3, t4 replaced by c5; c1, c2, c3 left for DCE)
+    t3 = mul(c1, c2)           ->   (c1, c2, c3 are left for DCE)
     c3 = constant 1.
     t4 = add(t3, c3)
 
@@ -29,7 +29,7 @@ def _is_literal(d: dict) -> bool:
     return d["kind"] == "constant" and "value" in d and "ref" not in d
 
 
-def _fold_one(g: Graph, n: int) -> bool:
+def _fold_one(g: Graph, n: int, made: set[int]) -> bool:
     """Replace op node ``n`` by a literal constant if it can be computed now."""
     d = g.node(n)
     op = get_op(d["op"])
@@ -52,8 +52,12 @@ def _fold_one(g: Graph, n: int) -> bool:
                      module=d.get("module", ""))
     g.replace_uses(n, new)
     g.remove_node(n)
+    made.add(new)
     args = ", ".join(_show(g.node(a)["value"]) for a in d["args"])
     g.notes.append(f"fold_constants: folded {d['op']}({args}) -> constant {new}")
+    for a in set(d["args"]) & made:  # our own intermediate results; the rest is DCE's job
+        if not g.users(a):
+            g.remove_node(a)
     return True
 
 
@@ -65,7 +69,8 @@ def _show(value) -> str:
 def fold_constants(graph: Graph) -> Graph:
     """A copy of ``graph`` with every all-literal-constant op replaced by its value."""
     g = graph.copy()
-    tried: set[int] = set()  # nodes that could not be folded stay unfolded
+    tried: set[int] = set()  # each op is tried once: a failure will not change
+    made: set[int] = set()   # constants this pass created
     changed = True
     while changed:  # folding one node can make its readers foldable: repeat to a fixed point
         changed = False
@@ -75,5 +80,5 @@ def fold_constants(graph: Graph) -> Graph:
                 continue
             if d["args"] and all(_is_literal(g.node(a)) for a in d["args"]):
                 tried.add(n)
-                changed |= _fold_one(g, n)
+                changed |= _fold_one(g, n, made)
     return g
