@@ -23,6 +23,7 @@ from .tensor import Size, Tensor, is_tensor
 from .graph import Graph, GraphBreak
 from .tracer import TraceError, trace
 from .explain import explain
+from .passes import optimize
 
 __version__ = "0.1.0"
 
@@ -44,8 +45,10 @@ __all__ = [
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "manual_seed", "seed",
     "initial_seed", "device", "dtype", "float32", "float64", "int32", "int64", "bool_",
     "get_default_dtype", "ops", "Graph", "GraphBreak", "TraceError", "trace", "explain",
+    "optimize", "fuse", "FusedModule", "FusionFallbackWarning", "FuseInputError",
 ]
 
 from . import nn, optim  # noqa: E402
 from . import cuda  # noqa: E402
 from .serialization import SerializationError, load, save  # noqa: E402
+from .runtime import FusedModule, FuseInputError, FusionFallbackWarning, fuse  # noqa: E402

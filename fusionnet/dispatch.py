@@ -17,7 +17,7 @@ from .dtypes import promote, scalar_dtype
 from .ops import ShapeError, get_op
 
 __all__ = ["apply", "run_eager", "set_trace_hook", "trace_hook", "note_python_value",
-           "note_random"]
+           "note_random", "note_shape_read"]
 
 # The hook is per thread: tracing in one thread never captures another thread's ops.
 _local = threading.local()
@@ -48,6 +48,17 @@ def note_python_value(tensor, why: str):
     hook = getattr(_local, "hook", None)
     if hook is not None and hasattr(hook, "on_python_value"):
         hook.on_python_value(tensor, why)
+
+
+def note_shape_read(tensor):
+    """Called when Python reads a tensor's sizes (``.shape``, ``size()``, ``len()``).
+
+    A tracer records reads made by user code: sizes baked into Python control
+    flow mean the compiled code may not be reused for other batch sizes.
+    """
+    hook = getattr(_local, "hook", None)
+    if hook is not None and hasattr(hook, "on_shape_read"):
+        hook.on_shape_read(tensor)
 
 
 def note_random(what: str):

@@ -58,6 +58,7 @@ class Graph:
         self.breaks: list[GraphBreak] = []
         self.notes: list[str] = []  # decisions made by passes, for `explain`
         self.buffers: dict[int, tuple] = {}  # buffer slot -> (nbytes, dtype), see plan_buffers
+        self.shape_reads: list[str] = []  # user-code lines that read traced sizes
         self._next_id = 0
 
     # ---- building ------------------------------------------------------------------------
@@ -89,6 +90,7 @@ class Graph:
         g.breaks = list(self.breaks)
         g.notes = list(self.notes)
         g.buffers = dict(self.buffers)
+        g.shape_reads = list(self.shape_reads)
         g._next_id = self._next_id
         return g
 

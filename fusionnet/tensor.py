@@ -149,10 +149,12 @@ class Tensor:
     @property
     def shape(self) -> Size:
         """The tensor's shape."""
+        dispatch.note_shape_read(self)
         return Size(self._data.shape)
 
     def size(self, dim: int | None = None):
         """Shape (as :class:`Size`), or the size of one dimension."""
+        dispatch.note_shape_read(self)
         if dim is None:
             return Size(self._data.shape)
         return self._data.shape[dim]
@@ -293,6 +295,7 @@ class Tensor:
         return int(self._python_value("index"))
 
     def __len__(self) -> int:
+        dispatch.note_shape_read(self)
         if self._data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
         return self._data.shape[0]

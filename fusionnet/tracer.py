@@ -164,6 +164,17 @@ class _Tracer:
             return  # not computed from inputs or state: its value is fixed
         self.stop(f"{why} needs the value of a traced tensor (data-dependent control flow)")
 
+    def on_shape_read(self, t: Tensor):
+        """Note sizes read by user code (not by fusionnet itself) from traced tensors."""
+        if id(t) not in self.node_of and id(t._data) not in self.node_of:
+            return
+        # Frames: this method <- dispatch.note_shape_read <- Tensor.shape <- the reader.
+        reader = sys._getframe(3).f_code.co_filename
+        if reader.startswith(_PKG_DIR) and reader not in _USER_FILES:
+            return  # fusionnet's own reads; sizes it bakes in show up in the graph
+        source, _ = self.where()
+        self.graph.shape_reads.append(source)
+
     def on_random(self, what: str):
         self.stop(f"{what} inside forward (a traced graph would freeze the values)")
 

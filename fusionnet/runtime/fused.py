@@ -1,0 +1,295 @@
+"""``fuse``: run a block's whole forward as one compiled call, with guards and fallbacks.
+
+On the first call for an input signature (shapes, dtypes, device, ``training``)
+the runner traces, optimizes, lowers and compiles; later calls with that
+signature go straight to the compiled driver. Parameters are passed in at
+call time, so weight updates are seen without recompiling. Sizes are symbolic
+where the graph allows (see ``symbolic.py``): a new batch size reuses the code.
+
+Never wrong silently: a graph break or an op without an emitter runs the block
+eagerly with one warning naming the reason (or raises with ``fallback=False``);
+every compile and its reason is counted and shown by ``explain``.
+"""
+from __future__ import annotations
+
+import operator
+import threading
+import warnings
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import autograd
+from ..codegen import Unsupported, get_backend, lower
+from ..graph import Graph, GraphBreak
+from ..interpreter import run as run_graph
+from ..ops import Kind, Op
+from ..passes import optimize
+from ..tensor import Tensor
+from ..tracer import trace
+from .symbolic import analyse_batch
+
+__all__ = ["FusionRunner", "FusionFallbackWarning", "FuseInputError", "in_eager_region"]
+
+_local = threading.local()
+_DATA = operator.attrgetter("_data")
+
+
+class FusionFallbackWarning(UserWarning):
+    """A fused block runs eagerly; the message says why and where."""
+
+
+class FuseInputError(ValueError):
+    """Inputs that no compiled signature admits and that the block itself rejects."""
+
+
+def in_eager_region() -> bool:
+    """True while the runtime itself is tracing or falling back (nested blocks run inline)."""
+    return getattr(_local, "depth", 0) > 0
+
+
+@contextmanager
+def _eager_region():
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _local.depth -= 1
+
+
+@dataclass
+class _Entry:
+    """One compiled signature (or the reason it runs eagerly)."""
+
+    fn: object = None
+    compiled: object = None
+    params: list = field(default_factory=list)        # live tensors, in driver order
+    param_arrays: list = field(default_factory=list)  # their arrays when last checked
+    param_ids: list = field(default_factory=list)     # ids of those (kept alive above)
+    param_specs: list = field(default_factory=list)   # (shape, dtype) guarded per call
+    constants: list = field(default_factory=list)
+    generic: bool = False
+    structure: str = "tensor"
+    reason: str = ""
+    source: str = ""
+    optimized: Graph | None = None
+    traced: Graph | None = None
+    batch_note: str = ""
+
+
+def _describe(args) -> str:
+    return ", ".join(f"{tuple(t.shape)} {t._data.dtype}" for t in args)
+
+
+class FusionRunner:
+    """The per-module compile cache and call path behind ``fuse``."""
+
+    def __init__(self, module, eager_call, name: str, backend: str = "auto", passes=None,
+                 fallback: bool = True, cache_size: int = 32):
+        if backend not in ("auto", "numba", "eager"):
+            raise ValueError(f"fuse: backend must be 'auto', 'numba' or 'eager', got {backend!r}")
+        self.module = module
+        self.eager_call = eager_call
+        self.name = name
+        self.backend = backend
+        self.passes = passes
+        self.fallback = fallback
+        self.cache_size = cache_size
+        self.exact: OrderedDict = OrderedDict()
+        self.generic: dict = {}
+        self.lock = threading.RLock()
+        self.compiles: list[str] = []     # one reason per compile
+        self.evictions = 0
+        self.warned: set = set()
+        self.backward_graphs: OrderedDict = OrderedDict()
+        self.grad_op = Op(f"fused_{name}", Kind.OPAQUE, None, None, None, None, _fused_grad,
+                          f"the compiled forward of {name}",
+                          saves=lambda needs: (tuple(range(len(needs))), False))
+
+    # ---- the call path ------------------------------------------------------------------
+
+    def __call__(self, args, kwargs):
+        # The hot path: kept short on purpose, since at small batch sizes this wrapper,
+        # not the kernels, is what a fused call costs.
+        if kwargs or getattr(_local, "depth", 0):
+            return self.eager_call(*args, **kwargs)
+        try:
+            arrays = [t._data for t in args]
+        except AttributeError:
+            raise self._not_tensor(args) from None
+        # The signature is the guard: shapes, dtypes and array types (the device).
+        key = (self.module.training, *[(a.shape, a.dtype, type(a)) for a in arrays])
+        entry = self.exact.get(key)
+        if entry is None:
+            entry = self._lookup_or_compile(args, key)
+        if entry.fn is None:
+            return self._run_eager(entry, args)
+        params = list(map(_DATA, entry.params))
+        if list(map(id, params)) != entry.param_ids:  # a parameter's array was replaced
+            if not self._params_still_fit(entry, params):
+                return self._state_changed(args, entry)
+        # Non-contiguous inputs are fine: numba compiles a strided variant for them.
+        result = entry.fn(*arrays, *params, *entry.constants)
+        grad = autograd.is_grad_enabled() and self._needs_grad(args, entry)
+        if entry.structure == "tensor":
+            out = Tensor._wrap(result)
+            if grad:
+                self._attach(out, args)
+            return out
+        if grad:  # several outputs: run the graph itself so each gets its own gradient
+            return self._interpret(args)
+        outs = [Tensor._wrap(r) for r in result]
+        return tuple(outs) if entry.structure == "tuple" else outs
+
+    def _not_tensor(self, args) -> FuseInputError:
+        i, t = next((i, t) for i, t in enumerate(args) if not isinstance(t, Tensor))
+        return FuseInputError(f"{self.name}: argument {i} must be a Tensor, got "
+                              f"{type(t).__name__}")
+
+    def _params_still_fit(self, entry, params) -> bool:
+        """New parameter arrays (``p.data = ...``): fine if shape, dtype and device match."""
+        for a, (shape, dtype) in zip(params, entry.param_specs):
+            if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
+                return False
+        entry.param_arrays = params
+        entry.param_ids = list(map(id, params))
+        return True
+
+    def _needs_grad(self, args, entry) -> bool:
+        return any(t.requires_grad for t in args) or any(p.requires_grad for p in entry.params)
+
+    def _run_eager(self, entry, args):
+        with _eager_region():
+            return self.eager_call(*args)
+
+    def _state_changed(self, args, entry):
+        changed = [f"{tuple(p._data.shape)} {p._data.dtype} on {p.device} (was {shape} {dtype})"
+                   for p, (shape, dtype) in zip(entry.params, entry.param_specs)
+                   if p._data.shape != shape or p._data.dtype != dtype
+                   or type(p._data) is not np.ndarray]
+        with self.lock:
+            self.exact.clear()
+            self.generic.clear()
+            self.compiles.append("module state changed: " + "; ".join(changed))
+        return self(args, {})
+
+    # ---- compiling ----------------------------------------------------------------------
+
+    def _lookup_or_compile(self, args, key) -> _Entry:
+        with self.lock:
+            entry = self.exact.get(key)
+            if entry is not None:
+                return entry
+            gkey = (key[0],) + tuple((shape[1:], len(shape), dtype, kind)
+                                     for shape, dtype, kind in key[1:])
+            entry = self.generic.get(gkey)
+            batches = {t._data.shape[0] for t in args if t.ndim}
+            if entry is None or len(batches) != 1:
+                reason = ("first call" if not self.compiles else
+                          f"new input signature ({_describe(args)})")
+                entry = self._compile(args, reason)
+                if entry.generic:
+                    self.generic[gkey] = entry
+            self.exact[key] = entry
+            if len(self.exact) > self.cache_size:
+                self.exact.popitem(last=False)
+                self.evictions += 1
+            return entry
+
+    def _compile(self, args, reason: str) -> _Entry:
+        self.compiles.append(reason)
+        with _eager_region():
+            if any(type(t._data) is not np.ndarray for t in args):
+                return self._fallback(_Entry(), "inputs are on a CUDA device and the CUDA code "
+                                                "generator is not built yet")
+            if self.backend == "eager":
+                return _Entry(reason="backend='eager' was requested")
+            try:
+                traced = trace(self.module, *args)
+            except GraphBreak as brk:
+                return self._fallback(_Entry(), brk.reason, brk.source, brk)
+            except (RuntimeError, ValueError, TypeError, IndexError) as err:
+                known = "; ".join(_describe_entry(e) for e in self.exact.values()) or "nothing yet"
+                raise FuseInputError(f"{self.name}: inputs ({_describe(args)}) do not fit "
+                                     f"this module (compiled for: {known}): {err}") from err
+            analysis = analyse_batch(self.module, args)
+            graph, dim_of, symbols = traced, (lambda d: d), {}
+            if analysis.generic:
+                graph, dim_of, symbols = analysis.graph, analysis.dim_of, {"B": ("x0", 0)}
+            try:
+                optimized = optimize(graph, passes=self.passes)
+                program = lower(optimized, dim_of, symbols)
+                compiled = get_backend("numba").compile(program)
+            except Unsupported as err:
+                return self._fallback(_Entry(traced=traced), str(err))
+        return _Entry(fn=compiled.fn, compiled=compiled,
+                      params=[p.ref for p in program.params],
+                      param_arrays=[p.ref._data for p in program.params],
+                      param_ids=[id(p.ref._data) for p in program.params],
+                      param_specs=[(tuple(p.ref._data.shape), p.ref._data.dtype)
+                                   for p in program.params],
+                      constants=[v for _, v in program.constants], generic=analysis.generic,
+                      structure=program.structure, optimized=optimized, traced=traced,
+                      batch_note="" if analysis.generic else analysis.reason)
+
+    def _fallback(self, entry: _Entry, reason: str, source: str = "", error=None) -> _Entry:
+        entry.reason, entry.source = reason, source
+        if not self.fallback:
+            if error is not None:
+                raise error
+            raise RuntimeError(f"fusionnet.fuse: {self.name} cannot be compiled: {reason}")
+        if reason not in self.warned:
+            self.warned.add(reason)
+            where = f" at {source}" if source else ""
+            warnings.warn(f"fusionnet.fuse: {self.name} runs eagerly: {reason}{where}",
+                          FusionFallbackWarning, stacklevel=4)
+        return entry
+
+    # ---- gradients ----------------------------------------------------------------------
+
+    def _attach(self, out: Tensor, args):
+        needs = tuple(t.requires_grad for t in args)
+        saved = tuple((t, t._version[0], f"input {i}") for i, t in enumerate(args))
+        out.requires_grad = True
+        out._ctx = autograd.Node(self.grad_op, tuple(args), {"runner": self}, None, saved,
+                                 needs)
+
+    def graph_for(self, args) -> Graph:
+        """The exact traced graph for these input shapes (for backward), cached."""
+        key = (self.module.training, *[(t._data.shape, t._data.dtype, type(t._data))
+                                       for t in args])
+        graph = self.backward_graphs.get(key)
+        if graph is None:
+            with _eager_region():
+                graph = trace(self.module, *args)
+            self.backward_graphs[key] = graph
+            if len(self.backward_graphs) > self.cache_size:
+                self.backward_graphs.popitem(last=False)
+        return graph
+
+    def _interpret(self, args):
+        return run_graph(self.graph_for(args), *args)
+
+
+def _fused_grad(g, *inputs, needs, runner, **_):
+    """Backward of a compiled forward: replay the traced graph through the op table's
+    eager implementations with autograd on, then back-propagate ``g`` through it.
+    Parameter gradients accumulate into their ``.grad`` directly."""
+    graph = runner.graph_for(inputs)
+    leaves = [Tensor._wrap(t._data).requires_grad_(True) if need else Tensor._wrap(t._data)
+              for t, need in zip(inputs, needs)]
+    with autograd.enable_grad():
+        out = run_graph(graph, *leaves)
+        if out.requires_grad:
+            autograd.backward(out, g)
+    return tuple(leaf.grad if need else None for leaf, need in zip(leaves, needs))
+
+
+def _describe_entry(entry: _Entry) -> str:
+    if entry.fn is None:
+        return f"eager ({entry.reason})"
+    prog = entry.compiled.program
+    shapes = ", ".join(str(prog.shapes[x]) for x in prog.inputs)
+    return shapes.replace("'", "")
