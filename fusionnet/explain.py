@@ -1,13 +1,16 @@
-"""``explain(module, *inputs)``: what the engine sees in a block, as a readable report.
+"""``explain(module, *inputs)``: what the engine does with a block, as a readable report.
 
-Today the report holds the traced graph, its op counts and every graph break
-with its reason and source line. Later stages (fusion decisions, kernels,
-recompiles) add sections to the same :class:`Report`.
+The report holds the traced graph and its op counts, every graph break with its
+reason and source line, the optimized graph with each fused kernel and each
+fusion the passes declined (with the rule that stopped it), and, for a fused
+module, its compiles, recompiles, fallbacks and the generated source of every
+kernel.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .autograd import no_grad
 from .graph import Graph, GraphBreak
 from .tracer import trace
 
@@ -21,7 +24,9 @@ class Report:
     name: str
     graph: Graph
     breaks: list[GraphBreak] = field(default_factory=list)
+    optimized: Graph | None = None
     sections: list[tuple[str, str]] = field(default_factory=list)
+    kernel_sources: dict = field(default_factory=dict)
 
     @property
     def op_counts(self) -> dict[str, int]:
@@ -33,24 +38,53 @@ class Report:
         """Number of nodes in the traced graph."""
         return self.graph.nx.number_of_nodes()
 
+    @property
+    def kernels(self) -> list[dict]:
+        """The fused kernels of the optimized graph: kind and op list of each."""
+        if self.optimized is None:
+            return []
+        return [{"id": n, "kind": self.optimized.node(n)["group_kind"],
+                 "ops": list(self.optimized.node(n)["ops"])}
+                for n in self.optimized.nodes_of("group")]
+
+    @property
+    def fusion_notes(self) -> list[str]:
+        """Decisions the passes recorded (fusions made and fusions declined, with why)."""
+        return [] if self.optimized is None else list(self.optimized.notes)
+
     def add_section(self, title: str, text: str):
-        """Append a titled section (used by later engine stages)."""
+        """Append a titled section."""
         self.sections.append((title, text))
 
+    def summary(self) -> str:
+        """One line: nodes and ops traced, nodes and kernels after optimization, breaks."""
+        ops = sum(self.op_counts.values())
+        line = f"{self.name}: traced {self.node_count} nodes ({ops} ops)"
+        if self.optimized is not None:
+            steps = len(self.optimized.nodes_of("op"))
+            line += (f" -> optimized {self.optimized.nx.number_of_nodes()} nodes, "
+                     f"{len(self.kernels)} kernels" + (f" + {steps} layout steps"
+                                                       if steps else ""))
+        return line + f"; graph breaks: {len(self.breaks)}"
+
     def __str__(self) -> str:
-        lines = [f"== explain: {self.name} ==",
-                 f"traced graph: {self.node_count} nodes, "
-                 f"{sum(self.op_counts.values())} ops, hash {self.graph.content_hash()}",
+        lines = [f"== explain: {self.name} ==", self.summary(),
                  "op counts: " + (", ".join(f"{k} x{v}" for k, v in self.op_counts.items())
                                   or "(none)")]
         if self.breaks:
-            lines.append(f"graph breaks: {len(self.breaks)} (this block cannot run as one "
-                         "graph; it falls back to eager)")
+            lines.append(f"graph breaks: {len(self.breaks)} (this block runs eagerly when "
+                         "fused, with a warning)")
             for b in self.breaks:
                 lines.append(f"  - {b.reason}\n    at {b.source}")
         else:
             lines.append("graph breaks: none")
-        lines += ["", str(self.graph)]
+        lines += ["", "-- traced graph --", str(self.graph)]
+        if self.optimized is not None:
+            lines += ["", "-- kernels --"]
+            for k in self.kernels:
+                lines.append(f"  g{k['id']}: {k['kind']}: {' + '.join(k['ops'])}")
+            lines += ["", "-- fusion decisions --"] + [f"  {n}" for n in self.fusion_notes]
+            lines += ["", "-- optimized graph --", str(self.optimized)]
         for title, text in self.sections:
             lines += ["", f"-- {title} --", text]
         return "\n".join(lines)
@@ -58,7 +92,44 @@ class Report:
     __repr__ = __str__
 
 
-def explain(module, *inputs) -> Report:
-    """Trace ``module(*inputs)``, recording (not raising) graph breaks, and report."""
-    graph = trace(module, *inputs, on_break="record")
-    return Report(type(module).__name__, graph, list(graph.breaks))
+def _runner(module):
+    return module.__dict__.get("_fusion_runner") if hasattr(module, "__dict__") else None
+
+
+def explain(module, *inputs, passes=None) -> Report:
+    """Trace ``module(*inputs)`` (recording, not raising, graph breaks), optimize it when
+    the trace is complete, and report; a fused module also reports its runtime."""
+    from .passes import optimize  # noqa: PLC0415 - passes import graph machinery
+    from .runtime.fused import _eager_region  # noqa: PLC0415
+
+    runner = _runner(module)
+    target = runner.module if runner is not None else module
+    with _eager_region():
+        graph = trace(target, *inputs, on_break="record")
+    report = Report(type(target).__name__, graph, list(graph.breaks))
+    if graph.complete:
+        report.optimized = optimize(graph, passes=passes if runner is None else runner.passes)
+    if runner is not None:
+        _runtime_sections(report, runner, inputs)
+    return report
+
+
+def _runtime_sections(report: Report, runner, inputs) -> None:
+    with no_grad():
+        runner(tuple(inputs), {})  # make sure this signature is compiled (or fell back)
+    lines = [f"compiles: {len(runner.compiles)}, cached signatures: {len(runner.exact)}, "
+             f"evictions: {runner.evictions}"]
+    lines += [f"  compile {i + 1}: {why}" for i, why in enumerate(runner.compiles)]
+    for entry in dict.fromkeys(runner.exact.values()):
+        if entry.fn is None:
+            where = f" at {entry.source}" if entry.source else ""
+            lines.append(f"  fallback to eager: {entry.reason}{where}")
+        else:
+            sizes = "symbolic batch size" if entry.generic else (
+                f"exact sizes ({entry.batch_note})")
+            lines.append(f"  compiled {entry.compiled.path} ({sizes}); numba cache "
+                         f"{entry.compiled.compile_stats()}")
+            report.kernel_sources.update(entry.compiled.kernel_sources)
+    report.add_section("runtime", "\n".join(lines))
+    if report.kernel_sources:
+        report.add_section("generated source", "\n\n".join(report.kernel_sources.values()))

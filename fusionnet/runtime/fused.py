@@ -59,7 +59,7 @@ def _eager_region():
         _local.depth -= 1
 
 
-@dataclass
+@dataclass(eq=False)
 class _Entry:
     """One compiled signature (or the reason it runs eagerly)."""
 
