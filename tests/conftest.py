@@ -1,7 +1,15 @@
-"""Shared pytest set-up: ``gpu``-marked tests run only where CUDA is available."""
+"""Shared pytest set-up: ``gpu``-marked tests run only where CUDA is available, and
+every test shares one compile cache so numba compiles each generated module once."""
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# One on-disk cache for the whole run (and for the next run on the same checkout):
+# compiled kernels are shared across tests and across the subprocesses tests start.
+os.environ.setdefault("FUSIONNET_CACHE_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "fusionnet-tests"))
 
 import fusionnet.cuda
 

@@ -42,6 +42,8 @@ class Param:
     ref: object
     shape: tuple
     dtype: str
+    kind: str = "param"   # param | buffer | constant: where ``target`` is found
+    target: str = ""      # dotted name in the module, to re-resolve the reference
 
 
 @dataclass
@@ -87,6 +89,7 @@ class Program:
     structure: str = "tensor"
     symbols: dict = field(default_factory=dict)     # "B" -> (input name, dim)
     shapes: dict = field(default_factory=dict)      # array name -> symbolic shape
+    dtypes: dict = field(default_factory=dict)      # array name -> dtype name
     scalars: dict = field(default_factory=dict)     # name -> (python value, dtype)
 
 
@@ -108,7 +111,8 @@ def lower(graph: Graph, dim_of=lambda d: d, symbols=None) -> Program:
         elif kind in ("param", "buffer") or (kind == "constant" and "ref" in d):
             name = f"p{len(prog.params)}"
             ref = d["ref"]
-            prog.params.append(Param(name, nid, ref, shape, d["dtype"]))
+            prog.params.append(Param(name, nid, ref, shape, d["dtype"], kind,
+                                     str(d.get("target", ""))))
         elif kind == "constant":
             value = np.asarray(d["value"])
             if value.ndim == 0:
@@ -136,6 +140,7 @@ def lower(graph: Graph, dim_of=lambda d: d, symbols=None) -> Program:
             raise Unsupported(f"node kind {kind!r}")
         names[nid] = name
         prog.shapes[name] = shape
+        prog.dtypes[name] = d["dtype"]
     for out in prog.outputs:
         if out in prog.scalars:
             raise Unsupported("the output is a literal constant")

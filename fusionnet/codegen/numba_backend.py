@@ -221,7 +221,10 @@ def _operand(prog: Program, name: str, step: Kernel) -> str:
         value, dtype = prog.scalars[name]
         return _literal(value, dtype)
     if step.kind == "gemm" and name in (step.gemm["a"], step.gemm["b"]):
-        return f"np.ascontiguousarray({name})"  # BLAS wants contiguous operands
+        # BLAS wants contiguous operands of one dtype (eager promotes mixed dtypes).
+        if prog.dtypes.get(name, step.dtype) != step.dtype:
+            return f"{name}.astype(np.{np.dtype(step.dtype).name})"
+        return f"np.ascontiguousarray({name})"
     return name
 
 

@@ -13,7 +13,48 @@ from ..factories import zeros_like
 from ..tensor import Tensor
 from .parameter import Parameter, UninitializedParameter
 
-__all__ = ["Module", "IncompatibleKeys", "zero_grads"]
+__all__ = ["Module", "IncompatibleKeys", "zero_grads", "STRUCTURE_VERSION"]
+
+#: Bumped whenever any module's parameters, buffers, children or tensor attributes are
+#: (re)assigned or deleted. Compiled forwards (``fusionnet.fuse``) hold references to
+#: parameter objects; they compare this counter on each call and re-check their
+#: references when it moved, so replacing ``net.fc.weight`` is never missed.
+STRUCTURE_VERSION = [0]
+
+
+class _Registry(OrderedDict):
+    """The ``_parameters``/``_buffers``/``_modules`` dicts: every change bumps the version."""
+
+    def __setitem__(self, key, value):
+        STRUCTURE_VERSION[0] += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        STRUCTURE_VERSION[0] += 1
+        super().__delitem__(key)
+
+    def pop(self, key, *default):
+        STRUCTURE_VERSION[0] += 1
+        return super().pop(key, *default)
+
+    def popitem(self, last=True):
+        STRUCTURE_VERSION[0] += 1
+        return super().popitem(last)
+
+    def clear(self):
+        STRUCTURE_VERSION[0] += 1
+        super().clear()
+
+    def update(self, *args, **kwargs):
+        STRUCTURE_VERSION[0] += 1
+        for k, v in dict(*args, **kwargs).items():
+            super().__setitem__(k, v)
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
 
 #: What ``load_state_dict(strict=False)`` returns, as in PyTorch.
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -75,10 +116,10 @@ class Module:
             raise TypeError(f"{type(self).__name__}.__init__() got unexpected arguments")
         # object.__setattr__: our own __setattr__ reads these dicts.
         object.__setattr__(self, "training", True)
-        object.__setattr__(self, "_parameters", OrderedDict())
-        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_parameters", _Registry())
+        object.__setattr__(self, "_buffers", _Registry())
         object.__setattr__(self, "_non_persistent_buffers_set", set())
-        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_modules", _Registry())
         object.__setattr__(self, "_forward_hooks", OrderedDict())
         object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
 
@@ -189,6 +230,8 @@ class Module:
                                 "(Tensor or None expected)")
             self._buffers[name] = value
         else:
+            if isinstance(value, Tensor) or isinstance(self.__dict__.get(name), Tensor):
+                STRUCTURE_VERSION[0] += 1  # a plain tensor attribute (a constant) changed
             object.__setattr__(self, name, value)
 
     def _forget(self, name: str) -> None:
@@ -207,6 +250,7 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name: str) -> None:
+        STRUCTURE_VERSION[0] += 1
         for store in ("_parameters", "_buffers", "_modules"):
             if name in self.__dict__.get(store, ()):
                 del self.__dict__[store][name]

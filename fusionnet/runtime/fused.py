@@ -25,6 +25,7 @@ from .. import autograd
 from ..codegen import Unsupported, get_backend, lower
 from ..graph import Graph, GraphBreak
 from ..interpreter import run as run_graph
+from ..nn.module import STRUCTURE_VERSION
 from ..ops import Kind, Op
 from ..passes import optimize
 from ..tensor import Tensor
@@ -68,6 +69,8 @@ class _Entry:
     params: list = field(default_factory=list)        # live tensors, in driver order
     param_arrays: list = field(default_factory=list)  # their arrays when last checked
     param_ids: list = field(default_factory=list)     # ids of those (kept alive above)
+    param_paths: list = field(default_factory=list)   # (kind, dotted target) of each
+    version: int = -1                                 # STRUCTURE_VERSION when checked
     param_specs: list = field(default_factory=list)   # (shape, dtype) guarded per call
     constants: list = field(default_factory=list)
     generic: bool = False
@@ -126,6 +129,8 @@ class FusionRunner:
             entry = self._lookup_or_compile(args, key)
         if entry.fn is None:
             return self._run_eager(entry, args)
+        if entry.version != STRUCTURE_VERSION[0] and not self._same_objects(entry):
+            return self._state_changed(args, entry)
         params = list(map(_DATA, entry.params))
         if list(map(id, params)) != entry.param_ids:  # a parameter's array was replaced
             if not self._params_still_fit(entry, params):
@@ -164,14 +169,30 @@ class FusionRunner:
         with _eager_region():
             return self.eager_call(*args)
 
+    def _same_objects(self, entry) -> bool:
+        """After any module was re-wired: do the compiled references still point at the
+        module's current parameters, buffers and constants?"""
+        try:
+            same = all(_resolve(self.module, kind, target) is p
+                       for p, (kind, target) in zip(entry.params, entry.param_paths))
+        except (AttributeError, KeyError):
+            same = False
+        if same:
+            entry.version = STRUCTURE_VERSION[0]
+        return same
+
     def _state_changed(self, args, entry):
         changed = [f"{tuple(p._data.shape)} {p._data.dtype} on {p.device} (was {shape} {dtype})"
                    for p, (shape, dtype) in zip(entry.params, entry.param_specs)
                    if p._data.shape != shape or p._data.dtype != dtype
                    or type(p._data) is not np.ndarray]
+        changed += [f"{kind} {target!r} was replaced" for p, (kind, target)
+                    in zip(entry.params, entry.param_paths)
+                    if _resolve_or_none(self.module, kind, target) is not p]
         with self.lock:
             self.exact.clear()
             self.generic.clear()
+            self.backward_graphs.clear()
             self.compiles.append("module state changed: " + "; ".join(changed))
         return self(args, {})
 
@@ -200,6 +221,7 @@ class FusionRunner:
 
     def _compile(self, args, reason: str) -> _Entry:
         self.compiles.append(reason)
+        version = STRUCTURE_VERSION[0]
         with _eager_region():
             if any(type(t._data) is not np.ndarray for t in args):
                 return self._fallback(_Entry(), "inputs are on a CUDA device and the CUDA code "
@@ -224,10 +246,21 @@ class FusionRunner:
                 compiled = get_backend("numba").compile(program)
             except Unsupported as err:
                 return self._fallback(_Entry(traced=traced), str(err))
+            entry = self._entry(compiled, program, analysis, optimized, traced, version)
+            try:  # numba compiles on the first call: do it now, so a failure falls back
+                entry.fn(*[t._data for t in args], *entry.param_arrays, *entry.constants)
+            except Exception as err:  # noqa: BLE001 - any compiler error means "run eagerly"
+                return self._fallback(_Entry(traced=traced), f"code generation failed: "
+                                      f"{type(err).__name__}: {str(err).splitlines()[0]}")
+        return entry
+
+    def _entry(self, compiled, program, analysis, optimized, traced, version) -> _Entry:
         return _Entry(fn=compiled.fn, compiled=compiled,
                       params=[p.ref for p in program.params],
                       param_arrays=[p.ref._data for p in program.params],
                       param_ids=[id(p.ref._data) for p in program.params],
+                      param_paths=[(p.kind, p.target) for p in program.params],
+                      version=version,
                       param_specs=[(tuple(p.ref._data.shape), p.ref._data.dtype)
                                    for p in program.params],
                       constants=[v for _, v in program.constants], generic=analysis.generic,
@@ -285,6 +318,24 @@ def _fused_grad(g, *inputs, needs, runner, **_):
         if out.requires_grad:
             autograd.backward(out, g)
     return tuple(leaf.grad if need else None for leaf, need in zip(leaves, needs))
+
+
+def _resolve(module, kind: str, target: str):
+    """The tensor a graph node named: parameter, buffer or tensor attribute ``target``."""
+    *path, name = target.split(".")
+    owner = module.get_submodule(".".join(path)) if path else module
+    if kind == "param":
+        return owner._parameters[name]
+    if kind == "buffer":
+        return owner._buffers[name]
+    return owner.__dict__[name]
+
+
+def _resolve_or_none(module, kind: str, target: str):
+    try:
+        return _resolve(module, kind, target)
+    except (AttributeError, KeyError):
+        return None
 
 
 def _describe_entry(entry: _Entry) -> str:

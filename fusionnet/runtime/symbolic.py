@@ -81,6 +81,10 @@ def analyse_batch(module, inputs) -> BatchAnalysis:
     """Trace ``module`` at the probe batch sizes and decide whether sizes can be symbolic."""
     if not inputs or any(x.ndim == 0 for x in inputs):
         return BatchAnalysis(None, False, "an input has no batch dimension")
+    if len({x.shape[0] for x in inputs}) != 1:
+        # The probes give every input the same leading size; with different leading
+        # sizes those dimensions are not one batch dimension.
+        return BatchAnalysis(None, False, "inputs have different leading sizes")
     try:
         g1 = trace(module, *[_probe(x, PROBES[0]) for x in inputs])
         g2 = trace(module, *[_probe(x, PROBES[1]) for x in inputs])

@@ -1,0 +1,372 @@
+"""``fuse``: fused equals eager, guards, recompiles, fallbacks, gradients, cache, threads."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+
+import numpy as np
+import pytest
+from test_op_table import SAMPLES
+from test_tracer import OneOp, _fresh_like
+
+import fusionnet as torch
+from fusionnet import nn, zoo
+from fusionnet.graph import GraphBreak
+from fusionnet.ops import OPS
+from fusionnet.runtime import FuseInputError, FusionFallbackWarning, fuse
+
+RTOL = 1e-5  # float32; kernels may accumulate in float64 where NumPy sums pairwise
+
+
+def _np(t):
+    return t.detach().numpy()
+
+
+def _compiles(fused):
+    return fused._fusion_runner.compiles
+
+
+def _entries(fused):
+    return list(dict.fromkeys(fused._fusion_runner.exact.values()))
+
+
+# ---- fused equals eager ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_every_op_fused_equals_eager(name):
+    arrays, attrs, _ = SAMPLES[name]
+    block = OneOp(name, attrs)
+    fused = fuse(block)
+    inputs = [torch.from_numpy(a.copy()) for a in arrays]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = fused(*inputs)
+    fresh = [torch.from_numpy(_fresh_like(a)) for a in arrays]
+    for xs in (inputs, fresh):
+        np.testing.assert_allclose(_np(fused(*xs)).astype(np.float64),
+                                   _np(block(*xs)).astype(np.float64), rtol=RTOL, atol=1e-6)
+    entry = _entries(fused)[0]
+    if entry.fn is None:  # not compiled: it must have said so, once, with a reason
+        assert entry.reason
+        assert [w for w in caught if issubclass(w.category, FusionFallbackWarning)]
+    assert got.shape == block(*inputs).shape
+
+
+COMPILED_BLOCKS = ["MLP", "SequentialMLP", "MySequential", "NestMLP", "TiedMLP",
+                   "CenteredLayer", "MyLinear", "LazyMLP"]
+
+
+@pytest.mark.parametrize("name", COMPILED_BLOCKS)
+def test_chapter_blocks_compile_once_for_every_batch_size(name):
+    cls, features = zoo.CHAPTER_BLOCKS[name]
+    block = cls()
+    fused = fuse(block)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FusionFallbackWarning)  # these must really compile
+        for batch in (2, 7, 1, 64, 2):
+            X = torch.randn(batch, features)
+            np.testing.assert_allclose(_np(fused(X)), _np(block(X)), rtol=RTOL, atol=1e-6)
+    assert len(_compiles(fused)) == 1, _compiles(fused)
+    assert _entries(fused)[0].fn is not None and _entries(fused)[0].generic
+
+
+def test_mlp_is_two_kernels_and_nestmlp_three():
+    for cls, kernels in ((zoo.MLP, 2), (zoo.NestMLP, 3)):
+        fused = fuse(cls())
+        fused(torch.rand(2, 20))
+        entry = _entries(fused)[0]
+        assert len(entry.optimized.nodes_of("group")) == kernels
+        assert sum(1 for s in entry.compiled.kernel_sources if s.startswith("k_")) == kernels
+
+
+# ---- weights, state and signatures ---------------------------------------------------------
+
+
+def test_weight_updates_are_seen_without_recompiling():
+    net = zoo.MLP()
+    fused = fuse(net)
+    X = torch.rand(4, 20)
+    fused(X)
+    net.out.weight.data[:] = 0.0                      # in-place write
+    net.out.bias.data[:] = 2.0
+    np.testing.assert_allclose(_np(fused(X)), np.full((4, 10), 2.0), rtol=0)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)  # an optimiser step
+    net(X).sum().backward()
+    opt.step()
+    np.testing.assert_allclose(_np(fused(X)), _np(net(X)), rtol=RTOL, atol=1e-6)
+    other = zoo.MLP()
+    other(X)
+    net.load_state_dict(other.state_dict())           # load_state_dict
+    np.testing.assert_allclose(_np(fused(X)), _np(other(X)), rtol=RTOL, atol=1e-6)
+    net.hidden.bias.data = torch.ones(256)            # array replaced, same shape
+    np.testing.assert_allclose(_np(fused(X)), _np(net(X)), rtol=RTOL, atol=1e-6)
+    assert len(_compiles(fused)) == 1
+
+
+def test_parameter_of_another_shape_recompiles_with_a_reason():
+    net = MyLinearNoData()
+    fused = fuse(net)
+    fused(torch.rand(2, 5))
+    net.weight = nn.Parameter(torch.rand(5, 4))
+    net.bias = nn.Parameter(torch.rand(4))
+    out = fused(torch.rand(2, 5))
+    assert out.shape == (2, 4)
+    assert any("module state changed" in c for c in _compiles(fused))
+
+
+class MyLinearNoData(nn.Module):
+    """Like the chapter's MyLinear but reading the parameters themselves."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(5, 3))
+        self.bias = nn.Parameter(torch.randn(3))
+
+    def forward(self, X):
+        return torch.relu(X @ self.weight + self.bias)
+
+
+def test_new_feature_size_or_dtype_recompiles_or_raises():
+    net = zoo.CenteredLayer()
+    fused = fuse(net)
+    fused(torch.rand(2, 20))
+    fused(torch.rand(2, 30))                          # a new static size: recompile
+    fused(torch.rand(2, 30, dtype=torch.float64))     # a new dtype: recompile
+    assert len(_compiles(fused)) == 3
+    assert all("new input signature" in c for c in _compiles(fused)[1:])
+
+    mlp = fuse(zoo.MLP())
+    mlp(torch.rand(2, 20))
+    with pytest.raises(FuseInputError, match=r"MLP: inputs \(\(2, 7\) float32\).*\(B, 20\)"):
+        mlp(torch.rand(2, 7))
+    with pytest.raises(FuseInputError, match="argument 0 must be a Tensor"):
+        mlp(np.zeros((2, 20), np.float32))
+
+
+def test_bounded_cache_evicts():
+    fused = fuse(zoo.CenteredLayer(), cache_size=2)
+    for n in (3, 4, 5):
+        fused(torch.rand(2, n))
+    runner = fused._fusion_runner
+    assert len(runner.exact) == 2 and runner.evictions == 1
+
+
+def test_bad_inputs_never_crash_the_process(tmp_path):
+    script = textwrap.dedent("""
+        import numpy as np
+        import fusionnet as torch
+        from fusionnet import zoo
+        fused = torch.fuse(zoo.MLP())
+        fused(torch.rand(2, 20))
+        bad = [torch.rand(2, 7), torch.rand(2, 20, 3), torch.rand(20), torch.tensor([[1, 2]]),
+               torch.rand(2, 20, dtype=torch.float64)]
+        outcomes = []
+        for x in bad:
+            try:
+                out = fused(x)
+                outcomes.append("ok " + str(tuple(out.shape)))
+            except Exception as err:
+                outcomes.append(type(err).__name__)
+        print("|".join(outcomes))
+    """)
+    path = tmp_path / "bad.py"
+    path.write_text(script)
+    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    outcomes = proc.stdout.strip().split("|")
+    assert outcomes[0] == outcomes[1] == "FuseInputError", outcomes
+    assert outcomes[2] == "ok (10,)"            # one sample without a batch dim, as in eager
+    assert outcomes[3] == "FuseInputError"   # int64 input: the eager module rejects it too
+    assert outcomes[4] == "ok (2, 10)"          # float64 is a new signature, not an error
+
+
+def test_second_process_loads_kernels_from_disk_cache(tmp_path):
+    script = textwrap.dedent("""
+        import json
+        import fusionnet as torch
+        from fusionnet import zoo
+        torch.manual_seed(0)
+        fused = torch.fuse(zoo.NestMLP())
+        fused(torch.rand(3, 20))
+        entry = next(iter(fused._fusion_runner.exact.values()))
+        print(json.dumps(entry.compiled.compile_stats()))
+    """)
+    path = tmp_path / "cache.py"
+    path.write_text(script)
+    env = dict(os.environ, FUSIONNET_CACHE_DIR=str(tmp_path / "cache"))
+    runs = [json.loads(subprocess.run([sys.executable, str(path)], capture_output=True,
+                                      text=True, timeout=300, env=env, check=True
+                                      ).stdout.strip().splitlines()[-1]) for _ in range(2)]
+    assert runs[0] == {"cache_hits": 0, "cache_misses": 1}
+    assert runs[1] == {"cache_hits": 1, "cache_misses": 0}
+
+
+# ---- fallbacks --------------------------------------------------------------------------------
+
+
+def test_data_dependent_loop_falls_back_with_one_warning():
+    block = zoo.FixedHiddenMLP()
+    fused = fuse(block)
+    with pytest.warns(FusionFallbackWarning, match=r"while X.abs\(\).sum\(\) > 1:"):
+        fused(torch.rand(2, 20))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        for scale in (0.001, 1.0, 1000.0):  # different numbers of loop iterations
+            X = torch.rand(2, 20) * scale
+            np.testing.assert_allclose(_np(fused(X)), _np(block(X)), rtol=RTOL)
+    assert _entries(fused)[0].fn is None
+
+
+def test_fallback_false_raises():
+    with pytest.raises(GraphBreak, match="bool"):
+        fuse(zoo.FixedHiddenMLP(), fallback=False)(torch.rand(2, 20))
+
+
+def test_random_ops_in_training_mode_fall_back_and_eval_compiles():
+    net = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
+    fused = fuse(net)
+    with pytest.warns(FusionFallbackWarning, match="random"):
+        fused(torch.rand(2, 4))
+    net.eval()
+    X = torch.rand(3, 4)
+    np.testing.assert_allclose(_np(fused(X)), _np(net(X)), rtol=RTOL)
+    assert any(e.fn is not None for e in _entries(fused))
+
+
+def test_eager_backend_never_compiles():
+    fused = fuse(zoo.MLP(), backend="eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fused(torch.rand(2, 20))
+    assert _entries(fused)[0].fn is None
+
+
+# ---- gradients --------------------------------------------------------------------------------
+
+
+def test_gradients_match_eager():
+    net = zoo.NestMLP()
+    fused = fuse(net)
+    X = torch.rand(5, 20, requires_grad=True)
+    fused(X).pow(2).sum().backward()
+    fused_grads = {n: _np(p.grad).copy() for n, p in net.named_parameters()}
+    fused_x = _np(X.grad).copy()
+    net.zero_grad()
+    X.grad = None
+    net(X).pow(2).sum().backward()
+    for n, p in net.named_parameters():
+        np.testing.assert_allclose(fused_grads[n], _np(p.grad), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(fused_x, _np(X.grad), rtol=1e-5, atol=1e-7)
+
+
+def test_no_grad_saves_nothing():
+    fused = fuse(zoo.MLP())
+    with torch.no_grad():
+        out = fused(torch.rand(2, 20))
+    assert out.grad_fn is None and not out.requires_grad
+    assert fused(torch.rand(2, 20)).grad_fn is not None
+
+
+def test_training_loop_with_fused_forward_learns():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 1))
+    fused = fuse(net)
+    X = torch.randn(64, 3)
+    y = X @ torch.tensor([[1.0], [-2.0], [0.5]])
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = ((fused(X) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10
+
+
+# ---- decorator, nesting, state, threads, explain --------------------------------------------
+
+
+@fuse
+class FusedMLP(nn.Module):
+    """A class decorated with @fuse: every instance runs fused."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(20, 32)
+        self.out = nn.Linear(32, 4)
+
+    def forward(self, X):
+        return self.out(torch.relu(self.hidden(X)))
+
+
+def test_class_decorator_and_nesting():
+    a, b = FusedMLP(), FusedMLP()
+    X = torch.rand(3, 20)
+    with torch.no_grad():
+        ya = a(X)
+        want = a.out(torch.relu(a.hidden(X)))
+    np.testing.assert_allclose(_np(ya), _np(want), rtol=RTOL)
+    assert a._fusion_runner is not b.__dict__.get("_fusion_runner", None)
+    outer = nn.Sequential(FusedMLP(), nn.ReLU())  # a fused block inside a plain one
+    fused_outer = fuse(outer)
+    with torch.no_grad():
+        np.testing.assert_allclose(_np(fused_outer(X)),
+                                   _np(torch.relu(outer[0].out(torch.relu(
+                                       outer[0].hidden(X))))), rtol=RTOL)
+    assert _entries(fused_outer)[0].fn is not None  # the inner block was traced inline
+
+
+def test_fused_module_shares_state():
+    net = zoo.MLP()
+    fused = fuse(net)
+    fused(torch.rand(2, 20))
+    assert list(fused.state_dict()) == list(net.state_dict())
+    assert [id(p) for p in fused.parameters()] == [id(p) for p in net.parameters()]
+    fused.eval()
+    assert not net.training
+    assert fused.hidden is net.hidden
+
+
+def test_threads_share_one_fused_module():
+    net = zoo.NestMLP()
+    fused = fuse(net)
+    errors = []
+
+    def work(batch):
+        try:
+            for _ in range(20):
+                X = torch.rand(batch, 20)
+                with torch.no_grad():
+                    got, want = fused(X), net(X)
+                np.testing.assert_allclose(_np(got), _np(want), rtol=RTOL, atol=1e-6)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in (1, 2, 16, 33)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(_compiles(fused)) == 1
+
+
+def test_explain_shows_kernels_compiles_and_source():
+    fused = fuse(zoo.MLP())
+    report = torch.explain(fused, torch.rand(2, 20))
+    text = str(report)
+    assert [k["ops"] for k in report.kernels] == [["permute", "matmul", "add", "relu"],
+                                                  ["permute", "matmul", "add"]]
+    assert "compile 1: first call" in text and "symbolic batch size" in text
+    assert "def forward(" in text and "dot_nt(" in text
+    assert "epilogue stops before matmul" in text
+    broken = str(torch.explain(fuse(zoo.Chimera()), torch.rand(2, 20)))
+    assert "fallback to eager" in broken and "while X.abs().sum() > 1:" in broken
