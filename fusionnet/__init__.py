@@ -52,3 +52,4 @@ from . import nn, optim  # noqa: E402
 from . import cuda  # noqa: E402
 from .serialization import SerializationError, load, save  # noqa: E402
 from .runtime import FusedModule, FuseInputError, FusionFallbackWarning, fuse  # noqa: E402
+from .viz import export_graph  # noqa: E402
