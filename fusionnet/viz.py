@@ -81,9 +81,6 @@ def _trace(module, inputs) -> Graph:
     from .runtime.fused import _eager_region  # noqa: PLC0415 - runtime loads codegen
     from .tracer import trace  # noqa: PLC0415
 
-    if not inputs:
-        raise TypeError(f"export_graph: {type(module).__name__} is a module; pass example "
-                        "inputs to trace it (export_graph(net, path, X))")
     # Inside the eager region a @fuse-decorated block runs its plain forward, so the
     # tracer sees its ops instead of one compiled call.
     with _eager_region():
