@@ -101,6 +101,7 @@ def lower(graph: Graph, dim_of=lambda d: d, symbols=None) -> Program:
     """Build the Program for ``graph``; ``dim_of`` maps a traced dim to int or ``"B"``-expr."""
     prog = Program(graph.name, symbols=dict(symbols or {}))
     names: dict[int, str] = {}
+    returned = set(graph.node(graph.output)["args"])
     for nid in graph.order():
         d = graph.node(nid)
         kind = d["kind"]
@@ -115,7 +116,7 @@ def lower(graph: Graph, dim_of=lambda d: d, symbols=None) -> Program:
                                      str(d.get("target", ""))))
         elif kind == "constant":
             value = np.asarray(d["value"])
-            if value.ndim == 0:
+            if value.ndim == 0 and nid not in returned:
                 name = f"s{nid}"
                 prog.scalars[name] = (value.item(), d["dtype"])
             else:
@@ -141,9 +142,6 @@ def lower(graph: Graph, dim_of=lambda d: d, symbols=None) -> Program:
         names[nid] = name
         prog.shapes[name] = shape
         prog.dtypes[name] = d["dtype"]
-    for out in prog.outputs:
-        if out in prog.scalars:
-            raise Unsupported("the output is a literal constant")
     return prog
 
 

@@ -208,9 +208,11 @@ def _driver(prog: Program) -> list[str]:
         operands = [_operand(prog, o, step) for o in operands]
         sizes = [str(d) for d in loop_dims][:rank]
         lines.append(f"{_IND}{step.name}({', '.join([step.out] + operands + sizes)})")
-    outs = ", ".join(prog.outputs)
+    # A folded constant must not be handed out itself: the caller may write to it.
+    consts = {c for c, _ in prog.constants}
+    outs = ", ".join(f"{o}.copy()" if o in consts else o for o in prog.outputs)
     if prog.structure == "tensor":
-        lines.append(f"{_IND}return {prog.outputs[0]}")
+        lines.append(f"{_IND}return {outs}")
     else:
         lines.append(f"{_IND}return ({outs},)")
     return lines

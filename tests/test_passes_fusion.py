@@ -1,0 +1,200 @@
+"""Fusion passes and the pipeline: golden before/expected graphs, the chapter's kernel
+counts, pipeline controls, and random DAGs through the whole pipeline (interpreter and
+numba) against the traced graph."""
+from __future__ import annotations
+
+import warnings
+
+import networkx as nx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from test_passes_cleanup import Program, as_arrays, programs
+
+import fusionnet as torch
+from fusionnet import nn, zoo
+from fusionnet.graph import Graph
+from fusionnet.passes import DEFAULT_PIPELINE, GraphInvalid, optimize, verify
+from fusionnet.passes.fuse_elementwise import fuse_elementwise
+from fusionnet.passes.fuse_gemm_epilogues import fuse_gemm_epilogues
+from fusionnet.passes.fuse_reductions import fuse_reductions
+from fusionnet.runtime import FusionFallbackWarning, fuse
+
+
+class Fn(nn.Module):
+    """Wrap a function of tensors (and optionally one parameter) as a block."""
+
+    def __init__(self, fn, weight_shape=None):
+        super().__init__()
+        self.fn = fn
+        if weight_shape:
+            self.W = nn.Parameter(torch.rand(*weight_shape))
+
+    def forward(self, *xs):
+        return self.fn(self, *xs)
+
+
+def _match(a: dict, b: dict) -> bool:
+    keys = ("kind", "op", "attrs", "shape", "group_kind")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def assert_same_graph(got: Graph, expected: Graph):
+    """Structural equality: isomorphic on (kind, op, attrs, shape, group kind), bodies too."""
+    assert nx.is_isomorphic(got.nx, expected.nx, node_match=_match,
+                            edge_match=lambda a, b: a["slots"] == b["slots"]), (
+        f"\n{got}\n!=\n{expected}")
+    got_bodies = sorted((got.node(n)["body"] for n in got.nodes_of("group")), key=str)
+    exp_bodies = sorted((expected.node(n)["body"] for n in expected.nodes_of("group")),
+                        key=str)
+    for g, e in zip(got_bodies, exp_bodies, strict=True):
+        assert_same_graph(g, e)
+
+
+def _body(ops, input_shapes, shape, dtype="float32"):
+    """A group body: inputs, then a chain of (op, attrs, arg positions, shape) rows."""
+    body = Graph("body")
+    ids = [body.add_node("input", shape=s, dtype=dtype, target=i)
+           for i, s in enumerate(input_shapes)]
+    for op, attrs, args, out_shape in ops:
+        ids.append(body.add_node("op", op=op, attrs=attrs, args=[ids[a] for a in args],
+                                 shape=out_shape, dtype=dtype))
+    body.add_node("output", args=[ids[-1]], shape=shape, dtype=dtype)
+    return body
+
+
+def test_golden_relu_of_mm_plus_one_is_one_gemm_epilogue():
+    block = Fn(lambda m, X: torch.relu(torch.mm(X, m.W) + 1), (4, 3))
+    before = torch.trace(block, torch.rand(2, 4))
+    after = fuse_gemm_epilogues(before)
+
+    expected = Graph("expected")
+    x = expected.add_node("input", shape=(2, 4), target=0)
+    w = expected.add_node("param", shape=(4, 3), target="W")
+    one = expected.add_node("constant", shape=())
+    body = _body([("matmul", (), (0, 1), (2, 3)), ("add", (), (3, 2), (2, 3)),
+                  ("relu", (), (4,), (2, 3))], [(2, 4), (4, 3), ()], (2, 3))
+    grp = expected.add_node("group", args=[x, w, one], shape=(2, 3),
+                            group_kind="gemm_epilogue", body=body)
+    expected.add_node("output", args=[grp], shape=(2, 3))
+    assert_same_graph(after, expected)
+    verify(after)
+    X = torch.rand(2, 4)
+    np.testing.assert_array_equal(after.run(X).detach().numpy(),
+                                  before.run(X).detach().numpy())
+
+
+def test_golden_abs_sum_is_one_reduction():
+    before = torch.trace(Fn(lambda m, X: X.abs().sum()), torch.rand(3, 5))
+    after = fuse_reductions(before)
+    expected = Graph("expected")
+    x = expected.add_node("input", shape=(3, 5), target=0)
+    body = _body([("abs", (), (0,), (3, 5)),
+                  ("sum", (("dim", None), ("keepdim", False)), (1,), ())], [(3, 5)], ())
+    grp = expected.add_node("group", args=[x], shape=(), group_kind="reduction", body=body)
+    expected.add_node("output", args=[grp], shape=())
+    assert_same_graph(after, expected)
+
+
+def test_shared_intermediate_read_by_two_kernels_is_computed_once():
+    def f(m, x):
+        e = x.exp()
+        return (e * 2).sum(dim=1) + (e + 1).sum(dim=1)
+
+    before = torch.trace(Fn(f), torch.rand(3, 4))
+    after = optimize(before)
+    kernels = sorted(after.node(n)["ops"] for n in after.nodes_of("group"))
+    assert kernels == [("add",), ("add", "sum"), ("exp",), ("mul", "sum")]
+    assert any("also read by" in note for note in after.notes)
+    X = torch.rand(3, 4)
+    np.testing.assert_allclose(after.run(X).numpy(), before.run(X).numpy(), rtol=1e-6)
+
+
+def test_epilogue_stops_at_broadcast_and_multiple_readers():
+    def f(m, X):
+        y = X @ m.W
+        return (y + torch.ones(5, 2, 3)) * y.sum()
+
+    after = fuse_gemm_epilogues(torch.trace(Fn(f, (4, 3)), torch.rand(2, 4)))
+    assert [after.node(n)["ops"] for n in after.nodes_of("group")] == [("matmul",)]
+    assert any("read by 2 nodes" in n for n in after.notes)
+
+
+def test_elementwise_chain_with_broadcast_inputs_is_one_kernel():
+    def f(m, x, b):
+        return ((x * b).exp() + 1).tanh()
+
+    after = fuse_elementwise(torch.trace(Fn(f), torch.rand(3, 4), torch.rand(4)))
+    groups = after.nodes_of("group")
+    assert len(groups) == 1 and after.node(groups[0])["ops"] == ("mul", "exp", "add", "tanh")
+
+
+KERNELS = {"MLP": 2, "SequentialMLP": 2, "MySequential": 2, "NestMLP": 3, "TiedMLP": 4,
+           "CenteredLayer": 2, "MyLinear": 1, "LazyMLP": 2}
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_chapter_kernel_counts(name):
+    cls, features = zoo.CHAPTER_BLOCKS[name]
+    report = torch.explain(cls(), torch.rand(2, features))
+    assert len(report.kernels) == KERNELS[name], str(report)
+    assert f"{KERNELS[name]} kernels" in report.summary()
+    if name in ("MLP", "SequentialMLP", "MySequential", "LazyMLP"):
+        assert [k["ops"] for k in report.kernels] == [["permute", "matmul", "add", "relu"],
+                                                      ["permute", "matmul", "add"]]
+
+
+def test_pipeline_controls(tmp_path, monkeypatch):
+    g = torch.trace(zoo.MLP(), torch.rand(2, 20))
+    assert len(optimize(g).nodes_of("group")) == 2
+    off = optimize(g, disable=["fuse_gemm_epilogues"])
+    assert [off.node(n)["ops"] for n in off.nodes_of("group")] == [("add", "relu"), ("add",)]
+    monkeypatch.setenv("FUSIONNET_DISABLE_PASSES", "fuse_gemm_epilogues,fuse_elementwise")
+    assert not optimize(g).nodes_of("group")
+    monkeypatch.delenv("FUSIONNET_DISABLE_PASSES")
+    with pytest.raises(KeyError, match="unknown"):
+        optimize(g, disable=["no_such_pass"])
+    optimize(g, debug=True, dump_dir=str(tmp_path))
+    dumps = sorted(p.name for p in tmp_path.iterdir())
+    assert dumps[0] == "00-traced.txt" and len(dumps) == len(DEFAULT_PIPELINE) + 1
+    assert optimize(g, passes=[]).content_hash() == g.content_hash()
+
+
+def test_verify_catches_broken_graphs():
+    g = torch.trace(zoo.MLP(), torch.rand(2, 20)).copy()
+    relu = [n for n in g.nodes_of("op") if g.node(n)["op"] == "relu"][0]
+    g.node(relu)["shape"] = (2, 3)
+    with pytest.raises(GraphInvalid, match="rule gives"):
+        verify(g, after="test")
+    g = torch.trace(zoo.MLP(), torch.rand(2, 20)).copy()
+    g.node(relu)["args"] = (0,)  # args no longer agree with the edges
+    with pytest.raises(GraphInvalid, match="disagree"):
+        verify(g, after="test")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs())
+def test_random_dags_through_the_whole_pipeline(program):
+    steps, n_out, y_shape = program
+    block = Program(steps, n_out)
+    g = torch.trace(block, torch.randn(3, 4), torch.randn(*y_shape), torch.randn(4, 4))
+    out = optimize(g, debug=True)
+    for _ in range(2):
+        xs = [torch.randn(3, 4), torch.randn(*y_shape), torch.randn(4, 4)]
+        for a, b in zip(as_arrays(g.run(*xs)), as_arrays(out.run(*xs)), strict=True):
+            np.testing.assert_allclose(b, a, rtol=1e-6)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs())
+def test_random_blocks_fused_equal_eager(program):
+    steps, n_out, y_shape = program
+    block = Program(steps, n_out)
+    fused = fuse(block)
+    for _ in range(2):
+        xs = [torch.randn(3, 4), torch.randn(*y_shape), torch.randn(4, 4)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FusionFallbackWarning)  # e.g. unsupported views
+            got = fused(*xs)
+        for a, b in zip(as_arrays(block(*xs)), as_arrays(got), strict=True):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
