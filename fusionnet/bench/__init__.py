@@ -8,4 +8,6 @@ wheel as well as from the repository (``benchmarks/run_suite.py``).
 """
 from __future__ import annotations
 
-__all__: list[str] = []
+from .suite import BATCH_SIZES, IMPLS, MODELS, run_suite
+
+__all__ = ["run_suite", "MODELS", "IMPLS", "BATCH_SIZES"]

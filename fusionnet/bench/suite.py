@@ -87,9 +87,13 @@ def _run_one(impl, X, want, batch, timing) -> dict:
 
 
 def _progress_line(i: int, total: int, text: str, stream) -> None:
-    if stream is not None:
-        stream.write(f"\r\033[K[{i}/{total}] {text}")
-        stream.flush()
+    if stream is None:
+        return
+    if getattr(stream, "isatty", lambda: False)():
+        stream.write(f"\r\033[K[{i}/{total}] {text}")  # one line, rewritten in place
+    else:
+        stream.write(f"[{i}/{total}] {text}\n")  # a log file gets plain lines
+    stream.flush()
 
 
 def run_suite(models=None, batch_sizes=BATCH_SIZES, impls=DEFAULT_IMPLS, repeats: int = 7,
@@ -137,7 +141,7 @@ def run_suite(models=None, batch_sizes=BATCH_SIZES, impls=DEFAULT_IMPLS, repeats
             runner = built["fused"].fused._fusion_runner
             info["fused_compiles"] = list(runner.compiles)
             info["fallback"] = sorted({e.reason for e in runner.exact.values() if e.fn is None})
-    if progress is not None:
+    if progress is not None and getattr(progress, "isatty", lambda: False)():
         progress.write("\r\033[K")
         progress.flush()
     return {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc)
