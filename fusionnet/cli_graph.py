@@ -16,6 +16,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import re
 import sys
 
 __all__ = ["add_parser", "load_module_class", "parse_shape"]
@@ -29,13 +30,10 @@ class UsageError(ValueError):
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """``"2,20"`` (or ``"2x20"``) -> ``(2, 20)``; ``""`` or ``"()"`` is a 0-d input."""
-    body = text.strip().strip("()[]").replace("x", ",")
-    try:
-        dims = tuple(int(p) for p in body.split(",") if p.strip())
-    except ValueError:
-        dims = None
-    if dims is None or any(d < 0 for d in dims):
+    body = text.strip().strip("()[]").strip()
+    if not re.fullmatch(r"(\d+\s*([,x]\s*\d+\s*)*,?)?", body):
         raise UsageError(f"bad --input-shape {text!r}: expected sizes like 2,20")
+    dims = tuple(int(p) for p in re.split(r"[,x]", body) if p.strip())
     return dims
 
 

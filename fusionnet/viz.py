@@ -257,7 +257,7 @@ class _DotPanel:
         bid = f"{self.p}break{i}"
         self.lines.append(bid + " " + _attrs(
             label=f"graph break\n{_wrap(brk.reason)}\nat {_short_source(brk.source)}",
-            tooltip=f"{brk.reason} at {brk.source}", shape="octagon", style="filled",
+            tooltip=f"{brk.reason} at {_short_source(brk.source)}", shape="octagon", style="filled",
             fillcolor="#ffebee", color=_RED, fontcolor=_RED, penwidth="2"))
         at = [n for n in self.g.order() if n in hot and self.g.node(n)["source"] == brk.source]
         # The values asked for as Python values are the ones nothing on that line reads.
