@@ -194,7 +194,7 @@ def move_(tensor, device=None, dtype=None):
             return t._data
         return t.detach().to(device=device, dtype=dt)._data
 
-    tensor._data = moved(tensor)
+    tensor._set_data(moved(tensor))
     if tensor.grad is not None:
-        tensor.grad._data = moved(tensor.grad)
+        tensor.grad._set_data(moved(tensor.grad))
     return tensor

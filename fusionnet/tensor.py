@@ -16,7 +16,7 @@ from .device import CPU, array_module, as_device, device_of_array
 from .dtypes import as_dtype, dtype, float32, scalar_dtype
 from .ops import decode_key, encode_key
 
-__all__ = ["Tensor", "Size", "is_tensor"]
+__all__ = ["Tensor", "Size", "is_tensor", "DATA_VERSION"]
 
 apply = dispatch.apply
 
@@ -34,6 +34,11 @@ class Size(tuple):
             n *= s
         return n
 
+
+#: Bumped whenever an existing tensor's storage is replaced (``t.data = ...``,
+#: ``Module.to``). Compiled forwards keep the arrays of their parameters and only
+#: re-read them when this moved; so storage must only be rebound via ``_set_data``.
+DATA_VERSION = [0]
 
 #: What ``max(dim)`` / ``min(dim)`` return, as in PyTorch.
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
@@ -236,7 +241,12 @@ class Tensor:
     def data(self, value):
         if not isinstance(value, Tensor):
             raise TypeError("Tensor.data must be set to a Tensor")
-        self._data = value._data
+        self._set_data(value._data)
+
+    def _set_data(self, array) -> None:
+        """Replace this tensor's storage (the one place that may; see DATA_VERSION)."""
+        DATA_VERSION[0] += 1
+        self._data = array
 
     # ---- conversion to Python and NumPy ----------------------------------------------
 

@@ -110,7 +110,7 @@ class UninitializedParameter(Parameter):
         dtype = dtype if dtype is not None else self.__dict__.get("_lazy_dtype")
         data = empty(tuple(shape), dtype=dtype, device=device)._data
         self.__class__ = Parameter
-        self._data = data
+        self._set_data(data)
         self.__dict__.pop("_lazy_device", None)
         self.__dict__.pop("_lazy_dtype", None)
         return self

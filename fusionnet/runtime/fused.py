@@ -28,7 +28,7 @@ from ..interpreter import run as run_graph
 from ..nn.module import STRUCTURE_VERSION
 from ..ops import Kind, Op
 from ..passes import optimize
-from ..tensor import Tensor
+from ..tensor import DATA_VERSION, Tensor
 from ..tracer import trace
 from .symbolic import analyse_batch
 
@@ -68,7 +68,7 @@ class _Entry:
     compiled: object = None
     params: list = field(default_factory=list)        # live tensors, in driver order
     param_arrays: list = field(default_factory=list)  # their arrays when last checked
-    param_ids: list = field(default_factory=list)     # ids of those (kept alive above)
+    data_version: int = -1                            # DATA_VERSION when checked
     param_paths: list = field(default_factory=list)   # (kind, dotted target) of each
     version: int = -1                                 # STRUCTURE_VERSION when checked
     param_specs: list = field(default_factory=list)   # (shape, dtype) guarded per call
@@ -123,20 +123,26 @@ class FusionRunner:
         except AttributeError:
             raise self._not_tensor(args) from None
         # The signature is the guard: shapes, dtypes and array types (the device).
-        key = (self.module.training, *[(a.shape, a.dtype, type(a)) for a in arrays])
+        if len(arrays) == 1:  # the common case, spelled out: this line is on the hot path
+            a = arrays[0]
+            key = (self.module.training, (a.shape, a.dtype, type(a)))
+        else:
+            key = (self.module.training, *[(a.shape, a.dtype, type(a)) for a in arrays])
         entry = self.exact.get(key)
         if entry is None:
             entry = self._lookup_or_compile(args, key)
         if entry.fn is None:
             return self._run_eager(entry, args)
-        if entry.version != STRUCTURE_VERSION[0] and not self._same_objects(entry):
-            return self._state_changed(args, entry)
-        params = list(map(_DATA, entry.params))
-        if list(map(id, params)) != entry.param_ids:  # a parameter's array was replaced
+        if entry.version != STRUCTURE_VERSION[0] or entry.data_version != DATA_VERSION[0]:
+            # Some module was re-wired or some storage replaced since the last check.
+            if not self._same_objects(entry):
+                return self._state_changed(args, entry)
+            params = list(map(_DATA, entry.params))
             if not self._params_still_fit(entry, params):
                 return self._state_changed(args, entry)
+            entry.data_version = DATA_VERSION[0]
         # Non-contiguous inputs are fine: numba compiles a strided variant for them.
-        result = entry.fn(*arrays, *params, *entry.constants)
+        result = entry.fn(*arrays, *entry.param_arrays, *entry.constants)
         grad = autograd.is_grad_enabled() and self._needs_grad(args, entry)
         if entry.structure == "tensor":
             out = Tensor._wrap(result)
@@ -159,7 +165,6 @@ class FusionRunner:
             if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
                 return False
         entry.param_arrays = params
-        entry.param_ids = list(map(id, params))
         return True
 
     def _needs_grad(self, args, entry) -> bool:
@@ -221,7 +226,7 @@ class FusionRunner:
 
     def _compile(self, args, reason: str) -> _Entry:
         self.compiles.append(reason)
-        version = STRUCTURE_VERSION[0]
+        version, data_version = STRUCTURE_VERSION[0], DATA_VERSION[0]
         with _eager_region():
             if any(type(t._data) is not np.ndarray for t in args):
                 return self._fallback(_Entry(), "inputs are on a CUDA device and the CUDA code "
@@ -246,7 +251,8 @@ class FusionRunner:
                 compiled = get_backend("numba").compile(program)
             except Unsupported as err:
                 return self._fallback(_Entry(traced=traced), str(err))
-            entry = self._entry(compiled, program, analysis, optimized, traced, version)
+            entry = self._entry(compiled, program, analysis, optimized, traced, version,
+                                data_version)
             try:  # numba compiles on the first call: do it now, so a failure falls back
                 entry.fn(*[t._data for t in args], *entry.param_arrays, *entry.constants)
             except Exception as err:  # noqa: BLE001 - any compiler error means "run eagerly"
@@ -254,11 +260,12 @@ class FusionRunner:
                                       f"{type(err).__name__}: {str(err).splitlines()[0]}")
         return entry
 
-    def _entry(self, compiled, program, analysis, optimized, traced, version) -> _Entry:
+    def _entry(self, compiled, program, analysis, optimized, traced, version,
+               data_version) -> _Entry:
         return _Entry(fn=compiled.fn, compiled=compiled,
                       params=[p.ref for p in program.params],
                       param_arrays=[p.ref._data for p in program.params],
-                      param_ids=[id(p.ref._data) for p in program.params],
+                      data_version=data_version,
                       param_paths=[(p.kind, p.target) for p in program.params],
                       version=version,
                       param_specs=[(tuple(p.ref._data.shape), p.ref._data.dtype)
