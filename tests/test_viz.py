@@ -189,6 +189,26 @@ def test_labels_are_escaped(tmp_path):
     assert brk and '\\"quoted\\" \\\\ back' in _attr(brk[0], "label")
 
 
+@pytest.mark.parametrize("name", sorted(zoo.CHAPTER_BLOCKS))
+def test_every_chapter_block_exports(tmp_path, name):
+    cls, features = zoo.CHAPTER_BLOCKS[name]
+    torch.manual_seed(0)
+    net, x = cls(), torch.rand(2, features)
+    traced = torch.trace(net, x, on_break="record")
+    kernels = len(torch.optimize(traced).nodes_of("group")) if traced.complete else 0
+    text = _export(tmp_path, net, x, stage="both")
+    assert text.count("subgraph cluster_o_g") == kernels
+    assert text.count("-> t_break") >= len(traced.breaks) and ("o_fallback" in text) == (
+        not traced.complete)
+    if traced.complete:
+        assert kernels > 0
+    _parse(text)
+    back = _read(viz.export_graph(net, tmp_path / "g.json", x, stage="traced"))
+    expected = viz.to_networkx(traced, "traced")
+    expected.graph["fallback"] = None  # asked for the traced stage: no fallback note
+    _assert_same(back, expected)
+
+
 def test_bad_arguments(tmp_path, X):
     with pytest.raises(ValueError, match="format"):
         viz.export_graph(zoo.MLP(), tmp_path / "g.txt", X)
