@@ -60,7 +60,8 @@ def _stages(obj, inputs, stage: str) -> tuple[str, list[_Stage]]:
         traced = obj
     else:
         runner = obj.__dict__.get("_fusion_runner") if hasattr(obj, "__dict__") else None
-        target = runner.module if runner is not None else getattr(obj, "original", obj)
+        # `fuse(net)` and `@fuse` instances hold a runner whose `module` is the plain block.
+        target = runner.module if runner is not None else obj
         passes = getattr(runner, "passes", None)
         traced = _trace(target, inputs)
     if not traced.complete:
