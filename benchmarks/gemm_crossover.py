@@ -8,11 +8,9 @@ at which the loop still wins sets ``SMALL_GEMM_MACS`` in kernels/numba_kernels.p
 from __future__ import annotations
 
 import platform
-import statistics
-import time
-
 import numba
 import numpy as np
+from _timing import median_us
 
 from fusionnet._kernels import kernel_module
 
@@ -25,17 +23,6 @@ def _blas_nt(a, w, out):
     np.dot(a, w.T, out)
 
 
-def _median_us(fn, reps: int = 2000, rounds: int = 7) -> float:
-    fn()
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        times.append((time.perf_counter() - t) / reps * 1e6)
-    return statistics.median(times)
-
-
 def main() -> None:
     """Print the loop-vs-BLAS table."""
     k = kernel_module("numba_kernels")
@@ -46,8 +33,8 @@ def main() -> None:
         a = np.random.rand(m, kk).astype(np.float32)
         w = np.random.rand(n, kk).astype(np.float32)
         out = np.empty((m, n), np.float32)
-        loop = _median_us(lambda: k.dot_nt_loop(a, w, out))
-        blas = _median_us(lambda: _blas_nt(a, w, out))
+        loop = median_us(lambda: k.dot_nt_loop(a, w, out))
+        blas = median_us(lambda: _blas_nt(a, w, out))
         macs = m * n * kk
         if loop < blas:
             best = max(best, macs)

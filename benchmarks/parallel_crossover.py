@@ -10,11 +10,9 @@ fusionnet/codegen/numba_backend.py.
 from __future__ import annotations
 
 import os
-import statistics
-import time
-
 import numba
 import numpy as np
+from _timing import median_us
 
 
 @numba.njit
@@ -31,17 +29,6 @@ def _parallel(x, out):
             out[i, j] = np.tanh(x[i, j] * 2 + 1)
 
 
-def _median_us(fn, reps: int, rounds: int = 7) -> float:
-    fn()
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        times.append((time.perf_counter() - t) / reps * 1e6)
-    return statistics.median(times)
-
-
 def main() -> None:
     """Print the serial-vs-parallel table."""
     print(f"# {os.cpu_count()} cores, numba {numba.__version__}, "
@@ -52,8 +39,8 @@ def main() -> None:
         x = np.random.rand(rows, 256).astype(np.float32)
         out = np.empty_like(x)
         reps = max(3, 20000 // rows)
-        serial = _median_us(lambda: _serial(x, out), reps)
-        par = _median_us(lambda: _parallel(x, out), reps)
+        serial = median_us(lambda: _serial(x, out), reps)
+        par = median_us(lambda: _parallel(x, out), reps)
         if par < serial and first is None:
             first = x.size
         print(f"{x.size:>10} {serial:>10.1f} {par:>12.1f}  "

@@ -46,6 +46,7 @@ __all__ = [
     "initial_seed", "device", "dtype", "float32", "float64", "int32", "int64", "bool_",
     "get_default_dtype", "ops", "Graph", "GraphBreak", "TraceError", "trace", "explain",
     "optimize", "fuse", "FusedModule", "FusionFallbackWarning", "FuseInputError",
+    "export_graph", "save", "load", "SerializationError", "nn", "optim", "cuda",
 ]
 
 from . import nn, optim  # noqa: E402

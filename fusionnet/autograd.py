@@ -22,32 +22,9 @@ def is_grad_enabled() -> bool:
     return getattr(_state, "enabled", True)
 
 
-class set_grad_enabled:
-    """Context manager (and decorator) that turns gradient recording on or off."""
-
-    def __init__(self, mode: bool):
-        self.mode = bool(mode)
-        self.prev = is_grad_enabled()
-        _state.enabled = self.mode
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        _state.enabled = self.prev
-        return False
-
-    def __call__(self, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with self.__class__(self.mode):
-                return fn(*args, **kwargs)
-        # Undo the switch made by __init__: as a decorator we only act when called.
-        _state.enabled = self.prev
-        return wrapper
-
-
 class _GradMode:
+    """Sets grad mode to ``mode`` inside a ``with`` block or a decorated function."""
+
     mode = True
 
     def __enter__(self):
@@ -60,11 +37,30 @@ class _GradMode:
         return False
 
     def __call__(self, fn):
+        mode = self.mode
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with self.__class__():
+            with set_grad_enabled(mode) if type(self) is set_grad_enabled else type(self)():
                 return fn(*args, **kwargs)
         return wrapper
+
+
+class set_grad_enabled(_GradMode):
+    """Turn recording on or off: at once when called (as in PyTorch), and back to the
+    previous mode at the end of a ``with`` block; also usable as a decorator."""
+
+    def __init__(self, mode: bool):
+        self.mode = bool(mode)
+        self.prev = is_grad_enabled()
+        _state.enabled = self.mode
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, fn):
+        _state.enabled = self.prev  # as a decorator it acts only when the function runs
+        return super().__call__(fn)
 
 
 class no_grad(_GradMode):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..autograd import enable_grad, no_grad
 from ..factories import zeros_like
 from .optimizer import Optimizer
 
@@ -23,38 +22,23 @@ class Adam(Optimizer):
                                       weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize))
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns ``closure()``'s loss."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
-        with no_grad():
-            for group in self.param_groups:
-                b1, b2 = group["betas"]
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    g = -p.grad if group["maximize"] else p.grad
-                    if group["weight_decay"] != 0:
-                        g = g + group["weight_decay"] * p
-                    state = self.state.setdefault(p, {})
-                    if not state:
-                        state["step"] = 0
-                        state["exp_avg"] = zeros_like(p)
-                        state["exp_avg_sq"] = zeros_like(p)
-                        if group["amsgrad"]:
-                            state["max_exp_avg_sq"] = zeros_like(p)
-                    state["step"] += 1
-                    t = state["step"]
-                    m, v = state["exp_avg"], state["exp_avg_sq"]
-                    m.mul_(b1).add_(g, alpha=1 - b1)
-                    v.mul_(b2).add_(g * g, alpha=1 - b2)
-                    if group["amsgrad"]:
-                        vmax = state["max_exp_avg_sq"]
-                        vmax.copy_(vmax.maximum(v))
-                        v = vmax
-                    denom = (v / (1 - b2 ** t)).sqrt() + group["eps"]
-                    step_size = group["lr"] / (1 - b1 ** t)
-                    p.sub_(step_size * m / denom)
-        return loss
+    def _update(self, p, g, group, state) -> None:
+        b1, b2 = group["betas"]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = zeros_like(p)
+            state["exp_avg_sq"] = zeros_like(p)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = zeros_like(p)
+        state["step"] += 1
+        t = state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        v.mul_(b2).add_(g * g, alpha=1 - b2)
+        if group["amsgrad"]:
+            vmax = state["max_exp_avg_sq"]
+            vmax.copy_(vmax.maximum(v))
+            v = vmax
+        denom = (v / (1 - b2 ** t)).sqrt() + group["eps"]
+        step_size = group["lr"] / (1 - b1 ** t)
+        p.sub_(step_size * m / denom)

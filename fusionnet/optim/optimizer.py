@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from ..autograd import enable_grad, no_grad
 from ..nn.module import zero_grads
 from ..tensor import Tensor
 
@@ -51,7 +52,28 @@ class Optimizer:
         zero_grads((p for g in self.param_groups for p in g["params"]), set_to_none)
 
     def step(self, closure=None):
-        """Update the parameters once from their ``.grad`` (subclasses implement it)."""
+        """One update of every parameter that has a gradient; returns ``closure()``'s loss.
+
+        The loop, ``maximize`` and L2 ``weight_decay`` are shared; each optimiser
+        supplies :meth:`_update` for one parameter.
+        """
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        with no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    g = -p.grad if group.get("maximize") else p.grad
+                    if group.get("weight_decay", 0) != 0:
+                        g = g + group["weight_decay"] * p
+                    self._update(p, g, group, self.state.setdefault(p, {}))
+        return loss
+
+    def _update(self, p: Tensor, g: Tensor, group: dict, state: dict) -> None:
+        """Update ``p`` in place from gradient ``g`` (weight decay already applied)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..autograd import enable_grad, no_grad
 from .optimizer import Optimizer
 
 __all__ = ["SGD"]
@@ -26,28 +25,13 @@ class SGD(Optimizer):
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize))
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns ``closure()``'s loss."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
-        with no_grad():
-            for group in self.param_groups:
-                lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    g = -p.grad if group["maximize"] else p.grad
-                    if wd != 0:
-                        g = g + wd * p
-                    if mu != 0:
-                        state = self.state.setdefault(p, {})
-                        buf = state.get("momentum_buffer")
-                        if buf is None:
-                            buf = state["momentum_buffer"] = g.clone()
-                        else:
-                            buf.mul_(mu).add_(g, alpha=1 - group["dampening"])
-                        g = g + mu * buf if group["nesterov"] else buf
-                    p.sub_(lr * g)
-        return loss
+    def _update(self, p, g, group, state) -> None:
+        mu = group["momentum"]
+        if mu != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.clone()
+            else:
+                buf.mul_(mu).add_(g, alpha=1 - group["dampening"])
+            g = g + mu * buf if group["nesterov"] else buf
+        p.sub_(group["lr"] * g)
