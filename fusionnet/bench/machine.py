@@ -6,7 +6,7 @@ import os
 import platform
 import sys
 
-__all__ = ["machine_info", "versions", "blas_info", "environment"]
+__all__ = ["machine_info", "versions", "blas_info", "environment", "load_average"]
 
 # Variables that change BLAS or numba threading, and so the figures.
 _ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
@@ -31,7 +31,17 @@ def machine_info() -> dict:
     except AttributeError:  # not on Linux
         usable = os.cpu_count()
     return {"platform": platform.platform(), "machine": platform.machine(),
-            "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "cpus_usable": usable}
+            "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "cpus_usable": usable,
+            "load_average": load_average()}
+
+
+def load_average():
+    """The 1/5/15-minute load averages (None where unsupported): other work on the machine
+    during a run skews the figures, multithreaded BLAS most of all."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def versions() -> dict:

@@ -39,7 +39,8 @@ def format_header(results) -> str:
         blas_text += f"; OPENBLAS_CORETYPE={b['OPENBLAS_CORETYPE']}"
     return "\n".join([
         f"machine: {m['cpu_model']}, {m['cpus_usable']} usable of {m['cpu_count']} cores, "
-        f"{m['platform']}",
+        f"{m['platform']}; load average {m.get('load_average')} before, "
+        f"{m.get('load_average_end')} after",
         f"versions: {libs}",
         f"BLAS (numpy): {blas_text}",
         f"timing: forward under no_grad, median of {c['repeats']} samples of >= "
@@ -146,6 +147,7 @@ def plot(results, path: str) -> str:
         import matplotlib  # noqa: PLC0415 - optional at run time
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.ticker  # noqa: F401, PLC0415
     except ImportError:
         return "latency.png skipped: matplotlib is not installed (pip install 'fusionnet[bench]')"
     cfg, rows = results["config"], _index(results)
@@ -171,6 +173,10 @@ def plot(results, path: str) -> str:
                         label=f"{impl} (eager fallback)" if back else impl)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        # Plain numbers ("50", "2000") read better than 5x10^1 on a latency axis.
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(model + (" - fused falls back to eager" if fell_back else ""), fontsize=9)
         ax.set_xlabel("batch size")
         ax.set_ylabel("median latency (us)")

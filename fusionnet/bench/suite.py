@@ -17,7 +17,7 @@ import numpy as np
 import fusionnet
 
 from .compile_probe import compile_times
-from .machine import blas_info, environment, machine_info, versions
+from .machine import blas_info, environment, load_average, machine_info, versions
 from .models import MODELS, build
 from .peers import BUILDERS, Skip
 from .timing import measure
@@ -106,6 +106,7 @@ def run_suite(models=None, batch_sizes=BATCH_SIZES, impls=DEFAULT_IMPLS, repeats
         raise ValueError(f"unknown model or implementation: {', '.join(unknown)} "
                          f"(models: {', '.join(MODELS)}; impls: {', '.join(BUILDERS)})")
     timing = {"repeats": repeats, "min_sample_s": min_sample_s, "warmup": warmup}
+    machine = machine_info()  # load average before the run, and after (below)
     total = len(models) * len(batch_sizes) * len(impls)
     step, records, per_model = 0, [], {}
     rng = np.random.default_rng(seed)
@@ -149,7 +150,8 @@ def run_suite(models=None, batch_sizes=BATCH_SIZES, impls=DEFAULT_IMPLS, repeats
             "config": {"models": models, "batch_sizes": list(batch_sizes), "impls": list(impls),
                        **timing, "measure_compile": measure_compile, "seed": seed,
                        "rtol": RTOL, "atol": ATOL, "grad": "forward under fusionnet.no_grad()"},
-            "machine": machine_info(), "versions": versions(), "blas": blas_info(),
+            "machine": dict(machine, load_average_end=load_average()),
+            "versions": versions(), "blas": blas_info(),
             "environment": environment(), "models": per_model, "records": records}
 
 
