@@ -197,7 +197,10 @@ class Graph:
         rows = [header]
         for n in self.order():
             d = self.nx.nodes[n]
-            what = d.get("op") or str(d.get("target", ""))
+            what = d.get("op") or (f"{d['group_kind']}[{'+'.join(d['ops'])}]"
+                                   if d["kind"] == "group" else str(d.get("target", "")))
+            if d.get("buffer") is not None:
+                what += f" @buf{d['buffer']}"
             if d.get("attrs"):
                 what += "(" + ", ".join(f"{k}={_short(v)}" for k, v in d["attrs"]) + ")"
             src = _short_source(d.get("source", ""))

@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 #: Multiply-accumulates (M*N*K) below which the loop beats BLAS (see module docstring).
-SMALL_GEMM_MACS = 1024
+SMALL_GEMM_MACS = 512
 
 
 @numba.njit(cache=True)

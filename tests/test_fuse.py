@@ -370,3 +370,45 @@ def test_explain_shows_kernels_compiles_and_source():
     assert "epilogue stops before matmul" in text
     broken = str(torch.explain(fuse(zoo.Chimera()), torch.rand(2, 20)))
     assert "fallback to eager" in broken and "while X.abs().sum() > 1:" in broken
+
+
+def test_outputs_never_alias_inputs_or_parameters():
+    class Identityish(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return x * 1, self.w + 0
+
+    X = torch.rand(3)
+    before = X.numpy().copy()
+    block = Identityish()
+    with torch.no_grad():
+        outs = fuse(block)(X)
+        for out in outs:
+            out += 1  # writing to what a fused call returned must not touch X or w
+    np.testing.assert_array_equal(X.numpy(), before)
+    np.testing.assert_array_equal(block.w.detach().numpy(), np.ones(3))
+
+
+def test_recompile_reasons_are_counted_once_and_say_why():
+    net = MyLinearNoData()
+    fused = fuse(net)
+    fused(torch.rand(2, 5))
+    net.weight = nn.Parameter(torch.rand(5, 3))
+    fused(torch.rand(2, 5))
+    net.eval()
+    fused(torch.rand(2, 5))
+    compiles = _compiles(fused)
+    assert len(compiles) == 3, compiles
+    assert compiles[1].startswith("module state changed: param 'weight' was replaced")
+    assert compiles[2] == "training mode changed to False"
+
+
+def test_keyword_calls_run_eagerly_with_a_warning():
+    fused = fuse(zoo.MLP())
+    X = torch.rand(2, 20)
+    with pytest.warns(FusionFallbackWarning, match="keyword arguments"):
+        out = fused(X=X)
+    np.testing.assert_allclose(_np(out), _np(fused.original(X)), rtol=0)

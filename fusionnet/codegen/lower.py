@@ -3,7 +3,7 @@
 A Program is a straight list of steps over named arrays; every backend
 (numba today, CUDA later) renders the same Program and differs only in its
 emitter. Sizes are symbolic where the graph allows: a dim is either an int or
-a string expression in the batch size ``B`` (see ``runtime.signature``), so
+a string expression in the batch size ``B`` (see ``runtime/symbolic.py``), so
 the generated code reads sizes at run time.
 
 Kernel bodies are SSA statement lists evaluated at one index of the loop nest:

@@ -208,9 +208,11 @@ def _driver(prog: Program) -> list[str]:
         operands = [_operand(prog, o, step) for o in operands]
         sizes = [str(d) for d in loop_dims][:rank]
         lines.append(f"{_IND}{step.name}({', '.join([step.out] + operands + sizes)})")
-    # A folded constant must not be handed out itself: the caller may write to it.
-    consts = {c for c, _ in prog.constants}
-    outs = ", ".join(f"{o}.copy()" if o in consts else o for o in prog.outputs)
+    # Never hand out an input, parameter or constant (or a view of one) itself: eager
+    # would have returned a fresh tensor for `x * 1`, which simplification turned into x.
+    views = {st.out for st in prog.steps if isinstance(st, View)}
+    shared = set(prog.inputs) | {p.name for p in prog.params} | {c for c, _ in prog.constants}
+    outs = ", ".join(f"{o}.copy()" if o in shared | views else o for o in prog.outputs)
     if prog.structure == "tensor":
         lines.append(f"{_IND}return {outs}")
     else:

@@ -92,4 +92,5 @@ def grow_upward(graph: Graph, members: set, shape: tuple, why_not: list) -> set:
                     continue
                 members.add(a)
                 changed = True
+    why_not[:] = list(dict.fromkeys(why_not))  # the loop may meet one refusal twice
     return members

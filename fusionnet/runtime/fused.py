@@ -104,6 +104,7 @@ class FusionRunner:
         self.generic: dict = {}
         self.lock = threading.RLock()
         self.compiles: list[str] = []     # one reason per compile
+        self.pending_reason = ""          # why the next compile happens, when known early
         self.evictions = 0
         self.warned: set = set()
         self.backward_graphs: OrderedDict = OrderedDict()
@@ -116,8 +117,11 @@ class FusionRunner:
     def __call__(self, args, kwargs):
         # The hot path: kept short on purpose, since at small batch sizes this wrapper,
         # not the kernels, is what a fused call costs.
-        if kwargs or getattr(_local, "depth", 0):
+        if getattr(_local, "depth", 0):
             return self.eager_call(*args, **kwargs)
+        if kwargs:
+            self._warn_once("keyword arguments are not traced (pass tensors positionally)")
+            return self._run_eager(None, args, kwargs)
         try:
             arrays = [t._data for t in args]
         except AttributeError:
@@ -170,9 +174,9 @@ class FusionRunner:
     def _needs_grad(self, args, entry) -> bool:
         return any(t.requires_grad for t in args) or any(p.requires_grad for p in entry.params)
 
-    def _run_eager(self, entry, args):
+    def _run_eager(self, entry, args, kwargs=None):
         with _eager_region():
-            return self.eager_call(*args)
+            return self.eager_call(*args, **(kwargs or {}))
 
     def _same_objects(self, entry) -> bool:
         """After any module was re-wired: do the compiled references still point at the
@@ -198,7 +202,7 @@ class FusionRunner:
             self.exact.clear()
             self.generic.clear()
             self.backward_graphs.clear()
-            self.compiles.append("module state changed: " + "; ".join(changed))
+            self.pending_reason = "module state changed: " + "; ".join(changed)
         return self(args, {})
 
     # ---- compiling ----------------------------------------------------------------------
@@ -213,9 +217,7 @@ class FusionRunner:
             entry = self.generic.get(gkey)
             batches = {t._data.shape[0] for t in args if t.ndim}
             if entry is None or len(batches) != 1:
-                reason = ("first call" if not self.compiles else
-                          f"new input signature ({_describe(args)})")
-                entry = self._compile(args, reason)
+                entry = self._compile(args, self._why_compile(args, key))
                 if entry.generic:
                     self.generic[gkey] = entry
             self.exact[key] = entry
@@ -223,6 +225,17 @@ class FusionRunner:
                 self.exact.popitem(last=False)
                 self.evictions += 1
             return entry
+
+    def _why_compile(self, args, key) -> str:
+        """The reason shown by ``explain`` for compiling ``key`` now."""
+        if self.pending_reason:
+            reason, self.pending_reason = self.pending_reason, ""
+            return reason
+        if not self.compiles:
+            return "first call"
+        if any(k[1:] == key[1:] for k in self.exact):
+            return f"training mode changed to {key[0]}"
+        return f"new input signature ({_describe(args)})"
 
     def _compile(self, args, reason: str) -> _Entry:
         self.compiles.append(reason)
@@ -280,12 +293,16 @@ class FusionRunner:
             if error is not None:
                 raise error
             raise RuntimeError(f"fusionnet.fuse: {self.name} cannot be compiled: {reason}")
-        if reason not in self.warned:
-            self.warned.add(reason)
-            where = f" at {source}" if source else ""
-            warnings.warn(f"fusionnet.fuse: {self.name} runs eagerly: {reason}{where}",
-                          FusionFallbackWarning, stacklevel=4)
+        self._warn_once(reason, source)
         return entry
+
+    def _warn_once(self, reason: str, source: str = "") -> None:
+        if reason in self.warned:
+            return
+        self.warned.add(reason)
+        where = f" at {source}" if source else ""
+        warnings.warn(f"fusionnet.fuse: {self.name} runs eagerly: {reason}{where}",
+                      FusionFallbackWarning, stacklevel=_user_stacklevel())
 
     # ---- gradients ----------------------------------------------------------------------
 
@@ -325,6 +342,18 @@ def _fused_grad(g, *inputs, needs, runner, **_):
         if out.requires_grad:
             autograd.backward(out, g)
     return tuple(leaf.grad if need else None for leaf, need in zip(leaves, needs))
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first frame outside fusionnet."""
+    import os  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _resolve(module, kind: str, target: str):
