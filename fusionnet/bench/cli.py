@@ -67,7 +67,7 @@ def run(args) -> int:
                             min_sample_s=pick(sample_s, "min_sample_s"),
                             measure_compile=args.compile_time,
                             progress=sys.stderr if args.progress else None,
-                            argv=getattr(args, "argv", None))
+                            argv=getattr(args, "argv", None) or ["fusionnet"] + sys.argv[1:])
     except ValueError as err:
         print(f"fusionnet bench: {err}", file=sys.stderr)
         return 2

@@ -35,6 +35,9 @@ def format_header(results) -> str:
                f"threads)" for lib in b.get("libraries", [])]
     if threads:
         blas_text += "; loaded: " + ", ".join(threads)
+    env = results.get("environment", {})
+    blas_text += "".join(f"; {k}={v}" for k, v in env.items()
+                         if v is not None and k.endswith("_THREADS"))
     if b.get("OPENBLAS_CORETYPE"):
         blas_text += f"; OPENBLAS_CORETYPE={b['OPENBLAS_CORETYPE']}"
     return "\n".join([
@@ -185,8 +188,10 @@ def plot(results, path: str) -> str:
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     m = results["machine"]
-    fig.suptitle(f"fusionnet forward latency ({m['cpu_model']}, {m['cpus_usable']} cores)",
-                 fontsize=10)
+    env = ", ".join(f"{k}={v}" for k, v in results.get("environment", {}).items()
+                    if v is not None and k.endswith("_THREADS"))
+    fig.suptitle(f"fusionnet forward latency ({m['cpu_model']}, {m['cpus_usable']} cores"
+                 + (f", {env}" if env else "") + ")", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
