@@ -128,8 +128,9 @@ def _njit(spec: ModelSpec, net) -> Impl:
     if spec.chain is None:
         p = chimera_parts(net)
         Ws, bs, relus = (tuple(x) for x in zip(*p["chain"]))
-        call = lambda X: chimera_fn(X, Ws, bs, relus, p["W"], p["b"], p["rand_weight"])  # noqa: E731
-        return Impl("njit", np.ascontiguousarray, call, np.asarray)
+        W, b, R = p["W"], p["b"], p["rand_weight"]
+        return Impl("njit", np.ascontiguousarray,
+                    lambda X: chimera_fn(X, Ws, bs, relus, W, b, R), np.asarray)
     chain = layers(spec, net)
     if [r for _, _, r in chain] == [True, False]:  # the reference: MLP-shaped nets
         (W1, b1, _), (W2, b2, _) = chain
