@@ -274,3 +274,12 @@ def test_cuda_round_trip_and_training_step():
     assert not np.allclose(w.detach().numpy(), cpu_copy["0.weight"].numpy())
     lazy = nn.LazyLinear(2).cuda()
     assert lazy(torch.rand(3, 5).cuda()).is_cuda and lazy.weight.is_cuda
+
+
+def test_state_dict_of_an_unmaterialised_lazy_module_lists_uninitialised_parameters():
+    from fusionnet import nn as _nn
+
+    net = _nn.Sequential(_nn.LazyLinear(4), _nn.ReLU(), _nn.LazyLinear(2))
+    sd = net.state_dict()
+    assert list(sd) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert all(isinstance(v, _nn.UninitializedParameter) for v in sd.values())

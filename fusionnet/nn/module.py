@@ -390,7 +390,10 @@ class Module:
             destination = OrderedDict()
         for name, p in self._parameters.items():
             if p is not None:
-                destination[prefix + name] = p if keep_vars else p.detach()
+                # An uninitialised lazy parameter has nothing to detach: listed as is,
+                # as PyTorch does.
+                keep = keep_vars or isinstance(p, UninitializedParameter)
+                destination[prefix + name] = p if keep else p.detach()
         for name, b in self._buffers.items():
             if b is not None and name not in self._non_persistent_buffers_set:
                 destination[prefix + name] = b if keep_vars else b.detach()
