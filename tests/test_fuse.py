@@ -412,3 +412,33 @@ def test_keyword_calls_run_eagerly_with_a_warning():
     with pytest.warns(FusionFallbackWarning, match="keyword arguments"):
         out = fused(X=X)
     np.testing.assert_allclose(_np(out), _np(fused.original(X)), rtol=0)
+
+
+class Scaled(nn.Module):
+    """Reads a plain Python setting in forward: the trace bakes it in as a constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+        self.scale = 2.0
+
+    def forward(self, x):
+        return self.lin(x) * self.scale
+
+
+def test_changed_python_settings_and_hooks_recompile():
+    net = Scaled()
+    fused = fuse(net)
+    X = torch.rand(2, 4)
+    with torch.no_grad():
+        fused(X)
+        net.scale = 0.5
+        np.testing.assert_allclose(_np(fused(X)), _np(net(X)), rtol=RTOL)
+        handle = net.lin.register_forward_hook(lambda m, args, out: out * 10)
+        np.testing.assert_allclose(_np(fused(X)), _np(net(X)), rtol=RTOL)
+        handle.remove()
+        np.testing.assert_allclose(_np(fused(X)), _np(net(X)), rtol=RTOL)
+    compiles = _compiles(fused)
+    assert "attribute 'scale' changed" in compiles[1]
+    assert "forward hooks of 'lin' changed" in compiles[2]
+    assert len(compiles) == 4

@@ -15,10 +15,11 @@ from .parameter import Parameter, UninitializedParameter
 
 __all__ = ["Module", "IncompatibleKeys", "zero_grads", "STRUCTURE_VERSION"]
 
-#: Bumped whenever any module's parameters, buffers, children or tensor attributes are
-#: (re)assigned or deleted. Compiled forwards (``fusionnet.fuse``) hold references to
-#: parameter objects; they compare this counter on each call and re-check their
-#: references when it moved, so replacing ``net.fc.weight`` is never missed.
+#: Bumped whenever any module attribute (parameter, buffer, child, tensor or plain
+#: value) is assigned or deleted, or a forward hook is added or removed. Compiled
+#: forwards (``fusionnet.fuse``) compare this counter on each call and re-check what
+#: they captured when it moved, so replacing ``net.fc.weight`` or changing a Python
+#: setting such as ``net.scale = 0.5`` is never missed.
 STRUCTURE_VERSION = [0]
 
 
@@ -97,6 +98,7 @@ class _HookHandle:
 
     def remove(self) -> None:
         """Unregister the hook."""
+        STRUCTURE_VERSION[0] += 1
         self.hooks.pop(self.id, None)
 
 
@@ -146,6 +148,7 @@ class Module:
         """Call ``hook(module, args, output)`` after every forward; a non-None result
         replaces the output."""
         handle = _HookHandle(self._forward_hooks)
+        STRUCTURE_VERSION[0] += 1
         self._forward_hooks[handle.id] = hook
         return handle
 
@@ -153,6 +156,7 @@ class Module:
         """Call ``hook(module, args)`` before every forward; a non-None result replaces
         the arguments."""
         handle = _HookHandle(self._forward_pre_hooks)
+        STRUCTURE_VERSION[0] += 1
         self._forward_pre_hooks[handle.id] = hook
         return handle
 
@@ -230,8 +234,7 @@ class Module:
                                 "(Tensor or None expected)")
             self._buffers[name] = value
         else:
-            if isinstance(value, Tensor) or isinstance(self.__dict__.get(name), Tensor):
-                STRUCTURE_VERSION[0] += 1  # a plain tensor attribute (a constant) changed
+            STRUCTURE_VERSION[0] += 1  # forward may read it: compiled code re-checks
             object.__setattr__(self, name, value)
 
     def _forget(self, name: str) -> None:

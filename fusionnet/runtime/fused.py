@@ -70,6 +70,7 @@ class _Entry:
     param_arrays: list = field(default_factory=list)  # their arrays when last checked
     data_version: int = -1                            # DATA_VERSION when checked
     param_paths: list = field(default_factory=list)   # (kind, dotted target) of each
+    snapshot: dict = field(default_factory=dict)      # module settings baked into the code
     version: int = -1                                 # STRUCTURE_VERSION when checked
     param_specs: list = field(default_factory=list)   # (shape, dtype) guarded per call
     constants: list = field(default_factory=list)
@@ -186,6 +187,7 @@ class FusionRunner:
                        for p, (kind, target) in zip(entry.params, entry.param_paths))
         except (AttributeError, KeyError):
             same = False
+        same = same and _snapshot(self.module) == entry.snapshot
         if same:
             entry.version = STRUCTURE_VERSION[0]
         return same
@@ -198,6 +200,11 @@ class FusionRunner:
         changed += [f"{kind} {target!r} was replaced" for p, (kind, target)
                     in zip(entry.params, entry.param_paths)
                     if _resolve_or_none(self.module, kind, target) is not p]
+        now = _snapshot(self.module)
+        changed += [f"{'forward hooks of' if k[1] == '<hooks>' else 'attribute'} "
+                    f"{'.'.join(x for x in k if x and x != '<hooks>')!r} changed"
+                    for k in sorted(set(now) | set(entry.snapshot), key=str)
+                    if now.get(k) != entry.snapshot.get(k)]
         with self.lock:
             self.exact.clear()
             self.generic.clear()
@@ -254,6 +261,7 @@ class FusionRunner:
                 known = "; ".join(_describe_entry(e) for e in self.exact.values()) or "nothing yet"
                 raise FuseInputError(f"{self.name}: inputs ({_describe(args)}) do not fit "
                                      f"this module (compiled for: {known}): {err}") from err
+            snapshot = _snapshot(self.module)
             analysis = analyse_batch(self.module, args)
             graph, dim_of, symbols = traced, (lambda d: d), {}
             if analysis.generic:
@@ -266,6 +274,7 @@ class FusionRunner:
                 return self._fallback(_Entry(traced=traced), str(err))
             entry = self._entry(compiled, program, analysis, optimized, traced, version,
                                 data_version)
+            entry.snapshot = snapshot
             try:  # numba compiles on the first call: do it now, so a failure falls back
                 entry.fn(*[t._data for t in args], *entry.param_arrays, *entry.constants)
             except Exception as err:  # noqa: BLE001 - any compiler error means "run eagerly"
@@ -342,6 +351,32 @@ def _fused_grad(g, *inputs, needs, runner, **_):
         if out.requires_grad:
             autograd.backward(out, g)
     return tuple(leaf.grad if need else None for leaf, need in zip(leaves, needs))
+
+
+_SIMPLE = (int, float, complex, str, bool, type(None), bytes)
+_SKIP = {"training", "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set",
+         "_forward_hooks", "_forward_pre_hooks", "_fusion_runner"}
+
+
+def _fingerprint(value):
+    if isinstance(value, _SIMPLE) or (isinstance(value, tuple) and all(
+            isinstance(v, _SIMPLE) for v in value)):
+        return ("value", value)
+    return ("object", id(value))  # tensors, lists, functions...: by identity
+
+
+def _snapshot(module) -> dict:
+    """What forward may have baked into a trace besides tensors: every module's plain
+    attributes (values for simple ones, identity otherwise) and its forward hooks."""
+    snap = {}
+    for name, m in module.named_modules():
+        for key, value in m.__dict__.items():
+            if key not in _SKIP:
+                snap[(name, key)] = _fingerprint(value)
+        hooks = (tuple(m._forward_pre_hooks.values()), tuple(m._forward_hooks.values()))
+        if hooks != ((), ()):
+            snap[(name, "<hooks>")] = tuple(map(id, hooks[0] + hooks[1]))
+    return snap
 
 
 def _user_stacklevel() -> int:
