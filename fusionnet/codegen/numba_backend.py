@@ -137,10 +137,10 @@ def _reduction(k: Kernel) -> list[str]:
     op = r["op"]
     is_float = np.dtype(k.dtype).kind == "f"
     acc_dtype = "np.float64" if is_float else "np.int64"
-    init = {"sum": "0", "mean": "0",
-            "max": "-np.inf" if is_float else "np.iinfo(np.int64).min",
-            "min": "np.inf" if is_float else "np.iinfo(np.int64).max"}[op]
-    combine = get_op(op).emit["numba"]["combine"]
+    template = get_op(op).emit["numba"]
+    init = template["init"] if is_float or op in ("sum", "mean") else (
+        "np.iinfo(np.int64).min" if op == "max" else "np.iinfo(np.int64).max")
+    combine = template["combine"]
     lines = ["@numba.njit(cache=True)", _kernel_signature(k, rank)]
     count = " * ".join(f"d{a}" for a in axes) or "1"
     out_index = tuple(("0" if keepdim else None) if i in axes else f"i{i}"

@@ -98,7 +98,9 @@ def _clamp_grad(g, x, min=None, max=None, **_):  # noqa: A002
 
 register(Op("clamp", E, 1, _clamp_eager, same_shape, same_dtype, _clamp_grad,
             "clamp(x, min, max); attributes min and max may be None",
-            emit={"numba": "min(max({0}, {min}), {max})", "cuda": "fmin(fmax({0}, {min}), {max})"}))
+            emit={"numba": "min(max({0}, {min}), {max})",
+                  # bounds cast to the operand's type: fmax(float, double) picks a host overload
+                  "cuda": "fmin(fmax({0}, (decltype({0}))({min})), (decltype({0}))({max}))"}))
 
 # ---- binary arithmetic ------------------------------------------------------------------
 

@@ -57,11 +57,17 @@ def _mean_dtype(d, **_):
     return d
 
 
+# The accumulator's start value, spelled per backend (for float accumulators; integer
+# accumulators start from the dtype's limits, which the emitters know).
+_INIT = {"0": ("0", "0"), "-inf": ("-math.inf", "-INFINITY"), "inf": ("math.inf", "INFINITY")}
+
+
 def _reduction(name, eager, grad, doc, init, combine_numba, combine_cuda, dtype=same_dtype,
                saves=SAVES_INPUTS):
+    numba_init, cuda_init = _INIT[init]
     return register(Op(name, R, 1, eager, reduced_shape, dtype, grad, doc, saves=saves,
-                       emit={"numba": {"init": init, "combine": combine_numba},
-                             "cuda": {"init": init, "combine": combine_cuda}}))
+                       emit={"numba": {"init": numba_init, "combine": combine_numba},
+                             "cuda": {"init": cuda_init, "combine": combine_cuda}}))
 
 
 def _sum_eager(xp, a, dim=None, keepdim=False):
