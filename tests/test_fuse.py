@@ -442,3 +442,36 @@ def test_changed_python_settings_and_hooks_recompile():
     assert "attribute 'scale' changed" in compiles[1]
     assert "forward hooks of 'lin' changed" in compiles[2]
     assert len(compiles) == 4
+
+
+class BigElementwise(nn.Module):
+    """An elementwise chain and a row-wise reduction over inputs large enough for prange."""
+
+    def forward(self, x, b):
+        y = ((x * b).tanh() + 1) * 0.5
+        return y - y.mean(dim=1, keepdim=True)
+
+
+def test_large_kernels_run_parallel_loops_from_the_main_thread_only():
+    from fusionnet.codegen.numba_backend import PARALLEL_MIN_ELEMENTS
+
+    block = BigElementwise()
+    fused = fuse(block)
+    rows = PARALLEL_MIN_ELEMENTS // 512 + 1
+    X, b = torch.randn(rows, 512), torch.randn(512)
+    with torch.no_grad():
+        np.testing.assert_allclose(_np(fused(X, b)), _np(block(X, b)), rtol=1e-5, atol=1e-6)
+    sources = _entries(fused)[0].compiled.kernel_sources
+    assert any(name.endswith("_par") for name in sources)
+    assert "numba.prange" in "".join(sources.values())
+    assert "if par and" in sources["forward"]
+    results = {}
+
+    def work():  # a second thread runs the same kernels serially: no crash, same numbers
+        with torch.no_grad():
+            results["thread"] = _np(fused(X, b))
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    np.testing.assert_allclose(results["thread"], _np(block(X, b)), rtol=1e-5, atol=1e-6)

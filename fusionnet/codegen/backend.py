@@ -18,6 +18,7 @@ class CompiledProgram:
     source: str
     kernel_sources: dict = field(default_factory=dict)  # kernel name -> its source
     path: str = ""
+    parallel: bool = False  # fn takes a trailing ``par`` flag: may it launch threads?
 
     def compile_stats(self) -> dict:
         """Compilation counters from the backend (cache hits and misses)."""

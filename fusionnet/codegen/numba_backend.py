@@ -29,6 +29,14 @@ __all__ = ["NumbaBackend", "cache_dir"]
 _IMPORT_LOCK = threading.Lock()
 _IND = "    "
 
+#: Elements from which an elementwise or row-wise reduction kernel runs its outer loop
+#: in parallel (numba.prange). Measured with benchmarks/parallel_crossover.py on the
+#: 2-core development machine: below ~4M elements the thread start-up costs more
+#: than it saves. The driver also needs the caller's permission (``par``): only the
+#: main thread launches parallel loops, since numba's default thread pool must not be
+#: entered from two threads at once.
+PARALLEL_MIN_ELEMENTS = 1 << 22
+
 
 def cache_dir() -> str:
     """Where generated modules and numba's cache files go."""
@@ -62,9 +70,22 @@ def _render_op(name: str, attrs: dict, args: list) -> str:
     return template.format(*args, **fill)
 
 
-def _render_body(body: list, indent: str) -> list[str]:
+def _invariant(stmt) -> bool:
+    """Literal constants and reads of 0-d arrays do not depend on the loop index."""
+    return stmt[0] == "const" or (stmt[0] == "load" and not stmt[3])
+
+
+def _render_hoisted(body: list) -> list[str]:
+    """The loop-invariant statements, rendered once before the loop nest (numba's parfor
+    pass cannot type a 0-d read left inside a prange loop)."""
+    return _render_body([st for st in body if _invariant(st)], _IND)
+
+
+def _render_body(body: list, indent: str, skip_invariant: bool = False) -> list[str]:
     lines = []
     for stmt in body:
+        if skip_invariant and _invariant(stmt):
+            continue
         if stmt[0] == "load":
             _, v, array, index = stmt
             lines.append(f"{indent}{v} = {array}[{_index(index)}]")
@@ -89,23 +110,44 @@ def _dims(shape) -> str:
 # ---- kernels ---------------------------------------------------------------------------------
 
 
-def _loops(rank: int, indent: str) -> tuple[list[str], str]:
+def _loops(rank: int, indent: str, parallel: bool = False) -> tuple[list[str], str]:
     lines = []
     for i in range(rank):
-        lines.append(f"{indent}{_IND * i}for i{i} in range(d{i}):")
+        loop = "numba.prange" if parallel and i == 0 else "range"
+        lines.append(f"{indent}{_IND * i}for i{i} in {loop}(d{i}):")
     return lines, indent + _IND * rank
 
 
-def _kernel_signature(k: Kernel, rank: int) -> str:
+def _header(parallel: bool) -> str:
+    return "@numba.njit(cache=True, parallel=True)" if parallel else "@numba.njit(cache=True)"
+
+
+def has_parallel_variant(k: Kernel) -> bool:
+    """Elementwise kernels, and reductions that keep their outer axis (so each parallel
+    iteration owns its own accumulator row), get a prange twin."""
+    if k.kind == "elementwise":
+        return len(k.shape) >= 1
+    if k.kind == "reduction":
+        src = k.reduce["source_shape"]
+        dim = k.reduce["attrs"].get("dim")
+        if not src or dim is None:
+            return False
+        axes = {a % len(src) for a in ((dim,) if isinstance(dim, int) else dim)}
+        return 0 not in axes
+    return False
+
+
+def _kernel_signature(k: Kernel, rank: int, parallel: bool = False) -> str:
     params = ["out"] + list(dict.fromkeys(k.operands)) + [f"d{i}" for i in range(rank)]
-    return f"def {k.name}({', '.join(params)}):"
+    return f"def {k.name}{'_par' if parallel else ''}({', '.join(params)}):"
 
 
-def _elementwise(k: Kernel) -> list[str]:
+def _elementwise(k: Kernel, parallel: bool = False) -> list[str]:
     rank = len(k.shape)
-    lines = ["@numba.njit(cache=True)", _kernel_signature(k, rank)]
-    loops, ind = _loops(rank, _IND)
-    lines += loops + _render_body(k.body, ind)
+    lines = [_header(parallel), _kernel_signature(k, rank, parallel)]
+    lines += _render_hoisted(k.body)
+    loops, ind = _loops(rank, _IND, parallel)
+    lines += loops + _render_body(k.body, ind, skip_invariant=True)
     lines.append(f"{ind}out[{_index(tuple(f'i{i}' for i in range(rank)))}] = {k.result}")
     return lines
 
@@ -117,15 +159,16 @@ def _gemm(k: Kernel) -> list[str]:
     fn = ("dot_nt" if g["transposed"] else "dot_nn") + ("" if blas_ok else "_loop")
     lines.append(f"{_IND}{fn}({g['a']}, {g['b']}, out)")
     if k.body:  # the epilogue, applied in place on the GEMM result
+        lines += _render_hoisted(k.body)
         loops, ind = _loops(2, _IND)
         lines += loops
         lines.append(f"{ind}acc = out[i0, i1]")
-        lines += _render_body(k.body, ind)
+        lines += _render_body(k.body, ind, skip_invariant=True)
         lines.append(f"{ind}out[i0, i1] = {k.result}")
     return lines
 
 
-def _reduction(k: Kernel) -> list[str]:
+def _reduction(k: Kernel, parallel: bool = False) -> list[str]:
     r = k.reduce
     src = r["source_shape"]
     rank = len(src)
@@ -141,7 +184,7 @@ def _reduction(k: Kernel) -> list[str]:
     init = template["init"] if is_float or op in ("sum", "mean") else (
         "np.iinfo(np.int64).min" if op == "max" else "np.iinfo(np.int64).max")
     combine = template["combine"]
-    lines = ["@numba.njit(cache=True)", _kernel_signature(k, rank)]
+    lines = [_header(parallel), _kernel_signature(k, rank, parallel)]
     count = " * ".join(f"d{a}" for a in axes) or "1"
     out_index = tuple(("0" if keepdim else None) if i in axes else f"i{i}"
                       for i in range(rank))
@@ -153,8 +196,9 @@ def _reduction(k: Kernel) -> list[str]:
     else:
         lines.append(f"{_IND}acc = np.full(out.shape, {init}, {acc_dtype})")
         target = f"acc[{_index(out_index)}]"
-    loops, ind = _loops(rank, _IND)
-    lines += loops + _render_body(k.body, ind)
+    lines += _render_hoisted(k.body)
+    loops, ind = _loops(rank, _IND, parallel)
+    lines += loops + _render_body(k.body, ind, skip_invariant=True)
     lines.append(f"{ind}{target} = {combine.format(acc=target, x=k.result)}")
     scale = f" / ({count})" if op == "mean" else ""
     if scalar:
@@ -168,6 +212,11 @@ def _reduction(k: Kernel) -> list[str]:
 
 
 _KERNELS = {"elementwise": _elementwise, "gemm": _gemm, "reduction": _reduction}
+
+
+def uses_parallel(prog: Program) -> bool:
+    """Whether the driver takes the trailing ``par`` argument."""
+    return any(isinstance(st, Kernel) and has_parallel_variant(st) for st in prog.steps)
 
 
 # ---- the driver ------------------------------------------------------------------------------
@@ -185,6 +234,8 @@ def _view(step: View) -> str:
 
 def _driver(prog: Program) -> list[str]:
     args = prog.inputs + [p.name for p in prog.params] + [c for c, _ in prog.constants]
+    if uses_parallel(prog):
+        args.append("par")
     lines = ["@numba.njit(cache=True)", f"def forward({', '.join(args)}):"]
     for sym, (array, dim) in sorted(prog.symbols.items()):
         lines.append(f"{_IND}{sym} = {array}.shape[{dim}]")
@@ -207,7 +258,15 @@ def _driver(prog: Program) -> list[str]:
         operands = list(dict.fromkeys(step.operands))
         operands = [_operand(prog, o, step) for o in operands]
         sizes = [str(d) for d in loop_dims][:rank]
-        lines.append(f"{_IND}{step.name}({', '.join([step.out] + operands + sizes)})")
+        call_args = ", ".join([step.out] + operands + sizes)
+        if has_parallel_variant(step):
+            elements = " * ".join(f"({d})" for d in sizes)
+            lines.append(f"{_IND}if par and {elements} >= {PARALLEL_MIN_ELEMENTS}:")
+            lines.append(f"{_IND * 2}{step.name}_par({call_args})")
+            lines.append(f"{_IND}else:")
+            lines.append(f"{_IND * 2}{step.name}({call_args})")
+        else:
+            lines.append(f"{_IND}{step.name}({call_args})")
     # Never hand out an input, parameter or constant (or a view of one) itself: eager
     # would have returned a fresh tensor for `x * 1`, which simplification turned into x.
     views = {st.out for st in prog.steps if isinstance(st, View)}
@@ -247,6 +306,10 @@ def render(prog: Program) -> tuple[str, dict]:
             text = "\n".join(_KERNELS[step.kind](step))
             kernel_sources[step.name] = text
             body += [text, "", ""]
+            if has_parallel_variant(step):
+                text = "\n".join(_KERNELS[step.kind](step, parallel=True))
+                kernel_sources[step.name + "_par"] = text
+                body += [text, "", ""]
     driver = "\n".join(_driver(prog))
     kernel_sources["forward"] = driver
     return "\n".join(header + [""] + body + [driver, ""]), kernel_sources
@@ -296,4 +359,6 @@ class NumbaBackend(Backend):
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[modname] = module
                 spec.loader.exec_module(module)
-        return NumbaCompiled(module.forward, program, source, kernel_sources, path)
+        compiled = NumbaCompiled(module.forward, program, source, kernel_sources, path)
+        compiled.parallel = uses_parallel(program)
+        return compiled

@@ -36,6 +36,7 @@ __all__ = ["FusionRunner", "FusionFallbackWarning", "FuseInputError", "in_eager_
 
 _local = threading.local()
 _DATA = operator.attrgetter("_data")
+_MAIN_THREAD = threading.main_thread().ident
 
 
 class FusionFallbackWarning(UserWarning):
@@ -72,6 +73,7 @@ class _Entry:
     param_paths: list = field(default_factory=list)   # (kind, dotted target) of each
     snapshot: dict = field(default_factory=dict)      # module settings baked into the code
     tail: tuple = ()                                  # param arrays + constants, as passed
+    parallel: bool = False                            # the driver takes a ``par`` flag
     version: int = -1                                 # STRUCTURE_VERSION when checked
     param_specs: list = field(default_factory=list)   # (shape, dtype) guarded per call
     constants: list = field(default_factory=list)
@@ -132,7 +134,8 @@ class FusionRunner:
                     and type(a) is np.ndarray and self.module.training is last[0]
                     and entry.version == STRUCTURE_VERSION[0]
                     and entry.data_version == DATA_VERSION[0]):
-                out = Tensor._wrap(entry.fn(a, *entry.tail))
+                out = Tensor._wrap(entry.fn(a, *entry.tail) if not entry.parallel else
+                                   entry.fn(a, *entry.tail, _on_main_thread()))
                 if autograd.is_grad_enabled() and self._needs_grad(args, entry):
                     self._attach(out, args)
                 return out
@@ -163,7 +166,8 @@ class FusionRunner:
                 return self._state_changed(args, entry)
             entry.data_version = DATA_VERSION[0]
         # Non-contiguous inputs are fine: numba compiles a strided variant for them.
-        result = entry.fn(*arrays, *entry.tail)
+        result = (entry.fn(*arrays, *entry.tail) if not entry.parallel else
+                  entry.fn(*arrays, *entry.tail, _on_main_thread()))
         if len(arrays) == 1 and entry.structure == "tensor":
             a = arrays[0]
             self.last = (key[0], a.shape, a.dtype, entry)
@@ -299,8 +303,10 @@ class FusionRunner:
                                 data_version)
             entry.snapshot = snapshot
             entry.tail = tuple(entry.param_arrays) + tuple(entry.constants)
+            entry.parallel = compiled.parallel
             try:  # numba compiles on the first call: do it now, so a failure falls back
-                entry.fn(*[t._data for t in args], *entry.param_arrays, *entry.constants)
+                entry.fn(*[t._data for t in args], *entry.tail,
+                         *((_on_main_thread(),) if entry.parallel else ()))
             except Exception as err:  # noqa: BLE001 - any compiler error means "run eagerly"
                 return self._fallback(_Entry(traced=traced), f"code generation failed: "
                                       f"{type(err).__name__}: {str(err).splitlines()[0]}")
@@ -401,6 +407,11 @@ def _snapshot(module) -> dict:
         if hooks != ((), ()):
             snap[(name, "<hooks>")] = tuple(map(id, hooks[0] + hooks[1]))
     return snap
+
+
+def _on_main_thread() -> bool:
+    """Parallel loops are launched from the main thread only (see numba_backend)."""
+    return threading.get_ident() == _MAIN_THREAD
 
 
 def _user_stacklevel() -> int:
