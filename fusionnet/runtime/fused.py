@@ -30,13 +30,13 @@ from ..ops import Kind, Op
 from ..passes import optimize
 from ..tensor import DATA_VERSION, Tensor
 from ..tracer import trace
+from .guards import on_main_thread, resolve, resolve_or_none, snapshot, user_stacklevel
 from .symbolic import analyse_batch
 
 __all__ = ["FusionRunner", "FusionFallbackWarning", "FuseInputError", "in_eager_region"]
 
 _local = threading.local()
 _DATA = operator.attrgetter("_data")
-_MAIN_THREAD = threading.main_thread().ident
 
 
 class FusionFallbackWarning(UserWarning):
@@ -135,7 +135,7 @@ class FusionRunner:
                     and entry.version == STRUCTURE_VERSION[0]
                     and entry.data_version == DATA_VERSION[0]):
                 out = Tensor._wrap(entry.fn(a, *entry.tail) if not entry.parallel else
-                                   entry.fn(a, *entry.tail, _on_main_thread()))
+                                   entry.fn(a, *entry.tail, on_main_thread()))
                 if autograd.is_grad_enabled() and self._needs_grad(args, entry):
                     self._attach(out, args)
                 return out
@@ -167,7 +167,7 @@ class FusionRunner:
             entry.data_version = DATA_VERSION[0]
         # Non-contiguous inputs are fine: numba compiles a strided variant for them.
         result = (entry.fn(*arrays, *entry.tail) if not entry.parallel else
-                  entry.fn(*arrays, *entry.tail, _on_main_thread()))
+                  entry.fn(*arrays, *entry.tail, on_main_thread()))
         if len(arrays) == 1 and entry.structure == "tensor":
             a = arrays[0]
             self.last = (key[0], a.shape, a.dtype, entry)
@@ -207,11 +207,11 @@ class FusionRunner:
         """After any module was re-wired: do the compiled references still point at the
         module's current parameters, buffers and constants?"""
         try:
-            same = all(_resolve(self.module, kind, target) is p
+            same = all(resolve(self.module, kind, target) is p
                        for p, (kind, target) in zip(entry.params, entry.param_paths))
         except (AttributeError, KeyError):
             same = False
-        same = same and _snapshot(self.module) == entry.snapshot
+        same = same and snapshot(self.module) == entry.snapshot
         if same:
             entry.version = STRUCTURE_VERSION[0]
         return same
@@ -223,8 +223,8 @@ class FusionRunner:
                    or type(p._data) is not np.ndarray]
         changed += [f"{kind} {target!r} was replaced" for p, (kind, target)
                     in zip(entry.params, entry.param_paths)
-                    if _resolve_or_none(self.module, kind, target) is not p]
-        now = _snapshot(self.module)
+                    if resolve_or_none(self.module, kind, target) is not p]
+        now = snapshot(self.module)
         changed += [f"{'forward hooks of' if k[1] == '<hooks>' else 'attribute'} "
                     f"{'.'.join(x for x in k if x and x != '<hooks>')!r} changed"
                     for k in sorted(set(now) | set(entry.snapshot), key=str)
@@ -288,7 +288,7 @@ class FusionRunner:
                 known = "; ".join(_describe_entry(e) for e in self.exact.values()) or "nothing yet"
                 raise FuseInputError(f"{self.name}: inputs ({_describe(args)}) do not fit "
                                      f"this module (compiled for: {known}): {err}") from err
-            snapshot = _snapshot(self.module)
+            state = snapshot(self.module)
             analysis = analyse_batch(self.module, args)
             graph, dim_of, symbols = traced, (lambda d: d), {}
             if analysis.generic:
@@ -301,12 +301,12 @@ class FusionRunner:
                 return self._fallback(_Entry(traced=traced), str(err))
             entry = self._entry(compiled, program, analysis, optimized, traced, version,
                                 data_version)
-            entry.snapshot = snapshot
+            entry.snapshot = state
             entry.tail = tuple(entry.param_arrays) + tuple(entry.constants)
             entry.parallel = compiled.parallel
             try:  # numba compiles on the first call: do it now, so a failure falls back
                 entry.fn(*[t._data for t in args], *entry.tail,
-                         *((_on_main_thread(),) if entry.parallel else ()))
+                         *((on_main_thread(),) if entry.parallel else ()))
             except Exception as err:  # noqa: BLE001 - any compiler error means "run eagerly"
                 return self._fallback(_Entry(traced=traced), f"code generation failed: "
                                       f"{type(err).__name__}: {str(err).splitlines()[0]}")
@@ -341,7 +341,7 @@ class FusionRunner:
         self.warned.add(reason)
         where = f" at {source}" if source else ""
         warnings.warn(f"fusionnet.fuse: {self.name} runs eagerly: {reason}{where}",
-                      FusionFallbackWarning, stacklevel=_user_stacklevel())
+                      FusionFallbackWarning, stacklevel=user_stacklevel())
 
     # ---- gradients ----------------------------------------------------------------------
 
@@ -381,67 +381,6 @@ def _fused_grad(g, *inputs, needs, runner, **_):
         if out.requires_grad:
             autograd.backward(out, g)
     return tuple(leaf.grad if need else None for leaf, need in zip(leaves, needs))
-
-
-_SIMPLE = (int, float, complex, str, bool, type(None), bytes)
-_SKIP = {"training", "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set",
-         "_forward_hooks", "_forward_pre_hooks", "_fusion_runner"}
-
-
-def _fingerprint(value):
-    if isinstance(value, _SIMPLE) or (isinstance(value, tuple) and all(
-            isinstance(v, _SIMPLE) for v in value)):
-        return ("value", value)
-    return ("object", id(value))  # tensors, lists, functions...: by identity
-
-
-def _snapshot(module) -> dict:
-    """What forward may have baked into a trace besides tensors: every module's plain
-    attributes (values for simple ones, identity otherwise) and its forward hooks."""
-    snap = {}
-    for name, m in module.named_modules():
-        for key, value in m.__dict__.items():
-            if key not in _SKIP:
-                snap[(name, key)] = _fingerprint(value)
-        hooks = (tuple(m._forward_pre_hooks.values()), tuple(m._forward_hooks.values()))
-        if hooks != ((), ()):
-            snap[(name, "<hooks>")] = tuple(map(id, hooks[0] + hooks[1]))
-    return snap
-
-
-def _on_main_thread() -> bool:
-    """Parallel loops are launched from the main thread only (see numba_backend)."""
-    return threading.get_ident() == _MAIN_THREAD
-
-
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning point at the first frame outside fusionnet."""
-    import os  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def _resolve(module, kind: str, target: str):
-    """The tensor a graph node named: parameter, buffer or tensor attribute ``target``."""
-    *path, name = target.split(".")
-    owner = module.get_submodule(".".join(path)) if path else module
-    if kind == "param":
-        return owner._parameters[name]
-    if kind == "buffer":
-        return owner._buffers[name]
-    return owner.__dict__[name]
-
-
-def _resolve_or_none(module, kind: str, target: str):
-    try:
-        return _resolve(module, kind, target)
-    except (AttributeError, KeyError):
-        return None
 
 
 def _describe_entry(entry: _Entry) -> str:
