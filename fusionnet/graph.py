@@ -59,6 +59,7 @@ class Graph:
         self.notes: list[str] = []  # decisions made by passes, for `explain`
         self.buffers: dict[int, tuple] = {}  # buffer slot -> (nbytes, dtype), see plan_buffers
         self.shape_reads: list[str] = []  # user-code lines that read traced sizes
+        self.input_mutations: list[str] = []  # lines where forward wrote into an input
         self._next_id = 0
 
     # ---- building ------------------------------------------------------------------------
@@ -91,6 +92,7 @@ class Graph:
         g.notes = list(self.notes)
         g.buffers = dict(self.buffers)
         g.shape_reads = list(self.shape_reads)
+        g.input_mutations = list(self.input_mutations)
         g._next_id = self._next_id
         return g
 

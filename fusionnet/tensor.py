@@ -180,6 +180,7 @@ class Tensor:
 
     def numel(self) -> int:
         """Number of elements."""
+        dispatch.note_shape_read(self)
         return int(self._data.size)
 
     nelement = numel

@@ -26,7 +26,7 @@ from .graph import Graph, GraphBreak
 from .ops import DataDependentShape
 from .tensor import Tensor
 
-__all__ = ["trace", "TraceError"]
+__all__ = ["trace", "TraceError", "materialise_lazy"]
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _NN_DIR = os.path.join(_PKG_DIR, "nn") + os.sep
@@ -57,6 +57,7 @@ class _Tracer:
         self.static: set[int] = set()       # nodes whose value can never change
         self.live: dict[int, tuple] = {}    # id(array) -> (kind, name, tensor) of module state
         self.live_nodes: dict[tuple, int] = {}
+        self.inputs: set[int] = set()       # ids of the input tensors forward received
         self.module_names = {id(m): name for name, m in module.named_modules()}
         for name, p in module.named_parameters():
             self.live[id(p._data)] = ("param", name, p)
@@ -155,6 +156,10 @@ class _Tracer:
         if id(target._data) in self.live:
             # Writing module state from forward is a side effect a graph cannot replay.
             self.stop("in-place update of a module parameter/buffer/constant inside forward")
+        if id(target) in self.inputs:
+            # Eager writes into the caller's tensor; a pure graph does not. Noted so that
+            # the runtime can refuse to compile it (the graph itself stays valid).
+            self.graph.input_mutations.append(self.where()[0])
         target._data = result._data
         self.bind(target, self.node_of[id(result)])
 
@@ -187,7 +192,7 @@ class _Tracer:
             self.graph.breaks.append(brk)
 
 
-def _materialise_lazy(module, inputs):
+def materialise_lazy(module, inputs):
     """Run lazy modules once eagerly so their parameters exist before tracing."""
     if any(type(m).__name__.startswith("Lazy") and getattr(m, "has_uninitialized_params",
                                                            lambda: True)()
@@ -210,7 +215,7 @@ def trace(module, *example_inputs, on_break: str = "raise", name: str | None = N
         if not isinstance(x, Tensor):
             raise TraceError(f"trace: example input {pos} must be a Tensor, got "
                              f"{type(x).__name__}")
-    _materialise_lazy(module, example_inputs)
+    materialise_lazy(module, example_inputs)
     graph = Graph(name or type(module).__name__)
     tracer = _Tracer(module, graph, on_break)
     inputs = []
@@ -220,6 +225,7 @@ def trace(module, *example_inputs, on_break: str = "raise", name: str | None = N
         # A fresh alias per input: forward may rebind it in place without touching the caller's.
         alias = Tensor._wrap(x._data)
         tracer.bind(alias, nid)
+        tracer.inputs.add(id(alias))
         inputs.append(alias)
     prev = dispatch.set_trace_hook(tracer)
     try:

@@ -475,3 +475,98 @@ def test_large_kernels_run_parallel_loops_from_the_main_thread_only():
     t.start()
     t.join()
     np.testing.assert_allclose(results["thread"], _np(block(X, b)), rtol=1e-5, atol=1e-6)
+
+
+# ---- edge cases found by adversarial review ---------------------------------------------------
+
+
+class NanOps(nn.Module):
+    def forward(self, x):
+        return (x.relu(), x.sign(), x.amax(dim=1), x.amin(dim=1), torch.maximum(x, x * 0),
+                torch.minimum(x * 0, x), x.clamp(-0.5, 0.5))
+
+
+def test_nan_propagates_like_eager():
+    block = NanOps()
+    fused = fuse(block)
+    x = torch.tensor([[float("nan"), -1.0, 2.0], [0.5, float("nan"), -3.0]])
+    with torch.no_grad():
+        for got, want in zip(fused(x), block(x), strict=True):
+            np.testing.assert_array_equal(_np(got), _np(want))  # NaN == NaN here
+
+
+def test_division_by_zero_gives_inf_and_empty_max_raises_as_eager():
+    class Div(nn.Module):
+        def forward(self, x):
+            return 1.0 / x, x.amax(dim=1)
+
+    fused = fuse(Div())
+    with torch.no_grad():
+        fused(torch.rand(3, 2) + 1)
+        inv, _ = fused(torch.tensor([[1.0, 0.0]]))
+        assert inv.tolist() == [[1.0, float("inf")]]
+        with pytest.raises(ValueError, match="empty tensor"):
+            fused(torch.zeros(0, 2))
+
+
+def test_a_size_threshold_below_the_probe_sizes_is_not_compiled_in_probe_form():
+    class Small(nn.Module):
+        def forward(self, x):
+            return x * 2 if x.numel() > 1000 else x * 3
+
+    block = Small()
+    fused = fuse(block)
+    for batch in (2, 200, 3):
+        x = torch.ones(batch, 20)
+        np.testing.assert_array_equal(_np(fused(x)), _np(block(x)))
+
+
+def test_writing_into_the_input_falls_back_and_mutates_like_eager():
+    class Doubler(nn.Module):
+        def forward(self, x):
+            x.mul_(2)
+            return x + 1
+
+    fused = fuse(Doubler())
+    x = torch.ones(3)
+    with torch.no_grad(), pytest.warns(FusionFallbackWarning, match="writes into its input"):
+        out = fused(x)
+    assert x.tolist() == [2.0, 2.0, 2.0] and out.tolist() == [3.0, 3.0, 3.0]
+
+
+def test_forward_that_assigns_attributes_falls_back_without_recursing():
+    class Counter(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            self.calls += 1
+            self.last = x
+            return self.lin(x)
+
+    block = Counter()
+    fused = fuse(block)
+    x = torch.rand(2, 3)
+    with torch.no_grad(), pytest.warns(FusionFallbackWarning, match="assigns module attributes"):
+        out = fused(x)
+    np.testing.assert_allclose(_np(out), _np(block.lin(x)), rtol=RTOL)
+    assert len(_compiles(fused)) == 1
+
+
+def test_odd_calls_run_eagerly_with_a_warning():
+    class Flag(nn.Module):
+        def forward(self, x, k):
+            return x * k
+
+    class Dict(nn.Module):
+        def forward(self, x):
+            return {"y": x + 1}
+
+    fused = fuse(Flag())
+    with pytest.warns(FusionFallbackWarning, match="argument 1 is a int"):
+        assert fused(torch.ones(2), 3).tolist() == [3.0, 3.0]
+    with pytest.warns(FusionFallbackWarning, match="returned dict"):
+        assert fuse(Dict())(torch.ones(2))["y"].tolist() == [2.0, 2.0]
+    assert bool(fuse(nn.Linear(2, 2)))

@@ -118,8 +118,12 @@ def _loops(rank: int, indent: str, parallel: bool = False) -> tuple[list[str], s
     return lines, indent + _IND * rank
 
 
+# error_model="numpy": 1/0 gives inf and 0/0 NaN, as in eager, instead of raising.
+_NJIT = '@numba.njit(cache=True, error_model="numpy"'
+
+
 def _header(parallel: bool) -> str:
-    return "@numba.njit(cache=True, parallel=True)" if parallel else "@numba.njit(cache=True)"
+    return f"{_NJIT}, parallel=True)" if parallel else f"{_NJIT})"
 
 
 def has_parallel_variant(k: Kernel) -> bool:
@@ -154,7 +158,7 @@ def _elementwise(k: Kernel, parallel: bool = False) -> list[str]:
 
 def _gemm(k: Kernel) -> list[str]:
     g = k.gemm
-    lines = ["@numba.njit(cache=True)", _kernel_signature(k, 2)]
+    lines = [_header(False), _kernel_signature(k, 2)]
     blas_ok = np.dtype(k.dtype).kind == "f"
     fn = ("dot_nt" if g["transposed"] else "dot_nn") + ("" if blas_ok else "_loop")
     lines.append(f"{_IND}{fn}({g['a']}, {g['b']}, out)")
@@ -186,6 +190,11 @@ def _reduction(k: Kernel, parallel: bool = False) -> list[str]:
     combine = template["combine"]
     lines = [_header(parallel), _kernel_signature(k, rank, parallel)]
     count = " * ".join(f"d{a}" for a in axes) or "1"
+    if op in ("max", "min"):  # as eager: no identity value to return for nothing
+        size = " * ".join(f"d{i}" for i in range(rank)) or "1"
+        lines.append(f"{_IND}if {size} == 0:")
+        lines.append(f'{_IND * 2}raise ValueError("{op}() of an empty tensor has no identity '
+                     'value")')
     out_index = tuple(("0" if keepdim else None) if i in axes else f"i{i}"
                       for i in range(rank))
     out_index = tuple(i for i in out_index if i is not None)
@@ -236,7 +245,7 @@ def _driver(prog: Program) -> list[str]:
     args = prog.inputs + [p.name for p in prog.params] + [c for c, _ in prog.constants]
     if uses_parallel(prog):
         args.append("par")
-    lines = ["@numba.njit(cache=True)", f"def forward({', '.join(args)}):"]
+    lines = [_header(False), f"def forward({', '.join(args)}):"]
     for sym, (array, dim) in sorted(prog.symbols.items()):
         lines.append(f"{_IND}{sym} = {array}.shape[{dim}]")
     reusable: dict[int, tuple] = {}  # buffer slot -> (var, shape, dtype) once its value is dead

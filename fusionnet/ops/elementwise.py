@@ -45,8 +45,9 @@ _unary("neg", lambda xp, a: xp.negative(a), lambda g, x, **_: (-g,),
 _unary("abs", lambda xp, a: xp.abs(a), lambda g, x, **_: (g * x.sign(),),
        "absolute value", "abs({0})", "fabs({0})")
 _unary("sign", lambda xp, a: xp.sign(a), None,
-       "sign: -1, 0 or 1 (gradient is zero, so none flows)",
-       "(({0} > 0) - ({0} < 0))", "(({0} > 0) - ({0} < 0))")
+       "sign: -1, 0 or 1; NaN stays NaN (gradient is zero, so none flows)",
+       "((({0} > 0) - ({0} < 0)) if {0} == {0} else {0})",
+       "({0} == {0} ? ({0} > 0) - ({0} < 0) : {0})")
 _unary("exp", lambda xp, a: xp.exp(a), lambda g, x, out, **_: (g * out,),
        "e to the x", "math.exp({0})", "exp({0})", saves=SAVES_OUTPUT, dtype=float_dtype)
 _unary("log", lambda xp, a: xp.log(a), lambda g, x, **_: (g / x,),
@@ -62,7 +63,7 @@ _unary("tanh", lambda xp, a: xp.tanh(a), lambda g, x, out, **_: (g * (1 - out * 
        dtype=float_dtype)
 _unary("relu", lambda xp, a: xp.maximum(a, 0).astype(a.dtype, copy=False),
        lambda g, x, **_: (g * (x > 0),),
-       "max(x, 0)", "({0} if {0} > 0 else 0)", "({0} > 0 ? {0} : 0)")
+       "max(x, 0); NaN stays NaN", "({0} if not ({0} <= 0) else 0)", "(!({0} <= 0) ? {0} : 0)")
 _unary("erf", lambda xp, a: _special(xp).erf(a),
        lambda g, x, **_: (g * (2 / math.sqrt(math.pi)) * (-(x * x)).exp(),),
        "Gauss error function (for exact GELU)", "math.erf({0})", "erf({0})",
@@ -99,8 +100,10 @@ def _clamp_grad(g, x, min=None, max=None, **_):  # noqa: A002
 register(Op("clamp", E, 1, _clamp_eager, same_shape, same_dtype, _clamp_grad,
             "clamp(x, min, max); attributes min and max may be None",
             emit={"numba": "min(max({0}, {min}), {max})",
-                  # bounds cast to the operand's type: fmax(float, double) picks a host overload
-                  "cuda": "fmin(fmax({0}, (decltype({0}))({min})), (decltype({0}))({max}))"}))
+                  # bounds cast to the operand's type (fmax(float, double) picks a host
+                  # overload); fmin/fmax drop NaN, NumPy keeps it
+                  "cuda": "({0} != {0} ? {0} : fmin(fmax({0}, (decltype({0}))({min})), "
+                          "(decltype({0}))({max})))"}))
 
 # ---- binary arithmetic ------------------------------------------------------------------
 
@@ -152,10 +155,13 @@ def _minmax_grad(first_wins):
     return grad
 
 
+# NaN-aware, like NumPy: a NaN on either side wins (Python's max() and C's fmax do not).
 _binary("maximum", lambda xp, a, b: xp.maximum(a, b), _minmax_grad(True),
-        "elementwise maximum", "max({0}, {1})", "max({0}, {1})")
+        "elementwise maximum (NaN propagates)", "({0} if ({0} > {1} or {0} != {0}) else {1})",
+        "(({0} > {1} || {0} != {0}) ? {0} : {1})")
 _binary("minimum", lambda xp, a, b: xp.minimum(a, b), _minmax_grad(False),
-        "elementwise minimum", "min({0}, {1})", "min({0}, {1})")
+        "elementwise minimum (NaN propagates)", "({0} if ({0} < {1} or {0} != {0}) else {1})",
+        "(({0} < {1} || {0} != {0}) ? {0} : {1})")
 
 # ---- comparisons and logic (not differentiable; give bool) ------------------------------
 

@@ -102,10 +102,13 @@ def _saves_input_and_output(needs):
     return (0,), True
 
 
-_reduction("max", _max_eager, _extreme_grad, "maximum over dim", "-inf",
-           "max({acc}, {x})", "fmax({acc}, {x})", saves=_saves_input_and_output)
-_reduction("min", _min_eager, _extreme_grad, "minimum over dim", "inf",
-           "min({acc}, {x})", "fmin({acc}, {x})", saves=_saves_input_and_output)
+# NaN-aware combines: once a NaN is seen it stays (as in NumPy); fmax/max would drop it.
+_reduction("max", _max_eager, _extreme_grad, "maximum over dim (NaN propagates)", "-inf",
+           "({x} if ({x} > {acc} or {x} != {x}) else {acc})",
+           "(({x} > {acc} || {x} != {x}) ? {x} : {acc})", saves=_saves_input_and_output)
+_reduction("min", _min_eager, _extreme_grad, "minimum over dim (NaN propagates)", "inf",
+           "({x} if ({x} < {acc} or {x} != {x}) else {acc})",
+           "(({x} < {acc} || {x} != {x}) ? {x} : {acc})", saves=_saves_input_and_output)
 
 
 def _arg_shape(shape, dim=None, keepdim=False, **_):

@@ -61,6 +61,9 @@ class FusedModule(Module):
     def __len__(self):
         return len(self._orig)
 
+    def __bool__(self) -> bool:
+        return True  # a module is truthy even when its original has no __len__
+
     def __repr__(self) -> str:
         return f"FusedModule({self._orig!r})"
 

@@ -29,7 +29,7 @@ from ..nn.module import STRUCTURE_VERSION
 from ..ops import Kind, Op
 from ..passes import optimize
 from ..tensor import DATA_VERSION, Tensor
-from ..tracer import trace
+from ..tracer import TraceError, materialise_lazy, trace
 from .guards import on_main_thread, resolve, resolve_or_none, snapshot, user_stacklevel
 from .symbolic import analyse_batch
 
@@ -145,7 +145,7 @@ class FusionRunner:
         try:
             arrays = [t._data for t in args]
         except AttributeError:
-            raise self._not_tensor(args) from None
+            return self._non_tensor_call(args)
         # The signature is the guard: shapes, dtypes and array types (the device).
         if len(arrays) == 1:  # the common case, spelled out: this line is on the hot path
             a = arrays[0]
@@ -182,10 +182,16 @@ class FusionRunner:
         outs = [Tensor._wrap(r) for r in result]
         return tuple(outs) if entry.structure == "tuple" else outs
 
-    def _not_tensor(self, args) -> FuseInputError:
+    def _non_tensor_call(self, args):
+        """Only tensors are traced: other arguments run the block eagerly, with a warning
+        (a NumPy array, a likely mistake, is refused outright)."""
         i, t = next((i, t) for i, t in enumerate(args) if not isinstance(t, Tensor))
-        return FuseInputError(f"{self.name}: argument {i} must be a Tensor, got "
-                              f"{type(t).__name__}")
+        if isinstance(t, np.ndarray):
+            raise FuseInputError(f"{self.name}: argument {i} must be a Tensor, got "
+                                 f"{type(t).__name__} (wrap it with fusionnet.from_numpy)")
+        self._warn_once(f"argument {i} is a {type(t).__name__}, not a Tensor; only tensor "
+                        "arguments are traced")
+        return self._run_eager(None, args)
 
     def _params_still_fit(self, entry, params) -> bool:
         """New parameter arrays (``p.data = ...``): fine if shape, dtype and device match."""
@@ -235,7 +241,15 @@ class FusionRunner:
             self.backward_graphs.clear()
             self.last = None
             self.pending_reason = "module state changed: " + "; ".join(changed)
-        return self(args, {})
+        depth = getattr(_local, "replays", 0)
+        if depth >= 2:  # state keeps moving under us: do not recompile forever
+            self._warn_once("module state keeps changing between compiles")
+            return self._run_eager(None, args)
+        _local.replays = depth + 1
+        try:
+            return self(args, {})
+        finally:
+            _local.replays = depth
 
     # ---- compiling ----------------------------------------------------------------------
 
@@ -273,7 +287,6 @@ class FusionRunner:
 
     def _compile(self, args, reason: str) -> _Entry:
         self.compiles.append(reason)
-        version, data_version = STRUCTURE_VERSION[0], DATA_VERSION[0]
         with _eager_region():
             if any(type(t._data) is not np.ndarray for t in args):
                 return self._fallback(_Entry(), "inputs are on a CUDA device and the CUDA code "
@@ -281,15 +294,28 @@ class FusionRunner:
             if self.backend == "eager":
                 return _Entry(reason="backend='eager' was requested")
             try:
+                materialise_lazy(self.module, args)
+                before = STRUCTURE_VERSION[0]
                 traced = trace(self.module, *args)
             except GraphBreak as brk:
                 return self._fallback(_Entry(), brk.reason, brk.source, brk)
+            except TraceError as err:
+                return self._fallback(_Entry(), str(err))
             except (RuntimeError, ValueError, TypeError, IndexError) as err:
                 known = "; ".join(_describe_entry(e) for e in self.exact.values()) or "nothing yet"
                 raise FuseInputError(f"{self.name}: inputs ({_describe(args)}) do not fit "
                                      f"this module (compiled for: {known}): {err}") from err
+            if STRUCTURE_VERSION[0] != before:
+                return self._fallback(_Entry(traced=traced), "forward assigns module attributes "
+                                      "(side effects the compiled code would not repeat)")
+            if traced.input_mutations:
+                return self._fallback(_Entry(traced=traced), "forward writes into its input "
+                                      "in place (the compiled code would not)",
+                                      traced.input_mutations[0])
+            analysis = analyse_batch(self.module, args, traced)
+            # Taken after every trace: what the compiled code assumes from here on.
+            version, data_version = STRUCTURE_VERSION[0], DATA_VERSION[0]
             state = snapshot(self.module)
-            analysis = analyse_batch(self.module, args)
             graph, dim_of, symbols = traced, (lambda d: d), {}
             if analysis.generic:
                 graph, dim_of, symbols = analysis.graph, analysis.dim_of, {"B": ("x0", 0)}

@@ -50,9 +50,9 @@ def _probe(x: Tensor, size: int) -> Tensor:
     return Tensor._wrap(data)
 
 
-def _compare(g1: Graph, g2: Graph) -> str:
-    """'' if the two probe graphs agree up to batch-scaled sizes, else the first difference."""
-    p1, p2 = PROBES
+def _compare(g1: Graph, g2: Graph, b1: int, b2: int) -> str:
+    """'' if two traces, at batch sizes ``b1`` and ``b2`` (``b2`` a probe), agree up to
+    batch-scaled sizes; else the first difference."""
     if list(g1.order()) != list(g2.order()):
         return "the graph's structure depends on the batch size"
     for n in g1.order():
@@ -69,16 +69,19 @@ def _compare(g1: Graph, g2: Graph) -> str:
         if len(a["shape"]) != len(b["shape"]):
             return f"node {n} has a rank depending on the batch size"
         for d1, d2 in zip(a["shape"], b["shape"]):
-            if d1 == d2:
-                if d1 and d1 % p1 == 0:
-                    return f"node {n} has a static size {d1} that looks batch-scaled"
-            elif d1 % p1 or d2 % p2 or d1 // p1 != d2 // p2:
+            if d1 == d2 and b1 != b2:
+                if d2 and d2 % b2 == 0:
+                    return f"node {n} has a static size {d2} that looks batch-scaled"
+            elif d2 % b2 or d1 != (d2 // b2) * b1:
                 return f"node {n} has a size that is not a multiple of the batch"
     return ""
 
 
-def analyse_batch(module, inputs) -> BatchAnalysis:
-    """Trace ``module`` at the probe batch sizes and decide whether sizes can be symbolic."""
+def analyse_batch(module, inputs, traced: Graph | None = None) -> BatchAnalysis:
+    """Trace ``module`` at the probe batch sizes and decide whether sizes can be symbolic.
+
+    ``traced`` is the trace at the real inputs: it must agree with the probes too, so
+    a behaviour that changes below the probe sizes is never compiled in probe form."""
     if not inputs or any(x.ndim == 0 for x in inputs):
         return BatchAnalysis(None, False, "an input has no batch dimension")
     if len({x.shape[0] for x in inputs}) != 1:
@@ -93,7 +96,10 @@ def analyse_batch(module, inputs) -> BatchAnalysis:
     if g1.shape_reads or g2.shape_reads:
         return BatchAnalysis(None, False, "forward reads tensor sizes as Python values "
                                           f"({g1.shape_reads[0] if g1.shape_reads else ''})")
-    why = _compare(g1, g2)
+    why = _compare(g1, g2, *PROBES)
+    if not why and traced is not None:
+        why = _compare(traced, g1, inputs[0].shape[0], PROBES[0])
+        why = why and f"the real trace differs from the probes: {why}"
     if why:
         return BatchAnalysis(None, False, why)
     return BatchAnalysis(g1, True)
