@@ -570,3 +570,17 @@ def test_odd_calls_run_eagerly_with_a_warning():
     with pytest.warns(FusionFallbackWarning, match="returned dict"):
         assert fuse(Dict())(torch.ones(2))["y"].tolist() == [2.0, 2.0]
     assert bool(fuse(nn.Linear(2, 2)))
+
+
+def test_kernels_promote_and_round_like_eager():
+    class Mixed(nn.Module):
+        def forward(self, xi, xf):
+            return xi == 16777216.0, (xi + xf) - 16777216.0, (xf * 3).sum(dim=0)
+
+    block = Mixed()
+    fused = fuse(block)
+    xi, xf = torch.tensor([16777217, 3]), torch.tensor([1.0, 0.1])
+    with torch.no_grad():
+        for got, want in zip(fused(xi, xf), block(xi, xf), strict=True):
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(_np(got), _np(want))

@@ -11,8 +11,10 @@ Kernel bodies are SSA statement lists evaluated at one index of the loop nest:
 * ``("load", var, array, index)`` — ``index`` holds a loop variable name or
   ``"0"`` (a broadcast dimension) per array dimension;
 * ``("const", var, value, dtype)`` — a literal scalar;
-* ``("op", var, op_name, attrs, arg_vars)`` — one op-table row, rendered from
-  the row's ``emit`` template by the backend.
+* ``("cast", var, src_var, dtype)`` — a conversion eager's type promotion does;
+* ``("op", var, op_name, attrs, arg_vars, dtype)`` — one op-table row, rendered from
+  the row's ``emit`` template by the backend; its result is rounded to ``dtype``
+  as eager rounds every intermediate.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..dtypes import promote
 from ..graph import Graph
 from ..ops import Kind, get_op
 
@@ -62,6 +65,7 @@ class Kernel:
     reduce: dict = field(default_factory=dict)  # op, attrs (dim, keepdim), source_shape
     gemm: dict = field(default_factory=dict)    # a, b, transposed
     buffer: int | None = None
+    dtypes: dict = field(default_factory=dict)  # SSA var -> dtype name
 
 
 @dataclass
@@ -159,6 +163,7 @@ def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple
         matmul = next(n for n in order if get_op(bg.node(n)["op"]).kind is Kind.MATMUL)
         kernel.gemm = _gemm_operands(bg, matmul, operands)
         var[matmul] = "acc"  # the GEMM result at the current (i0, i1)
+        kernel.dtypes["acc"] = bg.node(matmul)["dtype"]
         order = [n for n in order if n != matmul and bg.node(n)["op"] != "permute"]
     elif kernel.kind == "reduction":
         reduction = order.pop()
@@ -171,17 +176,38 @@ def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple
         bd = bg.node(n)
         if get_op(bd["op"]).kind is not Kind.ELEMENTWISE:
             raise Unsupported(f"{bd['op']} inside a {kind} kernel")
-        args = [var[a] if a in var else _load(kernel.body, var, prog, operands, bg, a,
-                                               loop_rank) for a in bd["args"]]
+        args = [var[a] if a in var else _load(kernel, var, prog, operands, bg, a, loop_rank)
+                for a in bd["args"]]
+        args = _promote_args(kernel, n, get_op(bd["op"]), args)
         var[n] = f"v{n}"
-        kernel.body.append(("op", var[n], bd["op"], dict(bd["attrs"]), args))
+        kernel.body.append(("op", var[n], bd["op"], dict(bd["attrs"]), args, bd["dtype"]))
+        kernel.dtypes[var[n]] = bd["dtype"]
     root = kernel.reduce.pop("source") if kernel.reduce else bg.node(bg.output)["args"][0]
-    kernel.result = var[root] if root in var else _load(kernel.body, var, prog, operands, bg,
+    kernel.result = var[root] if root in var else _load(kernel, var, prog, operands, bg,
                                                         root, loop_rank)
     return kernel
 
 
-def _load(body, var, prog, operands, bg: Graph, a: int, out_rank: int) -> str:
+def _promote_args(kernel: Kernel, n: int, op, args: list) -> list:
+    """Cast arguments to the op's promoted dtype, as eager does before computing
+    (an int64 compared with a float32 compares in float32, not float64)."""
+    idx = range(len(args)) if op.promote == "all" else op.promote
+    if len(idx) < 2:
+        return args
+    common = np.dtype(kernel.dtypes[args[idx[0]]])
+    for i in idx[1:]:
+        common = promote(common, np.dtype(kernel.dtypes[args[i]]))
+    out = list(args)
+    for i in idx:
+        if np.dtype(kernel.dtypes[args[i]]) != common:
+            cast = f"p{n}_{i}"
+            kernel.body.append(("cast", cast, args[i], common.name))
+            kernel.dtypes[cast] = common.name
+            out[i] = cast
+    return out
+
+
+def _load(kernel: Kernel, var, prog, operands, bg: Graph, a: int, out_rank: int) -> str:
     """Add the statement that reads body input ``a`` at the current loop index."""
     bd = bg.node(a)
     if bd["kind"] != "input":
@@ -190,9 +216,10 @@ def _load(body, var, prog, operands, bg: Graph, a: int, out_rank: int) -> str:
     v = f"a{a}"
     if array in prog.scalars:
         value, dtype = prog.scalars[array]
-        body.append(("const", v, value, dtype))
+        kernel.body.append(("const", v, value, dtype))
     else:
-        body.append(("load", v, array, _broadcast_index(prog.shapes[array], out_rank)))
+        kernel.body.append(("load", v, array, _broadcast_index(prog.shapes[array], out_rank)))
+    kernel.dtypes[v] = bd["dtype"]
     var[a] = v
     return v
 

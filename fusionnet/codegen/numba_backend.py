@@ -58,6 +58,13 @@ def _literal(value, dtype: str) -> str:
     return f"np.{dtype}({text})"
 
 
+def _convert(expr: str, dtype: str) -> str:
+    """``expr`` as a scalar of ``dtype``."""
+    if np.dtype(dtype).kind == "b":
+        return f"({expr} != 0)" if not expr.startswith("(") else f"bool{expr}"
+    return f"np.{np.dtype(dtype).name}({expr})"
+
+
 def _render_op(name: str, attrs: dict, args: list) -> str:
     if name == "cast":  # the template is the identity; the conversion is explicit here
         dtype = np.dtype(attrs["dtype"]).name
@@ -92,9 +99,14 @@ def _render_body(body: list, indent: str, skip_invariant: bool = False) -> list[
         elif stmt[0] == "const":
             _, v, value, dtype = stmt
             lines.append(f"{indent}{v} = {_literal(value, dtype)}")
+        elif stmt[0] == "cast":
+            _, v, src, dtype = stmt
+            lines.append(f"{indent}{v} = {_convert(src, dtype)}")
         else:
-            _, v, name, attrs, args = stmt
-            lines.append(f"{indent}{v} = {_render_op(name, attrs, args)}")
+            _, v, name, attrs, args, dtype = stmt
+            expr = _render_op(name, attrs, args)
+            # Round to the node's dtype as eager does (numba would keep float64).
+            lines.append(f"{indent}{v} = {expr if name == 'cast' else _convert(expr, dtype)}")
     return lines
 
 
