@@ -5,16 +5,7 @@ import numpy as np
 import pytest
 
 import fusionnet as fn
-
-
-def _fd_grad(f, x, eps=1e-6):
-    g = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        p, m = x.copy(), x.copy()
-        p[idx] += eps
-        m[idx] -= eps
-        g[idx] = (f(p) - f(m)) / (2 * eps)
-    return g
+from test_nn_functional import _numeric_grad
 
 
 def test_mlp_gradients_match_finite_differences():
@@ -41,7 +32,7 @@ def test_mlp_gradients_match_finite_differences():
             args = [W1, b1, W2]
             args[i] = v
             return np_loss(*args)
-        np.testing.assert_allclose(p.grad.numpy(), _fd_grad(f, a), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(p.grad.numpy(), _numeric_grad(f, a), rtol=1e-5, atol=1e-7)
 
 
 def test_broadcast_gradient_is_reduced_to_input_shape():
