@@ -11,7 +11,8 @@ import numpy as np
 from . import random as _random
 from .device import array_module, as_device, device_guard
 from .dtypes import as_dtype, float32
-from .tensor import Tensor, _shape_args
+from .tensor import Tensor
+from .tensor_ops import shape_args as _shape_args
 
 __all__ = ["tensor", "as_tensor", "from_numpy", "zeros", "ones", "empty", "full", "rand",
            "randn", "randint", "arange", "eye", "zeros_like", "ones_like", "empty_like",

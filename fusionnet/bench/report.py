@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 __all__ = ["format_table", "format_header", "format_compile_table", "write_json", "plot",
            "summary_text"]

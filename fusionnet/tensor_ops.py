@@ -1,0 +1,391 @@
+"""The computing methods and operators of :class:`~fusionnet.tensor.Tensor`.
+
+Every method here is one call into the op table (``dispatch.apply``); this
+mixin only spells out PyTorch's argument forms. ``Tensor`` in ``tensor.py``
+owns storage, autograd state, conversions, printing, indexing and in-place ops.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+from . import dispatch
+
+__all__ = ["TensorOps", "ValuesIndices", "shape_args"]
+
+apply = dispatch.apply
+
+#: What ``max(dim)`` / ``min(dim)`` return, as in PyTorch.
+ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
+
+
+def shape_args(args, name="shape"):
+    """Accept ``f(2, 3)``, ``f((2, 3))`` and ``f([2, 3])`` alike."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        args = tuple(args[0])
+    try:
+        return tuple(int(a) for a in args)
+    except TypeError:
+        raise TypeError(f"{name} must be integers, got {args!r}") from None
+
+
+def _dim(dim, axis):
+    return axis if dim is None else dim
+
+
+def _ndim(x) -> int:
+    return x.ndim if hasattr(x, "_data") else np.ndim(x)
+
+
+class TensorOps:
+    """Math, reductions, layout methods and operators (mixed into ``Tensor``)."""
+
+    __slots__ = ()
+
+    # ---- table ops as methods -------------------------------------------------------
+
+    def _op(self, name, *others, **attrs):
+        """Apply table op ``name`` with this tensor as first input."""
+        return apply(name, self, *others, **attrs)
+
+    def abs(self):
+        """Absolute value."""
+        return apply("abs", self)
+
+    def sign(self):
+        """Sign: -1, 0 or 1."""
+        return apply("sign", self)
+
+    def neg(self):
+        """Negation."""
+        return apply("neg", self)
+
+    def exp(self):
+        """e to the x."""
+        return apply("exp", self)
+
+    def log(self):
+        """Natural logarithm."""
+        return apply("log", self)
+
+    def sqrt(self):
+        """Square root."""
+        return apply("sqrt", self)
+
+    def sigmoid(self):
+        """Logistic sigmoid."""
+        return apply("sigmoid", self)
+
+    def tanh(self):
+        """Hyperbolic tangent."""
+        return apply("tanh", self)
+
+    def relu(self):
+        """max(x, 0)."""
+        return apply("relu", self)
+
+    def erf(self):
+        """Gauss error function."""
+        return apply("erf", self)
+
+    def clamp(self, min=None, max=None):  # noqa: A002 - PyTorch's names
+        """Limit values to [min, max] (either bound may be None)."""
+        if min is None and max is None:
+            raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
+        return apply("clamp", self, min=min, max=max)
+
+    clip = clamp
+
+    def pow(self, exponent):
+        """self ** exponent."""
+        return apply("pow", self, exponent)
+
+    def add(self, other, alpha=1):
+        """self + alpha * other."""
+        return apply("add", self, other if alpha == 1 else other * alpha)
+
+    def sub(self, other, alpha=1):
+        """self - alpha * other."""
+        return apply("sub", self, other if alpha == 1 else other * alpha)
+
+    def mul(self, other):
+        """self * other."""
+        return apply("mul", self, other)
+
+    def div(self, other):
+        """self / other."""
+        return apply("div", self, other)
+
+    def maximum(self, other):
+        """Elementwise maximum."""
+        return apply("maximum", self, other)
+
+    def minimum(self, other):
+        """Elementwise minimum."""
+        return apply("minimum", self, other)
+
+    def where(self, condition, other):
+        """``self`` where ``condition`` holds, else ``other``."""
+        return apply("where", condition, self, other)
+
+    def logical_and(self, other):
+        """Elementwise and (bool)."""
+        return apply("logical_and", self, other)
+
+    def logical_or(self, other):
+        """Elementwise or (bool)."""
+        return apply("logical_or", self, other)
+
+    def logical_not(self):
+        """Elementwise not (bool)."""
+        return apply("logical_not", self)
+
+    def eq(self, other):
+        """Elementwise ==."""
+        return apply("eq", self, other)
+
+    def softmax(self, dim):
+        """Softmax along ``dim``."""
+        from .nn import functional as F  # noqa: PLC0415 - nn builds on tensor
+        return F.softmax(self, dim)
+
+    def log_softmax(self, dim):
+        """Log-softmax along ``dim``."""
+        from .nn import functional as F  # noqa: PLC0415
+        return F.log_softmax(self, dim)
+
+    # reductions
+
+    def sum(self, dim=None, keepdim=False, dtype=None, axis=None):
+        """Sum over ``dim`` (all dims if None)."""
+        out = apply("sum", self, dim=_dim(dim, axis), keepdim=keepdim)
+        return out if dtype is None else out.to(dtype)
+
+    def mean(self, dim=None, keepdim=False, dtype=None, axis=None):
+        """Mean over ``dim`` (all dims if None)."""
+        src = self if dtype is None else self.to(dtype)
+        return apply("mean", src, dim=_dim(dim, axis), keepdim=keepdim)
+
+    def _extreme(self, name, dim, keepdim, other):
+        if hasattr(dim, "_data") and other is None:  # x.max(other_tensor)
+            return apply("maximum" if name == "max" else "minimum", self, dim)
+        if dim is None:
+            return apply(name, self)
+        values = apply(name, self, dim=dim, keepdim=keepdim)
+        indices = apply("arg" + name, self, dim=dim, keepdim=keepdim)
+        return ValuesIndices(values, indices)
+
+    def max(self, dim=None, keepdim=False, other=None):
+        """Largest value; with ``dim``, ``(values, indices)`` along it."""
+        return self._extreme("max", dim, keepdim, other)
+
+    def min(self, dim=None, keepdim=False, other=None):
+        """Smallest value; with ``dim``, ``(values, indices)`` along it."""
+        return self._extreme("min", dim, keepdim, other)
+
+    def any(self, dim=None, keepdim=False):
+        """True where any element along ``dim`` is non-zero (bool)."""
+        return (self != 0).sum(dim, keepdim) > 0
+
+    def all(self, dim=None, keepdim=False):
+        """True where every element along ``dim`` is non-zero (bool)."""
+        return (self == 0).sum(dim, keepdim) == 0
+
+    def amax(self, dim=None, keepdim=False):
+        """Largest values over ``dim`` (no indices)."""
+        return apply("max", self, dim=dim, keepdim=keepdim)
+
+    def amin(self, dim=None, keepdim=False):
+        """Smallest values over ``dim`` (no indices)."""
+        return apply("min", self, dim=dim, keepdim=keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        """Index of the largest value (into the flattened tensor if dim is None)."""
+        return apply("argmax", self, dim=dim, keepdim=keepdim)
+
+    def argmin(self, dim=None, keepdim=False):
+        """Index of the smallest value (into the flattened tensor if dim is None)."""
+        return apply("argmin", self, dim=dim, keepdim=keepdim)
+
+    # layout
+
+    def reshape(self, *shape):
+        """Same data, new shape (one -1 allowed)."""
+        shape = shape_args(shape)
+        if shape == self._data.shape:
+            return self if dispatch.trace_hook() is None else apply("reshape", self, shape=shape)
+        return apply("reshape", self, shape=shape)
+
+    def view(self, *shape):
+        """Same as :meth:`reshape` (arrays here can always be viewed or copied)."""
+        return self.reshape(*shape)
+
+    def view_as(self, other):
+        """Reshape to ``other``'s shape."""
+        return self.reshape(other.shape)
+
+    def reshape_as(self, other):
+        """Reshape to ``other``'s shape."""
+        return self.reshape(other.shape)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1):
+        """Merge dims ``start_dim..end_dim`` into one."""
+        if self._data.ndim == 0:
+            return self.reshape(1)
+        n = self._data.ndim
+        s, e = start_dim % n, end_dim % n
+        if s > e:
+            raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+        shape = self._data.shape
+        merged = 1
+        for d in shape[s:e + 1]:
+            merged *= d
+        return self.reshape(shape[:s] + (merged,) + shape[e + 1:])
+
+    def permute(self, *dims):
+        """Reorder dimensions."""
+        return apply("permute", self, dims=shape_args(dims, "dims"))
+
+    def transpose(self, dim0: int, dim1: int):
+        """Swap two dimensions."""
+        n = max(self._data.ndim, 1)
+        dims = list(range(self._data.ndim))
+        if self._data.ndim < 2 and (dim0 % n == dim1 % n):
+            return self
+        dims[dim0 % n], dims[dim1 % n] = dims[dim1 % n], dims[dim0 % n]
+        return apply("permute", self, dims=tuple(dims))
+
+    swapaxes = transpose
+
+    def t(self):
+        """Transpose a tensor of rank <= 2."""
+        if self._data.ndim > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
+                               f"{self._data.ndim}D")
+        return self if self._data.ndim < 2 else self.transpose(0, 1)
+
+    @property
+    def T(self):  # noqa: N802 - PyTorch's name
+        """All dimensions reversed."""
+        if self._data.ndim < 2:
+            return self
+        return apply("permute", self, dims=tuple(range(self._data.ndim - 1, -1, -1)))
+
+    def unsqueeze(self, dim: int):
+        """Insert a size-1 dimension at ``dim``."""
+        n = self._data.ndim + 1
+        if not -n <= dim < n:
+            raise IndexError(f"unsqueeze: dimension {dim} out of range for a result of rank {n}")
+        shape = list(self._data.shape)
+        shape.insert(dim % n, 1)
+        return apply("reshape", self, shape=tuple(shape))
+
+    def squeeze(self, dim=None):
+        """Drop size-1 dimensions (only ``dim`` if given)."""
+        shape = self._data.shape
+        if dim is None:
+            new = tuple(s for s in shape if s != 1)
+        else:
+            dims = {d % max(len(shape), 1) for d in ((dim,) if isinstance(dim, int) else dim)}
+            new = tuple(s for i, s in enumerate(shape) if not (i in dims and s == 1))
+        return self if new == shape else apply("reshape", self, shape=new)
+
+    def expand(self, *sizes):
+        """Broadcast to a larger shape (-1 keeps a dim) without copying."""
+        return apply("expand", self, shape=shape_args(sizes, "sizes"))
+
+    def expand_as(self, other):
+        """Broadcast to ``other``'s shape."""
+        return self.expand(other.shape)
+
+    def matmul(self, other):
+        """Matrix product."""
+        return apply("matmul", self, other)
+
+    def mm(self, other):
+        """Product of two matrices (both 2-D)."""
+        if self._data.ndim != 2 or _ndim(other) != 2:
+            raise RuntimeError(f"mm: expected 2-D tensors, got shapes {tuple(self.shape)} and "
+                               f"{tuple(other.shape)}")
+        return apply("matmul", self, other)
+
+    # ---- operators ------------------------------------------------------------------
+
+    def __add__(self, other):
+        return apply("add", self, other)
+
+    def __radd__(self, other):
+        return apply("add", other, self)
+
+    def __sub__(self, other):
+        return apply("sub", self, other)
+
+    def __rsub__(self, other):
+        return apply("sub", other, self)
+
+    def __mul__(self, other):
+        return apply("mul", self, other)
+
+    def __rmul__(self, other):
+        return apply("mul", other, self)
+
+    def __truediv__(self, other):
+        return apply("div", self, other)
+
+    def __rtruediv__(self, other):
+        return apply("div", other, self)
+
+    def __pow__(self, other):
+        return apply("pow", self, other)
+
+    def __rpow__(self, other):
+        return apply("pow", other, self)
+
+    def __matmul__(self, other):
+        return apply("matmul", self, other)
+
+    def __rmatmul__(self, other):
+        return apply("matmul", other, self)
+
+    def __neg__(self):
+        return apply("neg", self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return apply("abs", self)
+
+    def __eq__(self, other):
+        return apply("eq", self, other)
+
+    def __ne__(self, other):
+        return apply("ne", self, other)
+
+    def __lt__(self, other):
+        return apply("lt", self, other)
+
+    def __le__(self, other):
+        return apply("le", self, other)
+
+    def __gt__(self, other):
+        return apply("gt", self, other)
+
+    def __ge__(self, other):
+        return apply("ge", self, other)
+
+    def __and__(self, other):
+        return apply("logical_and", self, other)
+
+    __rand__ = __and__
+
+    def __or__(self, other):
+        return apply("logical_or", self, other)
+
+    __ror__ = __or__
+
+    def __invert__(self):
+        if self._data.dtype.kind != "b":
+            raise TypeError("~ is only supported on bool tensors here")
+        return apply("logical_not", self)
