@@ -584,3 +584,23 @@ def test_kernels_promote_and_round_like_eager():
         for got, want in zip(fused(xi, xf), block(xi, xf), strict=True):
             assert got.dtype == want.dtype
             np.testing.assert_array_equal(_np(got), _np(want))
+
+
+def test_transposed_left_matmul_operand_compiles():
+    class Gram(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W = nn.Parameter(torch.randn(5, 3))
+
+        def forward(self, x):
+            return (x.T @ self.W).relu() + 1  # x: (5, k) -> x.T: (k, 5)
+
+    block = Gram()
+    fused = fuse(block)
+    x = torch.randn(5, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FusionFallbackWarning)
+        with torch.no_grad():
+            got = fused(x)
+    np.testing.assert_allclose(_np(got), _np(block(x)), rtol=1e-5, atol=1e-6)
+    assert _entries(fused)[0].fn is not None

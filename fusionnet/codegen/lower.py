@@ -238,14 +238,19 @@ def _gemm_operands(bg: Graph, matmul: int, operands: list) -> dict:
     if len(md["shape"]) != 2 or any(len(bg.node(a)["shape"]) != 2 for a in md["args"]):
         raise Unsupported("only 2-D matmul is generated so far")
     a_node, b_node = md["args"]
-    ad, bd = bg.node(a_node), bg.node(b_node)
-    if ad["kind"] != "input":
-        raise Unsupported("matmul left operand computed inside the kernel")
-    if bd["kind"] == "input":
-        return {"a": operands[ad["target"]], "b": operands[bd["target"]], "transposed": False}
-    if bd["kind"] == "op" and bd["op"] == "permute":
-        src = bg.node(bd["args"][0])
-        if src["kind"] == "input":
-            return {"a": operands[ad["target"]], "b": operands[src["target"]],
-                    "transposed": True}
-    raise Unsupported("matmul right operand is neither an input nor a transposed input")
+    a, a_transposed = _input_or_transposed(bg, a_node, operands)
+    b, b_transposed = _input_or_transposed(bg, b_node, operands)
+    if a is None or b is None:
+        raise Unsupported("a matmul operand is computed inside the kernel (only inputs and "
+                          "transposed inputs are generated)")
+    return {"a": a, "b": b, "transposed": b_transposed, "a_transposed": a_transposed}
+
+
+def _input_or_transposed(bg: Graph, n: int, operands: list):
+    """(operand name, transposed?) for a matmul argument, or (None, False)."""
+    d = bg.node(n)
+    if d["kind"] == "input":
+        return operands[d["target"]], False
+    if d["kind"] == "op" and d["op"] == "permute" and bg.node(d["args"][0])["kind"] == "input":
+        return operands[bg.node(d["args"][0])["target"]], True
+    return None, False

@@ -173,7 +173,9 @@ def _gemm(k: Kernel) -> list[str]:
     lines = [_header(False), _kernel_signature(k, 2)]
     blas_ok = np.dtype(k.dtype).kind == "f"
     fn = ("dot_nt" if g["transposed"] else "dot_nn") + ("" if blas_ok else "_loop")
-    lines.append(f"{_IND}{fn}({g['a']}, {g['b']}, out)")
+    # A transposed left operand (x.T @ w) is copied contiguous: BLAS then reads it fast.
+    a = f"np.ascontiguousarray({g['a']}.T)" if g.get("a_transposed") else g["a"]
+    lines.append(f"{_IND}{fn}({a}, {g['b']}, out)")
     if k.body:  # the epilogue, applied in place on the GEMM result
         lines += _render_hoisted(k.body)
         loops, ind = _loops(2, _IND)
