@@ -58,3 +58,11 @@ def dot_nn(a, b, out):
         dot_nn_loop(a, b, out)
     else:
         np.dot(a, b, out)
+
+
+@numba.njit(cache=True)
+def int_pow(a, b):
+    """a ** b for integers; a negative exponent raises ValueError, as NumPy does."""
+    if b < 0:
+        raise ValueError("Integers to negative integer powers are not allowed.")
+    return a ** b

@@ -604,3 +604,18 @@ def test_transposed_left_matmul_operand_compiles():
             got = fused(x)
     np.testing.assert_allclose(_np(got), _np(block(x)), rtol=1e-5, atol=1e-6)
     assert _entries(fused)[0].fn is not None
+
+
+def test_integer_clamp_and_pow_stay_exact():
+    class IntOps(nn.Module):
+        def forward(self, a, b):
+            return a.clamp(min=0), a ** b
+
+    block = IntOps()
+    fused = fuse(block)
+    a = torch.tensor([2**60 + 1, -3, 2**53 + 1])
+    b = torch.tensor([1, 2, 1])
+    for got, want in zip(fused(a, b), block(a, b), strict=True):
+        np.testing.assert_array_equal(_np(got), _np(want))
+    with pytest.raises(ValueError, match="negative integer powers"):
+        fused(a, torch.tensor([1, -1, 1]))

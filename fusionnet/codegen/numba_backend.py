@@ -65,16 +65,25 @@ def _convert(expr: str, dtype: str) -> str:
     return f"np.{np.dtype(dtype).name}({expr})"
 
 
-def _render_op(name: str, attrs: dict, args: list) -> str:
+def _render_op(name: str, attrs: dict, args: list, dtype: str) -> str:
     if name == "cast":  # the template is the identity; the conversion is explicit here
-        dtype = np.dtype(attrs["dtype"]).name
-        return f"({args[0]} != 0)" if dtype == "bool" else f"np.{dtype}({args[0]})"
+        target = np.dtype(attrs["dtype"]).name
+        return f"({args[0]} != 0)" if target == "bool" else f"np.{target}({args[0]})"
+    if name == "clamp":
+        # Bounds in the operand's dtype, as eager casts them; a missing bound is left
+        # out (comparing an int64 with math.inf would go through float64 and round).
+        expr = args[0]
+        if attrs.get("min") is not None:
+            expr = f"max({expr}, {_literal(attrs['min'], dtype)})"
+        if attrs.get("max") is not None:
+            expr = f"min({expr}, {_literal(attrs['max'], dtype)})"
+        return expr
+    if name == "pow" and np.dtype(dtype).kind in "iu":
+        return f"int_pow({args[0]}, {args[1]})"  # raises on negative exponents, as NumPy
     template = get_op(name).emit["numba"]
     if template is None:
         raise Unsupported(f"op {name!r} has no numba template")
-    fill = {"min": "-math.inf" if attrs.get("min") is None else repr(attrs["min"]),
-            "max": "math.inf" if attrs.get("max") is None else repr(attrs["max"])}
-    return template.format(*args, **fill)
+    return template.format(*args)
 
 
 def _invariant(stmt) -> bool:
@@ -104,7 +113,7 @@ def _render_body(body: list, indent: str, skip_invariant: bool = False) -> list[
             lines.append(f"{indent}{v} = {_convert(src, dtype)}")
         else:
             _, v, name, attrs, args, dtype = stmt
-            expr = _render_op(name, attrs, args)
+            expr = _render_op(name, attrs, args, dtype)
             # Round to the node's dtype as eager does (numba would keep float64).
             lines.append(f"{indent}{v} = {expr if name == 'cast' else _convert(expr, dtype)}")
     return lines
@@ -321,7 +330,8 @@ def render(prog: Program) -> tuple[str, dict]:
               "from fusionnet._kernels import kernel_module", "",
               "_k = kernel_module('numba_kernels')",
               "dot_nt, dot_nn = _k.dot_nt, _k.dot_nn",
-              "dot_nt_loop, dot_nn_loop = _k.dot_nt_loop, _k.dot_nn_loop", ""]
+              "dot_nt_loop, dot_nn_loop = _k.dot_nt_loop, _k.dot_nn_loop",
+              "int_pow = _k.int_pow", ""]
     kernel_sources = {}
     body = []
     for step in prog.steps:
