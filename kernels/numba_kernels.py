@@ -20,10 +20,11 @@ def dot_nt_loop(a, w, out):
     n = w.shape[0]
     for i in range(m):
         for j in range(n):
-            acc = 0.0
+            # Accumulate in out's dtype, as NumPy does (a float accumulator would round
+            # int64 sums above 2**53 and turn int32 wrap-around into garbage).
+            out[i, j] = 0
             for p in range(k):
-                acc += a[i, p] * w[j, p]
-            out[i, j] = acc
+                out[i, j] += a[i, p] * w[j, p]
 
 
 @numba.njit(cache=True)

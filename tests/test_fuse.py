@@ -171,6 +171,8 @@ def test_bad_inputs_never_crash_the_process(tmp_path):
             try:
                 out = fused(x)
                 outcomes.append("ok " + str(tuple(out.shape)))
+            except torch.FuseInputError as err:
+                outcomes.append("FuseInputError")
             except Exception as err:
                 outcomes.append(type(err).__name__)
         print("|".join(outcomes))
@@ -619,3 +621,35 @@ def test_integer_clamp_and_pow_stay_exact():
         np.testing.assert_array_equal(_np(got), _np(want))
     with pytest.raises(ValueError, match="negative integer powers"):
         fused(a, torch.tensor([1, -1, 1]))
+
+
+def test_second_review_edge_cases():
+    class IntLinear(nn.Module):
+        def __init__(self, W):
+            super().__init__()
+            self.W = W
+
+        def forward(self, x):
+            return x @ self.W.t() + 1
+
+    x = torch.from_numpy(np.array([[2**31, 3], [1, 2**40]]))
+    W = torch.from_numpy(np.array([[2**31 + 1, 5], [7, 2**20 + 1]]))
+    block = IntLinear(W)
+    np.testing.assert_array_equal(_np(fuse(block)(x)), _np(block(x)))
+
+    class Smooth(nn.Module):
+        def forward(self, a, b):
+            return a.sigmoid(), b.exp(), b.tanh()
+
+    smooth = Smooth()
+    a, b = torch.tensor([-10.0, -16.0, -20.0, 0.0, 30.0]), torch.tensor([True, False])
+    for got, want in zip(fuse(smooth)(a, b), smooth(a, b), strict=True):
+        np.testing.assert_allclose(_np(got), _np(want), rtol=2e-7, atol=0)
+    np.testing.assert_allclose(_np(smooth(a, b)[1]), [np.e, 1.0], rtol=1e-7)
+
+    class Sub(nn.Module):
+        def forward(self, t):
+            return t - True
+
+    with pytest.raises(TypeError):  # eager's exception type, also a FuseInputError
+        fuse(Sub())(torch.tensor([True, False]))

@@ -29,6 +29,18 @@ def _binary(name, eager, grad, doc, numba, cuda, *, saves=SAVES_INPUTS, dtype=sa
                        promote=(0, 1), emit={"numba": numba, "cuda": cuda}))
 
 
+def _float_in(a):
+    """Bools as float32 first: NumPy would pick its float16 loop for exp(bool)."""
+    return a.astype("float32") if a.dtype.kind == "b" else a
+
+
+def _sigmoid(xp, a):
+    # Stable in float32 at both ends (the tanh form loses everything below ~1e-7).
+    a = _float_in(a)
+    e = xp.exp(-xp.abs(a))
+    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
+
+
 def _special(xp):
     """scipy.special for NumPy arrays, cupyx.scipy.special for CuPy arrays (loaded lazily)."""
     if xp is np:
@@ -48,23 +60,23 @@ _unary("sign", lambda xp, a: xp.sign(a), None,
        "sign: -1, 0 or 1; NaN stays NaN (gradient is zero, so none flows)",
        "((({0} > 0) - ({0} < 0)) if {0} == {0} else {0})",
        "({0} == {0} ? ({0} > 0) - ({0} < 0) : {0})")
-_unary("exp", lambda xp, a: xp.exp(a), lambda g, x, out, **_: (g * out,),
+_unary("exp", lambda xp, a: xp.exp(_float_in(a)), lambda g, x, out, **_: (g * out,),
        "e to the x", "math.exp({0})", "exp({0})", saves=SAVES_OUTPUT, dtype=float_dtype)
-_unary("log", lambda xp, a: xp.log(a), lambda g, x, **_: (g / x,),
+_unary("log", lambda xp, a: xp.log(_float_in(a)), lambda g, x, **_: (g / x,),
        "natural logarithm", "math.log({0})", "log({0})", dtype=float_dtype)
-_unary("sqrt", lambda xp, a: xp.sqrt(a), lambda g, x, out, **_: (g * 0.5 / out,),
+_unary("sqrt", lambda xp, a: xp.sqrt(_float_in(a)), lambda g, x, out, **_: (g * 0.5 / out,),
        "square root", "math.sqrt({0})", "sqrt({0})", saves=SAVES_OUTPUT, dtype=float_dtype)
-_unary("sigmoid", lambda xp, a: 0.5 * (xp.tanh(0.5 * a) + 1),  # tanh form never overflows
+_unary("sigmoid", _sigmoid,
        lambda g, x, out, **_: (g * out * (1 - out),),
        "logistic sigmoid 1 / (1 + e^-x)", "(0.5 * (math.tanh(0.5 * {0}) + 1.0))",
        "(0.5f * (tanh(0.5f * {0}) + 1.0f))", saves=SAVES_OUTPUT, dtype=float_dtype)
-_unary("tanh", lambda xp, a: xp.tanh(a), lambda g, x, out, **_: (g * (1 - out * out),),
+_unary("tanh", lambda xp, a: xp.tanh(_float_in(a)), lambda g, x, out, **_: (g * (1 - out * out),),
        "hyperbolic tangent", "math.tanh({0})", "tanh({0})", saves=SAVES_OUTPUT,
        dtype=float_dtype)
 _unary("relu", lambda xp, a: xp.maximum(a, 0).astype(a.dtype, copy=False),
        lambda g, x, **_: (g * (x > 0),),
        "max(x, 0); NaN stays NaN", "({0} if not ({0} <= 0) else 0)", "(!({0} <= 0) ? {0} : 0)")
-_unary("erf", lambda xp, a: _special(xp).erf(a),
+_unary("erf", lambda xp, a: _special(xp).erf(_float_in(a)),
        lambda g, x, **_: (g * (2 / math.sqrt(math.pi)) * (-(x * x)).exp(),),
        "Gauss error function (for exact GELU)", "math.erf({0})", "erf({0})",
        dtype=float_dtype)
@@ -127,7 +139,7 @@ def _div_saves(needs):
     return ((0, 1) if needs[1] else (1,) if needs[0] else ()), False
 
 
-_binary("div", lambda xp, a, b: xp.true_divide(a, b), _div_grad,
+_binary("div", lambda xp, a, b: xp.true_divide(_float_in(a), _float_in(b)), _div_grad,
         "true division a / b (integers give float32)", "({0} / {1})", "({0} / {1})",
         saves=_div_saves, dtype=float_dtype)
 

@@ -44,7 +44,22 @@ class FusionFallbackWarning(UserWarning):
 
 
 class FuseInputError(ValueError):
-    """Inputs that no compiled signature admits and that the block itself rejects."""
+    """Inputs that no compiled signature admits and that the block itself rejects.
+
+    Raised as a subclass that is also the error eager raised (TypeError,
+    RuntimeError, IndexError...), so code catching eager's exception still does.
+    """
+
+
+_INPUT_ERRORS = {kind: type(f"FuseInput{kind.__name__}", (FuseInputError, kind), {})
+                 for kind in (TypeError, RuntimeError, IndexError)}
+
+
+def _input_error(err: Exception, message: str) -> FuseInputError:
+    for kind, cls in _INPUT_ERRORS.items():
+        if isinstance(err, kind):
+            return cls(message)
+    return FuseInputError(message)
 
 
 def in_eager_region() -> bool:
@@ -303,8 +318,8 @@ class FusionRunner:
                 return self._fallback(_Entry(), str(err))
             except (RuntimeError, ValueError, TypeError, IndexError) as err:
                 known = "; ".join(_describe_entry(e) for e in self.exact.values()) or "nothing yet"
-                raise FuseInputError(f"{self.name}: inputs ({_describe(args)}) do not fit "
-                                     f"this module (compiled for: {known}): {err}") from err
+                raise _input_error(err, f"{self.name}: inputs ({_describe(args)}) do not fit "
+                                   f"this module (compiled for: {known}): {err}") from err
             if STRUCTURE_VERSION[0] != before:
                 return self._fallback(_Entry(traced=traced), "forward assigns module attributes "
                                       "(side effects the compiled code would not repeat)")
