@@ -44,6 +44,25 @@ def is_tensor(obj) -> bool:
     return isinstance(obj, Tensor)
 
 
+def parse_to_args(args, kwargs) -> tuple:
+    """``(device, dtype, copy)`` from the forms ``Tensor.to`` and ``Module.to`` accept:
+    a device, a dtype, both, or another tensor; ``device=``, ``dtype=``, ``copy=``."""
+    kwargs = dict(kwargs)
+    dev, dt = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    copy = kwargs.pop("copy", False)
+    kwargs.pop("non_blocking", None)
+    if kwargs:
+        raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+    for a in args:
+        if isinstance(a, Tensor):
+            dev, dt = a.device, a.dtype
+        elif isinstance(a, (dtype, np.dtype)) or a in (float, int, bool):
+            dt = a
+        else:
+            dev = a
+    return dev, dt, copy
+
+
 def _infer_array(data, dtype_, xp):
     """An ndarray from Python data, with PyTorch's default dtypes."""
     if isinstance(data, Tensor):
@@ -325,19 +344,7 @@ class Tensor(TensorOps):
 
     def to(self, *args, **kwargs):
         """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(other_tensor)``."""
-        dev, dt = kwargs.pop("device", None), kwargs.pop("dtype", None)
-        copy = kwargs.pop("copy", False)
-        kwargs.pop("non_blocking", None)
-        if kwargs:
-            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
-        for a in args:
-            if isinstance(a, Tensor):
-                dev, dt = a.device, a.dtype
-            elif isinstance(a, dtype) or a in (float, int, bool) or (
-                    isinstance(a, np.dtype)):
-                dt = a
-            else:
-                dev = a
+        dev, dt, copy = parse_to_args(args, kwargs)
         out = self
         if dev is not None:
             target = as_device(dev)

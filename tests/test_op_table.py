@@ -117,10 +117,14 @@ def test_row_is_complete(name):
     assert op.doc.strip()
     assert set(op.emit) == set(BACKENDS), f"{name} must declare a slot for each backend"
     if op.kind is Kind.ELEMENTWISE:  # elementwise ops are always fusable by template
-        assert all(isinstance(op.emit[b], str) for b in BACKENDS)
+        arity = op.arity or 1
         for b in BACKENDS:
-            arity = op.arity or 1
-            op.emit[b].format(*["v"] * arity, min=0, max=1)  # placeholders well formed
+            slot = op.emit[b]
+            assert isinstance(slot, str) or callable(slot)
+            attrs = {"dtype": np.dtype(np.float32), "min": 0, "max": 1}
+            text = (slot(["v"] * arity, attrs, "float32") if callable(slot)
+                    else slot.format(*["v"] * arity, min=0, max=1))  # placeholders well formed
+            assert "v" in text
     if op.kind is Kind.REDUCTION and op.differentiable:
         assert {"init", "combine"} <= set(op.emit["numba"])
 

@@ -66,23 +66,12 @@ def _convert(expr: str, dtype: str) -> str:
 
 
 def _render_op(name: str, attrs: dict, args: list, dtype: str) -> str:
-    if name == "cast":  # the template is the identity; the conversion is explicit here
-        target = np.dtype(attrs["dtype"]).name
-        return f"({args[0]} != 0)" if target == "bool" else f"np.{target}({args[0]})"
-    if name == "clamp":
-        # Bounds in the operand's dtype, as eager casts them; a missing bound is left
-        # out (comparing an int64 with math.inf would go through float64 and round).
-        expr = args[0]
-        if attrs.get("min") is not None:
-            expr = f"max({expr}, {_literal(attrs['min'], dtype)})"
-        if attrs.get("max") is not None:
-            expr = f"min({expr}, {_literal(attrs['max'], dtype)})"
-        return expr
-    if name == "pow" and np.dtype(dtype).kind in "iu":
-        return f"int_pow({args[0]}, {args[1]})"  # raises on negative exponents, as NumPy
+    """The row's numba template (a format string, or a function of args/attrs/dtype)."""
     template = get_op(name).emit["numba"]
     if template is None:
         raise Unsupported(f"op {name!r} has no numba template")
+    if callable(template):
+        return template(args, attrs, dtype)
     return template.format(*args)
 
 
@@ -115,7 +104,7 @@ def _render_body(body: list, indent: str, skip_invariant: bool = False) -> list[
             _, v, name, attrs, args, dtype = stmt
             expr = _render_op(name, attrs, args, dtype)
             # Round to the node's dtype as eager does (numba would keep float64).
-            lines.append(f"{indent}{v} = {expr if name == 'cast' else _convert(expr, dtype)}")
+            lines.append(f"{indent}{v} = {_convert(expr, dtype)}")
     return lines
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 from collections import OrderedDict, namedtuple
 from typing import Any, Callable, Iterator
 
-import numpy as np
 
 from ..autograd import no_grad
 from ..device import move_
-from ..dtypes import as_dtype, dtype as _dtype_cls
+from ..dtypes import as_dtype
 from ..factories import zeros_like
-from ..tensor import Tensor
+from ..tensor import Tensor, parse_to_args
 from .parameter import Parameter, UninitializedParameter
 
 __all__ = ["Module", "IncompatibleKeys", "zero_grads", "STRUCTURE_VERSION"]
@@ -469,17 +468,7 @@ class Module:
         The Parameter objects stay the same (an optimiser holding them keeps working);
         only their storage is replaced.
         """
-        device, dt = kwargs.pop("device", None), kwargs.pop("dtype", None)
-        kwargs.pop("non_blocking", None)
-        if kwargs:
-            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
-        for a in args:
-            if isinstance(a, Tensor):
-                device, dt = a.device, a.dtype
-            elif isinstance(a, (_dtype_cls, np.dtype)) or a in (float, int, bool):
-                dt = a
-            else:
-                device = a
+        device, dt, _ = parse_to_args(args, kwargs)
         if dt is not None:
             dt = as_dtype(dt)
             if not dt.is_floating_point:

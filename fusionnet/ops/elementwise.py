@@ -3,7 +3,9 @@
 Every row here is ``Kind.ELEMENTWISE``: output element i depends only on
 input element i after broadcasting. The ``emit`` templates are scalar
 expressions over ``{0}``, ``{1}``, ... (the inputs' element values); the
-code generators wrap them in loops. Gradient rules are written with Tensor
+code generators wrap them in loops. Where a plain template cannot say it (a cast,
+optional clamp bounds, integer powers), the slot is a function
+``emit(arg_vars, attrs, dtype) -> str``. Gradient rules are written with Tensor
 methods, which themselves go through this table.
 """
 from __future__ import annotations
@@ -82,13 +84,43 @@ _unary("erf", lambda xp, a: _special(xp).erf(_float_in(a)),
        dtype=float_dtype)
 
 
+def _numba_literal(value, dtype) -> str:
+    """A Python scalar as numba source of ``dtype`` (eager casts bounds the same way)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return repr(bool(value))
+    return f"np.{dtype.name}({value!r})"
+
+
+def _numba_cast(args, attrs, dtype):
+    target = np.dtype(attrs["dtype"])
+    return f"({args[0]} != 0)" if target.kind == "b" else f"np.{target.name}({args[0]})"
+
+
+def _numba_clamp(args, attrs, dtype):
+    # A missing bound is left out: comparing an int64 with math.inf would go through
+    # float64 and round. Python's max/min keep a NaN first argument, as NumPy does.
+    expr = args[0]
+    if attrs.get("min") is not None:
+        expr = f"max({expr}, {_numba_literal(attrs['min'], dtype)})"
+    if attrs.get("max") is not None:
+        expr = f"min({expr}, {_numba_literal(attrs['max'], dtype)})"
+    return expr
+
+
+def _numba_pow(args, attrs, dtype):
+    if np.dtype(dtype).kind in "iu":  # raises on negative exponents, as NumPy does
+        return f"int_pow({args[0]}, {args[1]})"
+    return f"({args[0]} ** {args[1]})"
+
+
 def _cast_grad(g, x, dtype, **_):
     return (g.to(x.dtype) if x.dtype.is_floating_point else None,)
 
 
 register(Op("cast", E, 1, lambda xp, a, dtype: a.astype(dtype), same_shape,
             lambda d, dtype: np.dtype(dtype), _cast_grad, "convert to another dtype",
-            saves=SAVES_NONE, emit={"numba": "{0}", "cuda": "{0}"}))
+            saves=SAVES_NONE, emit={"numba": _numba_cast, "cuda": "{0}"}))
 
 
 def _clamp_eager(xp, a, min=None, max=None):  # noqa: A002 - PyTorch's keyword names
@@ -111,7 +143,7 @@ def _clamp_grad(g, x, min=None, max=None, **_):  # noqa: A002
 
 register(Op("clamp", E, 1, _clamp_eager, same_shape, same_dtype, _clamp_grad,
             "clamp(x, min, max); attributes min and max may be None",
-            emit={"numba": "min(max({0}, {min}), {max})",
+            emit={"numba": _numba_clamp,
                   # bounds cast to the operand's type (fmax(float, double) picks a host
                   # overload); fmin/fmax drop NaN, NumPy keeps it
                   "cuda": "({0} != {0} ? {0} : fmin(fmax({0}, (decltype({0}))({min})), "
@@ -155,7 +187,7 @@ def _pow_saves(needs):
 
 
 _binary("pow", lambda xp, a, b: xp.power(a, b), _pow_grad, "a ** b",
-        "({0} ** {1})", "pow({0}, {1})", saves=_pow_saves)
+        _numba_pow, "pow({0}, {1})", saves=_pow_saves)
 
 
 def _minmax_grad(first_wins):

@@ -73,8 +73,10 @@ class Op:
         saves: which forward tensors ``grad`` reads (``SAVES_*``).
         promote: indices of inputs cast to one common dtype before ``eager``
             (PyTorch's type promotion); Python scalars are weakly typed.
-        emit: one code template per backend in :data:`BACKENDS`; ``None`` in a
-            slot means "no emitter: this op runs eagerly" (stated, not missing).
+        emit: one code template per backend in :data:`BACKENDS` (a format string, or
+            a function ``(arg_vars, attrs, dtype) -> str`` where a string cannot say
+            it); ``None`` in a slot means "no emitter: this op runs eagerly" (stated,
+            not missing).
         doc: one line for docs and ``explain``.
     """
 
