@@ -14,12 +14,19 @@ import threading
 __all__ = ["Node", "backward", "no_grad", "enable_grad", "set_grad_enabled",
            "is_grad_enabled"]
 
-_state = threading.local()
+class _GradState(threading.local):
+    """Per-thread grad mode; the class attribute is every new thread's default."""
+
+    enabled = True
+
+
+#: Read directly (``_state.enabled``) on hot paths; use :func:`is_grad_enabled` elsewhere.
+_state = _GradState()
 
 
 def is_grad_enabled() -> bool:
     """Whether ops are being recorded for backward in this thread."""
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 class _GradMode:

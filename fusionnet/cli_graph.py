@@ -81,11 +81,29 @@ def _build(args):
         module = cls()
     except TypeError as err:
         raise UsageError(f"cannot build {cls.__name__}() with no arguments: {err}") from None
+    if not shapes:
+        wanted = _forward_inputs(module)
+        raise UsageError(f"{cls.__name__}.forward takes {wanted}: give one --input-shape per "
+                         "tensor input, e.g. --input-shape 2,20")
     dtype = getattr(torch, args.dtype)
     inputs = [torch.rand(*shape, dtype=dtype) for shape in shapes]
     if hasattr(module, "eval"):
         module.eval()  # dropout in training mode would be a graph break
     return module, inputs
+
+
+def _forward_inputs(module) -> str:
+    """``1 input (X)`` / ``2 inputs (a, b)`` from forward's signature, for usage errors."""
+    import inspect  # noqa: PLC0415
+
+    try:
+        params = [p.name for p in inspect.signature(module.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.default is p.empty]
+    except (TypeError, ValueError):
+        return "tensor inputs"
+    count = len(params)
+    return f"{count} input{'s' if count != 1 else ''} ({', '.join(params)})"
 
 
 def _run(args, action) -> int:

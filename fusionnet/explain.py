@@ -100,11 +100,11 @@ def explain(module, *inputs, passes=None) -> Report:
     """Trace ``module(*inputs)`` (recording, not raising, graph breaks), optimize it when
     the trace is complete, and report; a fused module also reports its runtime."""
     from .passes import optimize  # noqa: PLC0415 - passes import graph machinery
-    from .runtime.fused import _eager_region  # noqa: PLC0415
+    from .runtime.runner import eager_region  # noqa: PLC0415
 
     runner = _runner(module)
     target = runner.module if runner is not None else module
-    with _eager_region():
+    with eager_region():
         graph = trace(target, *inputs, on_break="record")
     report = Report(type(target).__name__, graph, list(graph.breaks))
     if graph.complete:

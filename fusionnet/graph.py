@@ -13,6 +13,10 @@ dtype      NumPy dtype name (``"float32"``)
 source     ``file:line: code`` in ``forward`` that created the node
 module     dotted path of the submodule whose ``forward`` created it
 target     parameter/buffer/constant name (``0.weight``); input position for inputs
+no_grad    (op nodes, optional) computed under ``no_grad()`` inside forward: no gradient
+           flows through it, as in eager
+spec       (output node) how the output leaves nest (see :mod:`fusionnet.structure`)
+requires_grad  (input and output nodes) whether eager's value requires grad
 =========  ==================================================================
 
 ``param``/``buffer`` nodes (and module-attribute constants) point at the live
@@ -29,6 +33,8 @@ import re
 
 import networkx as nx
 import numpy as np
+
+from .structure import describe
 
 __all__ = ["Graph", "GraphBreak", "NODE_KINDS"]
 
@@ -60,6 +66,8 @@ class Graph:
         self.buffers: dict[int, tuple] = {}  # buffer slot -> (nbytes, dtype), see plan_buffers
         self.shape_reads: list[str] = []  # user-code lines that read traced sizes
         self.input_mutations: list[str] = []  # lines where forward wrote into an input
+        self.grad_enabled = False  # the grad mode the graph was traced under
+        self.reads = None  # what the trace read from Python (a pystate.Recorder), if traced
         self._next_id = 0
 
     # ---- building ------------------------------------------------------------------------
@@ -93,6 +101,8 @@ class Graph:
         g.buffers = dict(self.buffers)
         g.shape_reads = list(self.shape_reads)
         g.input_mutations = list(self.input_mutations)
+        g.grad_enabled = self.grad_enabled
+        g.reads = self.reads
         g._next_id = self._next_id
         return g
 
@@ -177,7 +187,9 @@ class Graph:
         for n in self.order():
             d = self.nx.nodes[n]
             row = {k: _plain(d[k]) for k in sorted(d)
-                   if k not in ("ref", "value", "source", "body", "members")}
+                   if k not in ("ref", "value", "source", "body", "members", "spec")}
+            if "spec" in d:
+                row["spec"] = describe(d["spec"])
             h.update(json.dumps([n, row], sort_keys=True, default=repr).encode())
             if "body" in d:
                 h.update(d["body"].content_hash().encode())

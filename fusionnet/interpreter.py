@@ -7,8 +7,10 @@ code generators are checked against.
 """
 from __future__ import annotations
 
+from . import autograd
 from .dispatch import apply
 from .graph import Graph, GraphBreak
+from .structure import unflatten
 from .tensor import Tensor
 
 __all__ = ["run", "GuardError", "check_inputs"]
@@ -49,6 +51,9 @@ def node_value(graph: Graph, nid: int, env: dict):
     if kind == "constant":
         return Tensor._wrap(d["value"])
     if kind == "op":
+        if d.get("no_grad") and autograd.is_grad_enabled():
+            with autograd.no_grad():  # computed under no_grad() in forward: eager records nothing
+                return apply(d["op"], *[env[a] for a in d["args"]], **dict(d["attrs"]))
         return apply(d["op"], *[env[a] for a in d["args"]], **dict(d["attrs"]))
     if kind == "group":  # a fused kernel: run its body graph
         return run(d["body"], *[env[a] for a in d["args"]])
@@ -56,7 +61,7 @@ def node_value(graph: Graph, nid: int, env: dict):
 
 
 def run(graph: Graph, *inputs):
-    """Execute ``graph`` on ``inputs`` and return its output (tensor, tuple or list)."""
+    """Execute ``graph`` on ``inputs`` and return its output (rebuilt as forward returned it)."""
     if not graph.complete:
         first = graph.breaks[0]
         raise GraphBreak(f"graph {graph.name!r} is incomplete ({first.reason})", first.source)
@@ -68,10 +73,7 @@ def run(graph: Graph, *inputs):
         if d["kind"] == "input":
             env[nid] = inputs[positions[nid]]
         elif d["kind"] == "output":
-            values = [env[a] for a in d["args"]]
-            structure = d.get("structure", "tensor")
-            return values[0] if structure == "tensor" else (
-                tuple(values) if structure == "tuple" else values)
+            return unflatten(d.get("spec", "T"), [env[a] for a in d["args"]])
         else:
             env[nid] = node_value(graph, nid, env)
     raise ValueError(f"graph {graph.name!r} has no output node")

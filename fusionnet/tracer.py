@@ -12,25 +12,33 @@ value into a Python value (``bool()``, ``float()``, ``item()``, ``if t:``,
 :class:`~fusionnet.graph.GraphBreak` carrying the reason and the source line.
 In-place ops (``X /= 2``, ``x[:] = v``) are recorded as pure ops and the
 Python variable is rebound to the new node (functionalisation).
+
+Gradients: the trace runs under the caller's grad mode and computes, for every
+value, whether eager would make it require grad. Values computed under
+``no_grad()`` inside forward are marked ``no_grad`` and ``detach()`` / ``.data``
+become ``detach`` nodes, so a backward through the graph stops where eager's does.
+
+Python state: the trace records what ``forward`` read from Python (module
+attributes, globals, closures; see :mod:`fusionnet.pystate`) in ``graph.reads`` so
+that compiled code can guard it. Tensors that existed before the trace and are
+not module state (a global tensor, a tensor inside a list attribute) become
+*live* constants read at call time, never copies.
 """
 from __future__ import annotations
 
 import linecache
-import os
 import sys
 
 import numpy as np
 
 from . import autograd, dispatch
 from .graph import Graph, GraphBreak
-from .ops import DataDependentShape
+from .ops import DataDependentShape, get_op
+from .pystate import MODULE_INTERNALS, ObjectIndex, Recorder, is_user_frame
+from .structure import flatten
 from .tensor import Tensor
 
-__all__ = ["trace", "TraceError", "materialise_lazy"]
-
-_PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_NN_DIR = os.path.join(_PKG_DIR, "nn") + os.sep
-_USER_FILES = {os.path.join(_PKG_DIR, "zoo.py")}  # example blocks count as user code
+__all__ = ["trace", "TraceError", "materialise_lazy", "user_source"]
 
 
 class TraceError(RuntimeError):
@@ -46,6 +54,18 @@ def _freeze(value):
     return value
 
 
+def user_source(frame=None) -> str:
+    """``file:line: code`` of the innermost frame of user code (``frame`` outwards)."""
+    frame = frame or sys._getframe(1)
+    while frame is not None and not is_user_frame(frame):
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown>"
+    fname = frame.f_code.co_filename
+    line = linecache.getline(fname, frame.f_lineno).strip()
+    return f"{fname}:{frame.f_lineno}: {line}"
+
+
 class _Tracer:
     """The dispatch hook that records ops while ``forward`` runs."""
 
@@ -58,6 +78,9 @@ class _Tracer:
         self.live: dict[int, tuple] = {}    # id(array) -> (kind, name, tensor) of module state
         self.live_nodes: dict[tuple, int] = {}
         self.inputs: set[int] = set()       # ids of the input tensors forward received
+        self.grad: dict[int, bool] = {}     # node -> does eager's value require grad?
+        self.external: ObjectIndex | None = None
+        self.module = module
         self.module_names = {id(m): name for name, m in module.named_modules()}
         for name, p in module.named_parameters():
             self.live[id(p._data)] = ("param", name, p)
@@ -71,30 +94,25 @@ class _Tracer:
     # ---- where are we? -------------------------------------------------------------------
 
     def where(self) -> tuple[str, str]:
-        """(source line, module path) of the user code that is running now."""
+        """(source line of the user's code, module path) of what is running now."""
         frame = sys._getframe(1)
-        source = module = None
-        while frame is not None and (source is None or module is None):
-            code = frame.f_code
-            fname = code.co_filename
-            is_forward = code.co_name == "forward"
-            internal = fname.startswith(_PKG_DIR) and fname not in _USER_FILES
-            if source is None and (not internal or (is_forward and fname.startswith(_NN_DIR))):
-                line = linecache.getline(fname, frame.f_lineno).strip()
-                source = f"{fname}:{frame.f_lineno}: {line}"
-            if module is None and is_forward:
+        source = user_source(frame)
+        module = ""
+        while frame is not None:
+            if frame.f_code.co_name == "forward":
                 me = frame.f_locals.get("self")
                 if me is not None and id(me) in self.module_names:
                     module = self.module_names[id(me)]
+                    break
             frame = frame.f_back
-        return source or "<unknown>", module or ""
+        return source, module
 
     # ---- nodes for tensors ---------------------------------------------------------------
 
     def bind(self, t: Tensor, nid: int, by_array: bool = True):
         self.keep.append((t, t._data))  # arrays too: a freed array's id could be reused
         self.node_of[id(t)] = nid
-        if by_array:  # `.data` aliases of a traced intermediate map here too
+        if by_array:
             self.node_of[id(t._data)] = nid
 
     def node_for(self, t: Tensor) -> int:
@@ -102,34 +120,87 @@ class _Tracer:
         if nid is not None:
             return nid
         hit = self.live.get(id(t._data))
-        nid = None if hit is not None else self.node_of.get(id(t._data))
+        if hit is not None:
+            return self._live_node(t, hit)
+        nid = self.node_of.get(id(t._data))
         if nid is not None:
-            return nid
+            # The array of a traced value under a new Tensor made outside the op table:
+            # `detach()` or `.data`. Eager cuts the gradient there, and so must the graph.
+            return self._detached(t, nid)
+        return self._outside_value(t)
+
+    def _live_node(self, t: Tensor, hit) -> int:
+        """Module state: reference the live tensor, never copy it."""
+        kind, name, live = hit
+        detach = kind == "param" and t is not live  # `param.data` carries no gradient
+        key = (kind, name, detach)
+        nid = self.live_nodes.get(key)
+        if nid is None:
+            source, module = self.where()
+            nid = self.graph.add_node(kind, shape=t.shape, dtype=t._data.dtype,
+                                      target=name, ref=live, detach=detach,
+                                      source=source, module=module)
+            self.live_nodes[key] = nid
+            self.grad[nid] = bool(live.requires_grad) and not detach
+            if kind == "constant":
+                self.static.add(nid)
+        # Module state is bound by tensor only: `p` and `p.data` share an array
+        # but are different nodes (the second carries no gradient).
+        self.bind(t, nid, by_array=False)
+        return nid
+
+    def _detached(self, t: Tensor, src: int) -> int:
         source, module = self.where()
-        if hit is not None:  # module state: reference the live tensor, never copy it
-            kind, name, live = hit
-            detach = kind == "param" and t is not live  # `param.data` carries no gradient
-            key = (kind, name, detach)
-            nid = self.live_nodes.get(key)
-            if nid is None:
-                nid = self.graph.add_node(kind, shape=t.shape, dtype=t._data.dtype,
-                                          target=name, ref=live, detach=detach,
-                                          source=source, module=module)
-                self.live_nodes[key] = nid
-                if kind == "constant":
-                    self.static.add(nid)
-            # Module state is bound by tensor only: `p` and `p.data` share an array
-            # but are different nodes (the second carries no gradient).
-            self.bind(t, nid, by_array=False)
-            return nid
-        else:  # a tensor made inside forward (or a Python scalar): a literal constant
+        d = self.graph.node(src)
+        nid = self.graph.add_node("op", op="detach", args=[src], shape=d["shape"],
+                                  dtype=d["dtype"], source=source, module=module)
+        self.grad[nid] = False
+        if src in self.static:
+            self.static.add(nid)
+        self.bind(t, nid, by_array=False)
+        return nid
+
+    def _outside_value(self, t: Tensor) -> int:
+        """A tensor that is neither traced nor module state: a tensor that existed before
+        the trace (a global, a tensor in a list attribute: read live, guarded by
+        ``graph.reads``), or one made inside forward or from a Python scalar (a literal)."""
+        source, module = self.where()
+        path = self._existing_path(t)
+        if path is not None:
+            nid = self.graph.add_node("constant", shape=t.shape, dtype=t._data.dtype,
+                                      target=path, ref=t, external=True, source=source,
+                                      module=module)
+            self.grad[nid] = bool(t.requires_grad)
+        else:
             value = np.array(t._host(), copy=True)
             nid = self.graph.add_node("constant", shape=t.shape, dtype=value.dtype,
                                       target=f"c{self.graph._next_id}", value=value,
                                       source=source, module=module)
-            self.static.add(nid)
+            self.grad[nid] = False
+        self.static.add(nid)
         self.bind(t, nid)
         return nid
+
+    def _existing_path(self, t: Tensor) -> str | None:
+        if self.external is None:
+            index = ObjectIndex()
+            for mname, m in self.module.named_modules():
+                for attr, v in vars(m).items():
+                    if attr not in MODULE_INTERNALS:
+                        index.add_root(v, f"{mname}.{attr}".lstrip("."))
+            self.external = index
+        frame = sys._getframe(2)
+        while frame is not None:  # the user frames on the stack: their globals, cells
+            if is_user_frame(frame):
+                code = frame.f_code
+                for name in code.co_names:
+                    if name in frame.f_globals:
+                        self.external.add_root(frame.f_globals[name], f"global {name}")
+                for name in code.co_freevars:
+                    if name in frame.f_locals:
+                        self.external.add_root(frame.f_locals[name], f"closure {name}")
+            frame = frame.f_back
+        return self.external.find(t) or self.external.find(t._data)
 
     # ---- dispatch hook protocol ----------------------------------------------------------
 
@@ -143,9 +214,15 @@ class _Tracer:
                 self.stop(f"{op.name}: {err}")
         out = dispatch.run_eager(op, tensors, attrs)
         source, module = self.where()
+        grad_on = autograd.is_grad_enabled()
+        extra = {"no_grad": True} if self.graph.grad_enabled and not grad_on else {}
         nid = self.graph.add_node("op", op=op.name, attrs=_freeze(sorted(attrs.items())),
                                   args=args, shape=out.shape, dtype=out._data.dtype,
-                                  source=source, module=module)
+                                  source=source, module=module, **extra)
+        # What eager would say: recorded only when grad mode is on and an input needs it.
+        needs = grad_on and op.grad is not None and any(self.grad.get(a, False) for a in args)
+        self.grad[nid] = needs
+        out.requires_grad = needs
         if not dynamic:
             self.static.add(nid)
         self.bind(out, nid)
@@ -161,6 +238,7 @@ class _Tracer:
             # the runtime can refuse to compile it (the graph itself stays valid).
             self.graph.input_mutations.append(self.where()[0])
         target._data = result._data
+        target.requires_grad = result.requires_grad
         self.bind(target, self.node_of[id(result)])
 
     def on_python_value(self, t: Tensor, why: str):
@@ -174,11 +252,10 @@ class _Tracer:
         if id(t) not in self.node_of and id(t._data) not in self.node_of:
             return
         # Frames: this method <- dispatch.note_shape_read <- Tensor.shape <- the reader.
-        reader = sys._getframe(3).f_code.co_filename
-        if reader.startswith(_PKG_DIR) and reader not in _USER_FILES:
+        reader = sys._getframe(3)
+        if not is_user_frame(reader):
             return  # fusionnet's own reads; sizes it bakes in show up in the graph
-        source, _ = self.where()
-        self.graph.shape_reads.append(source)
+        self.graph.shape_reads.append(user_source(reader))
 
     def on_random(self, what: str):
         self.stop(f"{what} inside forward (a traced graph would freeze the values)")
@@ -194,21 +271,21 @@ class _Tracer:
 
 def materialise_lazy(module, inputs):
     """Run lazy modules once eagerly so their parameters exist before tracing."""
-    if any(type(m).__name__.startswith("Lazy") and getattr(m, "has_uninitialized_params",
-                                                           lambda: True)()
-           for m in module.modules()):
+    if any(getattr(m, "has_uninitialized_params", lambda: False)() for m in module.modules()):
         with autograd.no_grad():
             module(*inputs)
 
 
 def trace(module, *example_inputs, on_break: str = "raise", name: str | None = None) -> Graph:
-    """Trace ``module(*example_inputs)`` into a :class:`Graph`.
+    """Trace ``module(*example_inputs)`` into a :class:`Graph`, under the current grad mode.
 
     ``on_break="raise"`` (default) raises :class:`GraphBreak` at the first
     data-dependent Python value; ``"record"`` notes each break, carries on with
     the concrete value and returns an *incomplete* graph (``graph.complete`` is
     False and ``graph.run`` refuses it) so that ``explain`` can list every break.
     """
+    from .nn import Module  # noqa: PLC0415 - nn builds on the tensor layer
+
     if on_break not in ("raise", "record"):
         raise ValueError("on_break must be 'raise' or 'record'")
     for pos, x in enumerate(example_inputs):
@@ -217,34 +294,40 @@ def trace(module, *example_inputs, on_break: str = "raise", name: str | None = N
                              f"{type(x).__name__}")
     materialise_lazy(module, example_inputs)
     graph = Graph(name or type(module).__name__)
+    graph.grad_enabled = autograd.is_grad_enabled()
     tracer = _Tracer(module, graph, on_break)
     inputs = []
     for pos, x in enumerate(example_inputs):
         nid = graph.add_node("input", shape=x.shape, dtype=x._data.dtype, target=pos,
-                             device=str(x.device))
+                             device=str(x.device), requires_grad=bool(x.requires_grad))
         # A fresh alias per input: forward may rebind it in place without touching the caller's.
         alias = Tensor._wrap(x._data)
+        alias.requires_grad = bool(x.requires_grad)
         tracer.bind(alias, nid)
+        tracer.grad[nid] = bool(x.requires_grad)
         tracer.inputs.add(id(alias))
         inputs.append(alias)
+    recorder = Recorder(Module)
     prev = dispatch.set_trace_hook(tracer)
     try:
-        with autograd.no_grad():
+        with recorder:
             result = module(*inputs)
     finally:
         dispatch.set_trace_hook(prev)
+    graph.reads = recorder
     _add_output(graph, tracer, result)
     return graph
 
 
 def _add_output(graph: Graph, tracer: _Tracer, result):
-    if isinstance(result, Tensor):
-        structure, values = "tensor", [result]
-    elif isinstance(result, (tuple, list)) and all(isinstance(r, Tensor) for r in result):
-        structure, values = type(result).__name__, list(result)
-    else:
-        raise TraceError(f"trace: forward of {graph.name} returned {type(result).__name__}; "
-                         "only a Tensor or a tuple/list of Tensors can be traced")
-    args = [tracer.node_for(v) for v in values]
-    graph.add_node("output", args=args, shape=values[0].shape, dtype=values[0]._data.dtype,
-                   structure=structure)
+    try:
+        leaves, spec = flatten(result, lambda v: isinstance(v, Tensor))
+    except TypeError as err:
+        raise TraceError(f"trace: forward of {graph.name} returned {type(result).__name__}: "
+                         f"{err}") from None
+    if not leaves:
+        raise TraceError(f"trace: forward of {graph.name} returned no tensor "
+                         f"({type(result).__name__})")
+    args = [tracer.node_for(v) for v in leaves]
+    graph.add_node("output", args=args, shape=leaves[0].shape, dtype=leaves[0]._data.dtype,
+                   spec=spec, requires_grad=tuple(tracer.grad.get(a, False) for a in args))

@@ -79,12 +79,12 @@ def _stages(obj, inputs, stage: str) -> tuple[str, list[_Stage]]:
 
 
 def _trace(module, inputs) -> Graph:
-    from .runtime.fused import _eager_region  # noqa: PLC0415 - runtime loads codegen
+    from .runtime.runner import eager_region  # noqa: PLC0415 - runtime loads codegen
     from .tracer import trace  # noqa: PLC0415
 
     # Inside the eager region a @fuse-decorated block runs its plain forward, so the
     # tracer sees its ops instead of one compiled call.
-    with _eager_region():
+    with eager_region():
         return trace(module, *inputs, on_break="record")
 
 

@@ -7,6 +7,10 @@ share these definitions. Each class builds with no arguments.
 from __future__ import annotations
 
 import fusionnet as torch
+
+#: This module is written as a user writes blocks: the tracer reports its lines as the
+#: user's (not fusionnet's) and guards the Python values it reads.
+__fusionnet_user_code__ = True
 from fusionnet import nn
 from fusionnet.nn import functional as F
 

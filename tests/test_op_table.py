@@ -89,6 +89,7 @@ SAMPLES = {
     "permute": ([_any(2, 3, 4)], {"dims": (2, 0, 1)}, lambda x: x.transpose(2, 0, 1)),
     "expand": ([_any(3, 1)], {"shape": (2, 3, 4)}, lambda x: np.broadcast_to(x, (2, 3, 4))),
     "copy": ([_any(3, 4)], {}, np.copy),
+    "detach": ([_any(3, 4)], {}, lambda a: a),
     "getitem": ([_any(3, 4)], {"key": _KEY}, lambda x: x[:, 1:3]),
     "getitem_grad": ([_any(3, 4), np.array([0, 2, 0])], {"key": _IKEY, "shape": (4, 4)},
                      lambda g, i: _scatter_ref(g, i, (4, 4))),

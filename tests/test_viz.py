@@ -21,6 +21,8 @@ HAS_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz's `dot` is not installed "
                                                    "(apt-get install graphviz)")
 WHILE_LINE = "while X.abs().sum() > 1:"
+_WHILE_LINENO = next(i for i, line in enumerate(open(zoo.__file__, encoding="utf-8"), 1)
+                     if WHILE_LINE in line)
 
 
 @pytest.fixture
@@ -126,7 +128,7 @@ def test_chimera_break_is_highlighted_with_its_line(tmp_path, X):
     brk = nodes["break0"]
     assert _attr(brk, "color") == "#d32f2f"
     label = _attr(brk, "label")
-    assert "graph break" in label and f"zoo.py:75: {WHILE_LINE}" in label
+    assert "graph break" in label and f"zoo.py:{_WHILE_LINENO}: {WHILE_LINE}" in label
     assert "bool() needs the value of a traced tensor (data-dependent control flow)" in label
     fallback = nodes["fallback"]
     assert _attr(fallback, "color") == "#d32f2f"
@@ -206,6 +208,12 @@ def test_every_chapter_block_exports(tmp_path, name):
     back = _read(viz.export_graph(net, tmp_path / "g.json", x, stage="traced"))
     expected = viz.to_networkx(traced, "traced")
     expected.graph["fallback"] = None  # asked for the traced stage: no fallback note
+    # Ops inside nn.Sequential's forward are attributed to the user's calling line, which
+    # is a different line of this test for the two traces.
+    for g in (back, expected):
+        for _, d in g.nodes(data=True):
+            if __file__ in str(d.get("source", "")):
+                d["source"] = "<this test>"
     _assert_same(back, expected)
 
 

@@ -21,6 +21,7 @@ from .machine import blas_info, environment, load_average, machine_info, version
 from .models import MODELS, build
 from .peers import BUILDERS, Skip
 from .timing import measure
+from ..runtime.signature import batch_of
 
 __all__ = ["run_suite", "check", "MODELS", "IMPLS", "BATCH_SIZES", "QUICK", "SCHEMA"]
 
@@ -60,7 +61,7 @@ def _fallback_of(fused, batch: int) -> str | None:
     """The reason the fused module ran this batch size eagerly, or None if it ran compiled."""
     runner = fused._fusion_runner
     for key, entry in runner.exact.items():
-        if key[1][0][0] == batch and entry.fn is None:
+        if batch_of(key) == batch and entry.fn is None:
             return entry.reason + (f" (at {entry.source})" if entry.source else "")
     return None
 

@@ -45,7 +45,7 @@ class Param:
     ref: object
     shape: tuple
     dtype: str
-    kind: str = "param"   # param | buffer | constant: where ``target`` is found
+    kind: str = "param"   # param | buffer | constant | external: where ``target`` is found
     target: str = ""      # dotted name in the module, to re-resolve the reference
 
 
@@ -90,33 +90,39 @@ class Program:
     constants: list = field(default_factory=list)   # (name, ndarray)
     steps: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
-    structure: str = "tensor"
+    structure: str = "tensor"                       # "tensor" (one array) or "tuple"
+    spec: object = "T"                              # how the outputs nest (structure.py)
     symbols: dict = field(default_factory=dict)     # "B" -> (input name, dim)
     shapes: dict = field(default_factory=dict)      # array name -> symbolic shape
     dtypes: dict = field(default_factory=dict)      # array name -> dtype name
     scalars: dict = field(default_factory=dict)     # name -> (python value, dtype)
 
 
-def _sym(shape, dim_of) -> tuple:
-    return tuple(dim_of(d) for d in shape)
+def _sym(d: dict) -> tuple:
+    """A node's shape as the code sees it: ``sym_shape`` (ints and ``"B"``/``"k*B"``, set by
+    the batch analysis in runtime/symbolic.py) where present, else the traced sizes."""
+    return tuple(d.get("sym_shape", d["shape"]))
 
 
-def lower(graph: Graph, dim_of=lambda d: d, symbols=None) -> Program:
-    """Build the Program for ``graph``; ``dim_of`` maps a traced dim to int or ``"B"``-expr."""
+def lower(graph: Graph, symbols=None) -> Program:
+    """Build the Program for ``graph``; ``symbols`` maps ``"B"`` to (input name, dim)."""
     prog = Program(graph.name, symbols=dict(symbols or {}))
     names: dict[int, str] = {}
     returned = set(graph.node(graph.output)["args"])
     for nid in graph.order():
         d = graph.node(nid)
         kind = d["kind"]
-        shape = _sym(d["shape"], dim_of)
+        shape = _sym(d)
         if kind == "input":
             name = f"x{d['target']}"
             prog.inputs.append(name)
         elif kind in ("param", "buffer") or (kind == "constant" and "ref" in d):
             name = f"p{len(prog.params)}"
             ref = d["ref"]
-            prog.params.append(Param(name, nid, ref, shape, d["dtype"], kind,
+            # Tensors found outside the module tree (globals, containers) are held by
+            # reference; Python guards notice when the name is rebound.
+            where = "external" if d.get("external") else kind
+            prog.params.append(Param(name, nid, ref, shape, d["dtype"], where,
                                      str(d.get("target", ""))))
         elif kind == "constant":
             value = np.asarray(d["value"])
@@ -129,7 +135,7 @@ def lower(graph: Graph, dim_of=lambda d: d, symbols=None) -> Program:
         elif kind == "group":
             name = f"t{nid}"
             operands = [names[a] for a in d["args"]]
-            prog.steps.append(_lower_group(prog, d, name, operands, shape, dim_of))
+            prog.steps.append(_lower_group(prog, d, name, operands, shape))
         elif kind == "op":
             name = f"t{nid}"
             if d["op"] not in VIEW_OPS:
@@ -139,7 +145,8 @@ def lower(graph: Graph, dim_of=lambda d: d, symbols=None) -> Program:
                                    shape, d["dtype"]))
         elif kind == "output":
             prog.outputs = [names[a] for a in d["args"]]
-            prog.structure = d.get("structure", "tensor")
+            prog.spec = d.get("spec", "T")
+            prog.structure = "tensor" if prog.spec == "T" else "tuple"
             continue
         else:
             raise Unsupported(f"node kind {kind!r}")
@@ -149,8 +156,7 @@ def lower(graph: Graph, dim_of=lambda d: d, symbols=None) -> Program:
     return prog
 
 
-def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple,
-                 dim_of) -> Kernel:
+def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple) -> Kernel:
     """One group node -> one Kernel (elementwise, reduction or gemm)."""
     bg: Graph = d["body"]
     kind = d["group_kind"]
@@ -171,7 +177,7 @@ def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple
         source = rd["args"][0]
         loop_rank = len(bg.node(source)["shape"])
         kernel.reduce = {"op": rd["op"], "attrs": dict(rd["attrs"]), "source": source,
-                         "source_shape": _sym(bg.node(source)["shape"], dim_of)}
+                         "source_shape": _sym(bg.node(source))}
     for n in order:
         bd = bg.node(n)
         if get_op(bd["op"]).kind is not Kind.ELEMENTWISE:

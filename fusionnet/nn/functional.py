@@ -61,8 +61,15 @@ def log_softmax(input: Tensor, dim: int, dtype=None) -> Tensor:  # noqa: A002
     return shifted - shifted.exp().sum(dim, keepdim=True).log()
 
 
+def expect_tensor(value, fn: str, arg: str = "input") -> None:
+    """Raise PyTorch's TypeError unless ``value`` is a Tensor (``fn(): argument ...``)."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{fn}(): argument '{arg}' must be Tensor, not {type(value).__name__}")
+
+
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
     """``input @ weight.T + bias`` with ``weight`` of shape (out_features, in_features)."""
+    expect_tensor(input, "linear")
     out = input.matmul(weight.T)
     return out if bias is None else out + bias
 

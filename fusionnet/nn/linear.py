@@ -94,6 +94,7 @@ class LazyLinear(Linear):
         """Give the parameters their shapes from ``input``'s last dimension and draw them."""
         if not self.has_uninitialized_params():
             return
+        F.expect_tensor(input, "linear")
         if input.ndim == 0:
             raise RuntimeError("LazyLinear: cannot infer in_features from a 0-d input")
         self.in_features = int(input.shape[-1])

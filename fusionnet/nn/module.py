@@ -363,6 +363,7 @@ class Module:
         """Set training mode (Dropout is active) on this module and its descendants."""
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")
+        STRUCTURE_VERSION[0] += 1  # compiled forwards re-check the modes they baked in
         object.__setattr__(self, "training", mode)
         for m in self.children():
             m.train(mode)

@@ -95,6 +95,10 @@ register(Op("copy", Kind.ELEMENTWISE, 1, lambda xp, a: a.copy(), same_shape, sam
             lambda g, x, **_: (g,), "a fresh copy (clone)", saves=SAVES_NONE,
             emit={"numba": "{0}", "cuda": "{0}"}))
 
+register(Op("detach", Kind.ELEMENTWISE, 1, lambda xp, a: a, same_shape, same_dtype, None,
+            "the same values, cut from autograd (`detach()`, `.data` inside forward)",
+            saves=SAVES_NONE, emit={"numba": "{0}", "cuda": "{0}"}))
+
 # ---- indexing ---------------------------------------------------------------------------
 
 

@@ -51,7 +51,7 @@ def make_group(graph: Graph, members, root: int, group_kind: str) -> int:
                                  module=d.get("module", ""))
     rd = graph.node(root)
     body.add_node("output", args=[local[root]], shape=rd["shape"], dtype=rd["dtype"],
-                  structure="tensor")
+                  spec="T")
     ops = tuple(graph.node(n)["op"] for n in order)
     gid = graph.add_node("group", args=externals, shape=rd["shape"], dtype=rd["dtype"],
                          group_kind=group_kind, body=body, ops=ops, members=tuple(order),

@@ -1,7 +1,13 @@
-"""The compiled runtime: ``fuse`` and what it needs (signatures, guards, fallbacks)."""
+"""The compiled runtime: ``fuse`` and what it needs (signatures, guards, fallbacks).
+
+``fuse.py`` is the user-facing decorator and wrapper; ``runner.py`` the cache and the
+call path; ``compiler.py`` the compile pipeline; ``signature.py`` the cache keys;
+``guards.py`` and ``fusionnet/pystate.py`` what else is re-checked; ``symbolic.py`` the
+batch-size analysis; ``backward.py`` gradients.
+"""
 from __future__ import annotations
 
 from .fuse import FusedModule, fuse
-from .fused import FuseInputError, FusionFallbackWarning, FusionRunner
+from .runner import FuseInputError, FusionFallbackWarning, FusionRunner
 
 __all__ = ["fuse", "FusedModule", "FusionRunner", "FusionFallbackWarning", "FuseInputError"]

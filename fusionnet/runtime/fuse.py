@@ -2,23 +2,29 @@
 
 ``@fuse class MLP(nn.Module)`` makes every instance's call run fused;
 ``fuse(net)`` returns a :class:`FusedModule` that shares ``net``'s parameters
-and state (``state_dict``, ``train``/``eval``, ``to``... all act on ``net``).
+and state (``state_dict``, ``train``/``eval``, ``to``... all act on ``net``;
+attributes set on the wrapper are set on ``net``). Hooks registered on the wrapper
+run around the compiled call, as on any module. Both forms deep-copy (EMA weights,
+target networks) into an independent fused module that compiles on its own.
 """
 from __future__ import annotations
 
+import copy
+
 from ..nn import Module
-from .fused import FusionRunner
+from .runner import FusionRunner
 
 __all__ = ["fuse", "FusedModule"]
 
-_OPTIONS = ("backend", "passes", "fallback", "cache_size")
+#: Attributes that belong to the wrapper itself, never forwarded to the original.
+_OWN = frozenset({"_orig", "_fusion_runner", "_fuse_options", "_forward_hooks",
+                  "_forward_pre_hooks"})
 
 
 def _runner_of(module, options) -> FusionRunner:
     runner = module.__dict__.get("_fusion_runner")
     if runner is None:
-        runner = FusionRunner(module, lambda *a, **k: Module.__call__(module, *a, **k),
-                              type(module).__name__, **options)
+        runner = FusionRunner(module, type(module).__name__, wrapper=False, **options)
         object.__setattr__(module, "_fusion_runner", runner)
     return runner
 
@@ -30,8 +36,18 @@ def _fuse_class(cls, options):
     def __call__(self, *args, **kwargs):
         return _runner_of(self, options)(args, kwargs)
 
+    inherited_getstate = cls.__getstate__
+
+    def __getstate__(self):
+        # Copies and pickles leave the compiled code behind: the copy compiles anew.
+        state = inherited_getstate(self)
+        if isinstance(state, dict) and "_fusion_runner" in state:
+            state = {k: v for k, v in state.items() if k != "_fusion_runner"}
+        return state
+
     __call__.__doc__ = f"Run {cls.__name__}.forward fused (see fusionnet.fuse)."
     cls.__call__ = __call__
+    cls.__getstate__ = __getstate__
     cls._fuse_options = dict(options)
     return cls
 
@@ -41,25 +57,40 @@ class FusedModule(Module):
 
     def __init__(self, original: Module, **options):
         super().__init__()
-        object.__setattr__(self, "_orig", original)
-        object.__setattr__(self, "_fusion_runner", FusionRunner(
-            original, original.__call__, type(original).__name__, **options))
-
-    def __call__(self, *args, **kwargs):
-        return self._fusion_runner(args, kwargs)
+        d = self.__dict__
+        d["_orig"] = original
+        d["_fuse_options"] = dict(options)
+        # One set of registries: traversal, state_dict and name lookups through the
+        # wrapper see exactly the original's parameters, buffers and children.
+        for store in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"):
+            d[store] = original.__dict__[store]
+        d["_fusion_runner"] = FusionRunner(original, type(original).__name__, wrapper=True,
+                                           **options)
 
     def forward(self, *args, **kwargs):
-        """Same as calling the module: the fused forward of the original."""
+        """The fused forward of the original (hooks of the wrapper run around it)."""
         return self._fusion_runner(args, kwargs)
 
     def __getattr__(self, name):
         return getattr(object.__getattribute__(self, "_orig"), name)
+
+    def __setattr__(self, name, value):
+        if name in _OWN:
+            object.__setattr__(self, name, value)
+        else:  # the wrapper is a view of the original: its settings are the original's
+            setattr(self._orig, name, value)
+
+    def __delattr__(self, name):
+        delattr(self._orig, name)
 
     def __getitem__(self, idx):
         return self._orig[idx]
 
     def __len__(self):
         return len(self._orig)
+
+    def __iter__(self):
+        return iter(self._orig)
 
     def __bool__(self) -> bool:
         return True  # a module is truthy even when its original has no __len__
@@ -82,11 +113,31 @@ class FusedModule(Module):
         """The module being fused."""
         return self._orig
 
+    def __deepcopy__(self, memo):
+        original = copy.deepcopy(self._orig, memo)
+        new = FusedModule(original, **self._fuse_options)
+        memo[id(self)] = new
+        for store in ("_forward_hooks", "_forward_pre_hooks"):
+            new.__dict__[store].update(copy.deepcopy(self.__dict__[store], memo))
+        return new
+
+    def __getstate__(self):
+        return {"_orig": self._orig, "_fuse_options": self._fuse_options,
+                "_forward_hooks": self._forward_hooks,
+                "_forward_pre_hooks": self._forward_pre_hooks}
+
+    def __setstate__(self, state):
+        fresh = FusedModule(state["_orig"], **state["_fuse_options"])
+        self.__dict__.update(fresh.__dict__)
+        self.__dict__["_forward_hooks"].update(state["_forward_hooks"])
+        self.__dict__["_forward_pre_hooks"].update(state["_forward_pre_hooks"])
+
 
 # State and traversal act on the original module, so keys carry no wrapper prefix.
 for _name in ("parameters", "named_parameters", "buffers", "named_buffers", "children",
               "named_children", "modules", "named_modules", "state_dict", "load_state_dict",
-              "zero_grad", "requires_grad_", "apply", "extra_repr"):
+              "zero_grad", "requires_grad_", "apply", "extra_repr", "get_submodule",
+              "get_parameter"):
     setattr(FusedModule, _name, (lambda n: lambda self, *a, **k: getattr(self._orig, n)(*a, **k))(
         _name))
 

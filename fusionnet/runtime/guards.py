@@ -1,42 +1,48 @@
 """What a compiled forward checks besides its signature: captured module state.
 
-A trace bakes in parameter references, plain attribute values and what forward
-hooks did. These helpers take and compare snapshots of that state, resolve
-captured tensors by dotted name, and find the user's frame for warnings.
+A trace bakes in parameter references, plain attribute values, what forward hooks
+did, and whatever Python values ``forward`` read (``graph.reads``). These helpers
+take and compare snapshots of that state, resolve captured tensors by dotted name,
+and find the user's frame for warnings.
 """
 from __future__ import annotations
 
-import os
 import sys
 import threading
 
-__all__ = ["snapshot", "resolve", "resolve_or_none", "on_main_thread", "user_stacklevel"]
+from ..pystate import build_guard, is_user_frame
+
+__all__ = ["snapshot", "resolve", "resolve_or_none", "on_main_thread", "user_stacklevel",
+           "python_guards", "unwrap"]
 
 _MAIN_THREAD = threading.main_thread().ident
-_SIMPLE = (int, float, complex, str, bool, type(None), bytes)
-_SKIP = {"training", "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set",
-         "_forward_hooks", "_forward_pre_hooks", "_fusion_runner"}
 
 
-def fingerprint(value):
-    if isinstance(value, _SIMPLE) or (isinstance(value, tuple) and all(
-            isinstance(v, _SIMPLE) for v in value)):
-        return ("value", value)
-    return ("object", id(value))  # tensors, lists, functions...: by identity
+def unwrap(module):
+    """The module a ``fuse(...)`` wrapper stands for (the module itself otherwise)."""
+    return module.__dict__.get("_orig", module)
 
 
 def snapshot(module) -> dict:
-    """What forward may have baked into a trace besides tensors: every module's plain
-    attributes (values for simple ones, identity otherwise) and its forward hooks."""
+    """What every compiled forward depends on besides what its trace read: each module's
+    training flag and forward hooks (attribute values forward read are guarded through
+    :func:`python_guards`)."""
     snap = {}
     for name, m in module.named_modules():
-        for key, value in m.__dict__.items():
-            if key not in _SKIP:
-                snap[(name, key)] = fingerprint(value)
+        m = unwrap(m)
+        snap[(name, "training")] = m.training
         hooks = (tuple(m._forward_pre_hooks.values()), tuple(m._forward_hooks.values()))
         if hooks != ((), ()):
             snap[(name, "<hooks>")] = tuple(map(id, hooks[0] + hooks[1]))
     return snap
+
+
+def python_guards(graph):
+    """``(per_call, on_version_move)`` checks for the Python values ``graph``'s trace read
+    (see :func:`fusionnet.pystate.build_guard`)."""
+    if graph.reads is None:
+        return [], []
+    return build_guard(graph.reads)
 
 
 def on_main_thread() -> bool:
@@ -45,18 +51,20 @@ def on_main_thread() -> bool:
 
 
 def user_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning point at the first frame outside fusionnet."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    """The ``stacklevel`` that makes a warning point at the first frame of user code."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(package):
+    while frame is not None and not is_user_frame(frame):
         frame, level = frame.f_back, level + 1
     return level
 
 
 def resolve(module, kind: str, target: str):
-    """The tensor a graph node named: parameter, buffer or tensor attribute ``target``."""
+    """The tensor a graph node named: parameter, buffer or tensor attribute ``target``
+    (dotted, through ``fuse(...)`` wrappers of submodules)."""
     *path, name = target.split(".")
-    owner = module.get_submodule(".".join(path)) if path else module
+    owner = unwrap(module)
+    for part in path:
+        owner = unwrap(owner._modules[part])
     if kind == "param":
         return owner._parameters[name]
     if kind == "buffer":
@@ -65,7 +73,8 @@ def resolve(module, kind: str, target: str):
 
 
 def resolve_or_none(module, kind: str, target: str):
+    """:func:`resolve`, or None when the name no longer leads anywhere."""
     try:
         return resolve(module, kind, target)
-    except (AttributeError, KeyError):
+    except (AttributeError, KeyError, TypeError):
         return None

@@ -1,0 +1,84 @@
+"""Gradients of a compiled forward.
+
+The compiled driver computes values only. When an output requires grad (as eager's
+would: the signature includes the grad mode and each input's ``requires_grad``), the
+output gets one autograd node whose gradient replays the traced graph through the op
+table's eager implementations with autograd on and back-propagates through it. The
+graph carries eager's stops (``no_grad`` nodes, ``detach`` nodes), so gradients stop
+where eager's do. Parameter gradients accumulate into their ``.grad`` directly.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from .. import autograd
+from ..interpreter import run as run_graph
+from ..ops import Kind, Op
+from ..tensor import Tensor
+
+__all__ = ["attach", "graph_at", "run_with_grad"]
+
+
+def _grad_op(runner) -> Op:
+    op = runner.__dict__.get("_grad_op")
+    if op is None:
+        op = Op(f"fused_{runner.name}", Kind.OPAQUE, None, None, None, None, _fused_grad,
+                f"the compiled forward of {runner.name}",
+                saves=lambda needs: (tuple(range(len(needs))), False))
+        runner._grad_op = op
+    return op
+
+
+def attach(runner, entry, outs, args) -> None:
+    """Give the single output ``outs[0]`` the autograd node of the compiled forward."""
+    out = outs[0]
+    needs = tuple(bool(t.requires_grad) for t in args)
+    saved = tuple((t, t._version[0], f"input {i}") for i, t in enumerate(args))
+    out.requires_grad = True
+    out._ctx = autograd.Node(_grad_op(runner), tuple(args), {"runner": runner, "entry": entry},
+                             None, saved, needs)
+
+
+def graph_at(runner, args):
+    """The traced graph for exactly these input shapes, traced with grad enabled."""
+    from .runner import eager_region  # noqa: PLC0415 - runner imports this module
+
+    key = (runner.module.training, *[(t._data.shape, t._data.dtype, type(t._data),
+                                      bool(t.requires_grad)) for t in args])
+    cache: OrderedDict = runner.backward_graphs
+    graph = cache.get(key)
+    if graph is None:
+        from ..tracer import trace  # noqa: PLC0415
+
+        with eager_region(), autograd.enable_grad():
+            graph = trace(runner.module, *args)
+        cache[key] = graph
+        if len(cache) > runner.cache_size:
+            cache.popitem(last=False)
+    return graph
+
+
+def _graph_for(runner, entry, args):
+    traced = entry.traced if entry is not None else None
+    if traced is not None and traced.grad_enabled and all(
+            tuple(t.shape) == traced.node(n)["shape"] for t, n in zip(args, traced.inputs)):
+        return traced  # the forward's own trace: no second trace
+    return graph_at(runner, args)
+
+
+def run_with_grad(runner, entry, args):
+    """Run the traced graph through the op table with autograd (several outputs)."""
+    return run_graph(_graph_for(runner, entry, args), *args)
+
+
+def _fused_grad(g, *inputs, needs, runner, entry=None, **_):
+    """Backward of a compiled forward: replay the traced graph eagerly with autograd on,
+    then back-propagate ``g`` through it."""
+    graph = _graph_for(runner, entry, inputs)
+    leaves = [Tensor._wrap(t._data).requires_grad_(True) if need else Tensor._wrap(t._data)
+              for t, need in zip(inputs, needs)]
+    with autograd.enable_grad():
+        out = run_graph(graph, *leaves)
+        if out.requires_grad:
+            autograd.backward(out, g)
+    return tuple(leaf.grad if need else None for leaf, need in zip(leaves, needs))

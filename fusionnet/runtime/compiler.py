@@ -1,0 +1,160 @@
+"""Compiling one signature: the stages from a call to a compiled entry, in order.
+
+:func:`compile_signature` is the whole pipeline, one named stage per line::
+
+    trace once -> check side effects -> analyse sizes -> optimize -> lower -> build
+               -> first run (its result is the caller's result)
+
+Anything a stage cannot handle turns the entry into an *eager* entry that names the
+reason (``Fallback``); a caller error (shapes that do not fit the block) propagates as
+eager raised it, with a note naming what the block was compiled for.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..codegen import Unsupported, get_backend, lower
+from ..graph import Graph, GraphBreak
+from ..nn.module import STRUCTURE_VERSION
+from ..passes import optimize
+from ..tensor import DATA_VERSION
+from ..tracer import TraceError, materialise_lazy, trace
+from .guards import on_main_thread, python_guards, snapshot
+from .signature import describe_args
+from .symbolic import analyse_batch
+
+__all__ = ["Entry", "Fallback", "compile_signature"]
+
+
+@dataclass(eq=False)
+class Entry:
+    """One compiled signature (or the reason it runs eagerly)."""
+
+    fn: object = None
+    compiled: object = None
+    params: list = field(default_factory=list)        # live tensors, in driver order
+    param_arrays: list = field(default_factory=list)  # their arrays when last checked
+    data_version: int = -1                            # DATA_VERSION when checked
+    param_paths: list = field(default_factory=list)   # (kind, dotted target) of each
+    param_specs: list = field(default_factory=list)   # (shape, dtype) guarded on change
+    param_grad: tuple = ()                            # requires_grad of each, at compile
+    snapshot: dict = field(default_factory=dict)      # module settings baked into the code
+    per_call: list = field(default_factory=list)      # Python guards checked every call
+    on_move: list = field(default_factory=list)       # Python guards checked on a version move
+    tail: tuple = ()                                  # param arrays + constants, as passed
+    parallel: bool = False                            # the driver takes a ``par`` flag
+    fast: bool = False                                # no per-call guards, no ``par``: the
+                                                      # runner's inline cache may take it
+    version: int = -1                                 # STRUCTURE_VERSION when checked
+    constants: list = field(default_factory=list)
+    generic: bool = False
+    spec: object = "T"                                # how outputs nest (structure.py)
+    out_grad: tuple = ()                              # which outputs require grad
+    grad_enabled: bool = False                        # grad mode of the signature
+    reason: str = ""
+    source: str = ""
+    optimized: Graph | None = None
+    traced: Graph | None = None
+    batch_note: str = ""
+
+    @property
+    def single(self) -> bool:
+        """The driver returns one array (forward returned one tensor)."""
+        return self.spec == "T"
+
+    def call(self, arrays):
+        """Run the compiled driver on input arrays."""
+        if self.parallel:
+            return self.fn(*arrays, *self.tail, on_main_thread())
+        return self.fn(*arrays, *self.tail)
+
+
+class Fallback(Exception):
+    """A stage cannot compile this signature: run eagerly, for ``reason`` (at ``source``)."""
+
+    def __init__(self, reason: str, source: str = "", error: Exception | None = None,
+                 traced: Graph | None = None):
+        super().__init__(reason)
+        self.reason, self.source, self.error, self.traced = reason, source, error, traced
+
+
+def compile_signature(runner, args) -> tuple[Entry, object]:
+    """Compile ``runner``'s module for the signature of ``args``.
+
+    Returns ``(entry, first_result)``: the result of running the new entry on ``args``
+    (arrays, as the driver returns them). Raises :class:`Fallback` when it cannot."""
+    if any(type(t._data) is not np.ndarray for t in args):
+        raise Fallback("inputs are on a CUDA device and the CUDA code generator is not "
+                       "built yet")
+    traced = _trace(runner, args)
+    _check_side_effects(traced)
+    analysis = analyse_batch(runner.module, args, traced, runner.optimize)
+    # Taken after every trace: what the compiled code assumes from here on.
+    version, data_version = STRUCTURE_VERSION[0], DATA_VERSION[0]
+    graph = analysis.graph if analysis.generic else runner.optimize(traced)
+    try:
+        program = lower(graph, {"B": ("x0", 0)} if analysis.generic else {})
+        compiled = get_backend("numba").compile(program)
+    except Unsupported as err:
+        raise Fallback(str(err), traced=traced) from None
+    entry = _entry(runner.module, compiled, program, analysis, graph, traced)
+    entry.version, entry.data_version = version, data_version
+    entry.snapshot = snapshot(runner.module)
+    entry.per_call, entry.on_move = python_guards(traced)
+    entry.fast = not entry.per_call and not entry.parallel
+    try:  # numba compiles on the first call: do it now, so a failure falls back
+        result = entry.call([t._data for t in args])
+    except Exception as err:  # noqa: BLE001 - any compiler error means "run eagerly"
+        raise Fallback(f"code generation failed: {type(err).__name__}: "
+                       f"{str(err).splitlines()[0] if str(err) else ''}", traced=traced) from None
+    return entry, result
+
+
+def _trace(runner, args) -> Graph:
+    if not runner.materialised:
+        materialise_lazy(runner.module, args)
+        runner.materialised = True
+    before = STRUCTURE_VERSION[0]
+    try:
+        traced = trace(runner.module, *args)
+    except GraphBreak as brk:
+        raise Fallback(brk.reason, brk.source, brk) from None
+    except TraceError as err:
+        raise Fallback(str(err)) from None
+    except Exception as err:
+        # The block rejects these inputs, as eager would: the same exception, with a note.
+        known = runner.describe_compiled() or "nothing yet"
+        if hasattr(err, "add_note"):
+            err.add_note(f"fusionnet.fuse: {runner.name} was called with "
+                         f"({describe_args(args)}); compiled for: {known}")
+        raise
+    if STRUCTURE_VERSION[0] != before:
+        raise Fallback("forward assigns module attributes (side effects the compiled code "
+                       "would not repeat)", traced=traced)
+    return traced
+
+
+def _check_side_effects(traced: Graph) -> None:
+    if traced.input_mutations:
+        raise Fallback("forward writes into its input in place (the compiled code would "
+                       "not)", traced.input_mutations[0], traced=traced)
+
+
+def _entry(module, compiled, program, analysis, optimized, traced) -> Entry:
+    out = traced.node(traced.output)
+    return Entry(fn=compiled.fn, compiled=compiled,
+                 params=[p.ref for p in program.params],
+                 param_arrays=[p.ref._data for p in program.params],
+                 param_paths=[(p.kind, p.target) for p in program.params],
+                 param_specs=[(tuple(p.ref._data.shape), p.ref._data.dtype)
+                              for p in program.params],
+                 param_grad=tuple(bool(p.ref.requires_grad) for p in program.params),
+                 constants=[v for _, v in program.constants], generic=analysis.generic,
+                 tail=tuple(p.ref._data for p in program.params) + tuple(
+                     v for _, v in program.constants),
+                 parallel=compiled.parallel, spec=out.get("spec", "T"),
+                 out_grad=tuple(out.get("requires_grad", ())),
+                 grad_enabled=traced.grad_enabled, optimized=optimized, traced=traced,
+                 batch_note="" if analysis.generic else analysis.reason)

@@ -1,0 +1,369 @@
+"""``FusionRunner``: the per-module cache of compiled signatures and the call path.
+
+On the first call for a signature (see ``signature.py``) the runner compiles it
+(``compiler.py``); later calls with that signature go straight to the compiled
+driver. Parameters are passed in at call time, so weight updates are seen without
+recompiling; sizes are symbolic where the graph allows (``symbolic.py``).
+
+Never wrong silently: a graph break or an op without an emitter runs the block
+eagerly with one warning naming the reason (or raises with ``fallback=False``);
+what the trace read from Python is re-checked (``guards.py``); every compile and its
+reason is counted and shown by ``explain``.
+"""
+from __future__ import annotations
+
+import operator
+import threading
+import warnings
+from collections import OrderedDict
+from contextlib import contextmanager
+
+import numpy as np
+
+from .. import autograd
+from ..nn.module import STRUCTURE_VERSION
+from ..passes import optimize
+from ..pystate import first_failure
+from ..structure import unflatten
+from ..tensor import DATA_VERSION, Tensor
+from .backward import attach, graph_at, run_with_grad
+from .compiler import Entry, Fallback, compile_signature
+from .guards import resolve, resolve_or_none, snapshot, user_stacklevel
+from .signature import batch_of, describe_args, describe_key, generic_key, signature
+from .symbolic import check_at
+
+__all__ = ["FusionRunner", "FusionFallbackWarning", "FuseInputError", "in_eager_region",
+           "eager_region"]
+
+class _RunnerState(threading.local):
+    """Per-thread runtime state (class attributes are each thread's defaults)."""
+
+    depth = 0      # > 0 while tracing or falling back: nested fused blocks run inline
+    replays = 0    # recompiles triggered by a state change, to stop a runaway loop
+
+
+_local = _RunnerState()
+_GRAD = autograd._state
+_DATA = operator.attrgetter("_data")
+
+
+class FusionFallbackWarning(UserWarning):
+    """A fused block runs eagerly; the message says why and where."""
+
+
+class FuseInputError(TypeError):
+    """A fused block was called with an argument the compiled path cannot take and the
+    block would not accept either (a NumPy array where a Tensor is expected)."""
+
+
+def in_eager_region() -> bool:
+    """True while the runtime itself is tracing or falling back (nested blocks run inline)."""
+    return _local.depth > 0
+
+
+@contextmanager
+def eager_region():
+    """Inside: fused blocks run their original forward (tracing, fallbacks, explain)."""
+    _local.depth += 1
+    try:
+        yield
+    finally:
+        _local.depth -= 1
+
+
+class FusionRunner:
+    """The per-module compile cache and call path behind ``fuse``.
+
+    ``wrapper`` says how to run the module eagerly: ``True`` for a ``fuse(module)``
+    wrapper (the module's own ``__call__``), ``False`` for a ``@fuse`` class (the plain
+    ``Module.__call__``, since the class's ``__call__`` is this runner)."""
+
+    def __init__(self, module, name: str, *, wrapper: bool, backend: str = "auto",
+                 passes=None, fallback: bool = True, cache_size: int = 32):
+        if backend not in ("auto", "numba", "eager"):
+            raise ValueError(f"fuse: backend must be 'auto', 'numba' or 'eager', got {backend!r}")
+        self.module = module
+        self.wrapper = wrapper
+        self.name = name
+        self.options = {"backend": backend, "passes": passes, "fallback": fallback,
+                        "cache_size": cache_size}
+        self.backend, self.passes, self.fallback = backend, passes, fallback
+        self.cache_size = cache_size
+        self.exact: OrderedDict = OrderedDict()
+        self.generic: dict = {}
+        self.lock = threading.RLock()
+        self.compiles: list[str] = []     # one reason per compile
+        self.last = None                  # (training, shape, dtype, grad, rg, entry)
+        self.pending_reason = ""          # why the next compile happens, when known early
+        self.evictions = 0
+        self.warned: set = set()
+        self.materialised = False
+        self.backward_graphs: OrderedDict = OrderedDict()
+
+    def eager_call(self, *args, **kwargs):
+        """Run the module's original forward (with its hooks), uncompiled."""
+        from ..nn import Module  # noqa: PLC0415 - nn imports the runtime lazily
+
+        if self.wrapper:
+            return self.module(*args, **kwargs)
+        return Module.__call__(self.module, *args, **kwargs)
+
+    def optimize(self, graph):
+        """The pass pipeline this runner uses."""
+        return optimize(graph, passes=self.passes)
+
+    # ---- the call path ------------------------------------------------------------------
+
+    def __call__(self, args, kwargs):
+        # The hot path: kept short on purpose, since at small batch sizes this wrapper,
+        # not the kernels, is what a fused call costs.
+        if _local.depth:
+            return self.eager_call(*args, **kwargs)
+        last = self.last
+        if last is not None and len(args) == 1 and not kwargs:
+            # Same single input signature as the previous call, nothing re-wired or
+            # re-bound since, no per-call guards: skip the general lookup (a monomorphic
+            # inline cache).
+            x = args[0]
+            a = getattr(x, "_data", None)
+            entry = last[5]
+            if (a is not None and a.shape == last[1] and a.dtype is last[2]
+                    and type(a) is np.ndarray and self.module.training is last[0]
+                    and _GRAD.enabled is last[3] and x.requires_grad is last[4]
+                    and entry.version == STRUCTURE_VERSION[0]
+                    and entry.data_version == DATA_VERSION[0] and entry.fast):
+                if not last[3]:
+                    return Tensor._wrap(entry.fn(a, *entry.tail))
+                if self._grads_fit(entry):
+                    out = Tensor._wrap(entry.fn(a, *entry.tail))
+                    if entry.out_grad[0]:
+                        attach(self, entry, [out], args)
+                    return out
+        if kwargs:
+            self._warn_once("keyword arguments are not traced (pass tensors positionally)")
+            return self._run_eager(args, kwargs)
+        try:
+            arrays = [t._data for t in args]
+        except AttributeError:
+            return self._non_tensor_call(args)
+        key = signature(self.module.training, arrays, args)
+        entry = self.exact.get(key)
+        first = None
+        if entry is None:
+            entry, first = self._lookup_or_compile(args, key)
+        if entry.fn is None:
+            return self._run_eager(args)
+        if first is None:
+            if not self._still_valid(entry):
+                return self._state_changed(args, entry)
+            result = entry.call(arrays)
+        else:
+            result = first
+        if len(arrays) == 1 and entry.single:
+            self.last = (key[0], arrays[0].shape, arrays[0].dtype, key[1], key[2][3], entry)
+        return self._outputs(entry, result, args)
+
+    def _still_valid(self, entry: Entry) -> bool:
+        """Re-check what the entry assumed, cheaply when nothing moved."""
+        if entry.version != STRUCTURE_VERSION[0] or entry.data_version != DATA_VERSION[0]:
+            # Some module was re-wired or some storage replaced since the last check.
+            if not self._same_objects(entry):
+                return False
+            params = list(map(_DATA, entry.params))
+            if not self._params_still_fit(entry, params):
+                return False
+            entry.data_version = DATA_VERSION[0]
+        if entry.per_call and first_failure(entry.per_call):
+            return False
+        return not entry.grad_enabled or self._grads_fit(entry)
+
+    def _grads_fit(self, entry: Entry) -> bool:
+        """Under grad mode, which parameters require grad decides which outputs do."""
+        params = entry.params
+        for p, rg in zip(params, entry.param_grad):
+            if p.requires_grad is not rg:
+                return False
+        return True
+
+    def _outputs(self, entry: Entry, result, args):
+        if entry.single:
+            out = Tensor._wrap(result)
+            if entry.out_grad and entry.out_grad[0]:
+                attach(self, entry, [out], args)
+            return out
+        outs = [Tensor._wrap(r) for r in result]
+        if any(entry.out_grad):
+            # Several outputs that need grad: run the graph itself, so each output gets
+            # its own history (the values are the same; this is the slow path).
+            return run_with_grad(self, entry, args)
+        return unflatten(entry.spec, outs)
+
+    def _non_tensor_call(self, args):
+        """Only tensors are traced: other arguments run the block eagerly, with a warning
+        (a NumPy array, a likely mistake, is refused outright)."""
+        i, t = next((i, t) for i, t in enumerate(args) if not isinstance(t, Tensor))
+        if isinstance(t, np.ndarray):
+            raise FuseInputError(f"{self.name}: argument {i} must be a Tensor, got a NumPy "
+                                 "array (wrap it with fusionnet.from_numpy)")
+        self._warn_once(f"argument {i} is a {type(t).__name__}, not a Tensor; only tensor "
+                        "arguments are traced")
+        return self._run_eager(args)
+
+    def _params_still_fit(self, entry: Entry, params) -> bool:
+        """New parameter arrays (``p.data = ...``): fine if shape, dtype and device match."""
+        for a, (shape, dtype) in zip(params, entry.param_specs):
+            if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
+                return False
+        entry.param_arrays = params
+        entry.tail = tuple(params) + tuple(entry.constants)
+        return True
+
+    def _run_eager(self, args, kwargs=None):
+        with eager_region():
+            return self.eager_call(*args, **(kwargs or {}))
+
+    def _same_objects(self, entry: Entry) -> bool:
+        """After any module was re-wired: do the compiled references still point at the
+        module's current parameters, buffers and constants, with the same settings?"""
+        try:
+            same = all(kind == "external" or resolve(self.module, kind, target) is p
+                       for p, (kind, target) in zip(entry.params, entry.param_paths))
+        except (AttributeError, KeyError, TypeError):
+            same = False
+        same = same and snapshot(self.module) == entry.snapshot
+        same = same and not first_failure(entry.on_move)
+        if same:
+            entry.version = STRUCTURE_VERSION[0]
+        return same
+
+    def _state_changed(self, args, entry: Entry):
+        changed = self._what_changed(entry)
+        with self.lock:
+            self.exact.clear()
+            self.generic.clear()
+            self.backward_graphs.clear()
+            self.last = None
+            self.pending_reason = "module state changed: " + ("; ".join(changed) or
+                                                              "a guarded value changed")
+        depth = _local.replays
+        if depth >= 2:  # state keeps moving under us: do not recompile forever
+            self._warn_once("module state keeps changing between compiles")
+            return self._run_eager(args)
+        _local.replays = depth + 1
+        try:
+            return self(args, {})
+        finally:
+            _local.replays = depth
+
+    def _what_changed(self, entry: Entry) -> list[str]:
+        changed = [f"{tuple(p._data.shape)} {p._data.dtype} on {p.device} (was {shape} {dtype})"
+                   for p, (shape, dtype) in zip(entry.params, entry.param_specs)
+                   if p._data.shape != shape or p._data.dtype != dtype
+                   or type(p._data) is not np.ndarray]
+        changed += [f"{kind} {target!r} was replaced" for p, (kind, target)
+                    in zip(entry.params, entry.param_paths)
+                    if kind != "external" and resolve_or_none(self.module, kind, target) is not p]
+        now = snapshot(self.module)
+        changed += [f"{'forward hooks of' if k[1] == '<hooks>' else 'attribute'} "
+                    f"{'.'.join(x for x in k if x and x != '<hooks>')!r} changed"
+                    for k in sorted(set(now) | set(entry.snapshot), key=str)
+                    if now.get(k) != entry.snapshot.get(k)]
+        changed += [f"{c.what} changed" for c in entry.per_call + entry.on_move
+                    if not c.holds()]
+        changed += [f"requires_grad of {target!r} changed" for p, rg, (_, target)
+                    in zip(entry.params, entry.param_grad, entry.param_paths)
+                    if bool(p.requires_grad) is not rg]
+        return changed
+
+    # ---- compiling ----------------------------------------------------------------------
+
+    def _lookup_or_compile(self, args, key) -> tuple[Entry, object]:
+        with self.lock:
+            entry = self.exact.get(key)
+            if entry is not None:
+                return entry, None
+            gkey = generic_key(key)
+            entry = self.generic.get(gkey)
+            first = None
+            batch = batch_of(key)
+            why_not = "" if entry is not None and batch is not None else "no generic entry"
+            if not why_not:
+                why_not = check_at(entry.optimized, batch)
+            if why_not:
+                reason = self._why_compile(args, key, why_not if entry is not None else "")
+                entry, first = self._compile(args, reason)
+                if entry.generic:
+                    self.generic[gkey] = entry
+            self.exact[key] = entry
+            if len(self.exact) > self.cache_size:
+                _, evicted = self.exact.popitem(last=False)
+                self.evictions += 1
+                if self.last is not None and self.last[5] is evicted:
+                    self.last = None
+            return entry, first
+
+    def _why_compile(self, args, key, generic_refused: str = "") -> str:
+        """The reason shown by ``explain`` for compiling ``key`` now."""
+        if self.pending_reason:
+            reason, self.pending_reason = self.pending_reason, ""
+            return reason
+        if not self.compiles:
+            return "first call"
+        if any(k[1:] == key[1:] for k in self.exact):
+            return f"training mode changed to {key[0]}"
+        if any(k[0] == key[0] and k[2:] == key[2:] for k in self.exact):
+            return f"grad mode changed to {key[1]}"
+        extra = f"; the batch-generic entry does not apply: {generic_refused}" \
+            if generic_refused else ""
+        return f"new input signature ({describe_args(args)}){extra}"
+
+    def _compile(self, args, reason: str) -> tuple[Entry, object]:
+        self.compiles.append(reason)
+        if self.backend == "eager":
+            return Entry(reason="backend='eager' was requested"), None
+        with eager_region():
+            try:
+                return compile_signature(self, args)
+            except Fallback as fb:
+                entry = Entry(reason=fb.reason, source=fb.source, traced=fb.traced)
+                if not self.fallback:
+                    if fb.error is not None:
+                        raise fb.error
+                    raise RuntimeError(f"fusionnet.fuse: {self.name} cannot be compiled: "
+                                       f"{fb.reason}") from None
+                self._warn_once(fb.reason, fb.source)
+                return entry, None
+
+    def describe_compiled(self) -> str:
+        """The signatures compiled so far, each once, with dtypes (for messages)."""
+        seen = []
+        for key, entry in self.exact.items():
+            text = describe_key(key) if not entry.generic else ", ".join(
+                f"(B, {', '.join(map(str, shape))}) {dtype}" if rank else f"() {dtype}"
+                for shape, rank, dtype, *_ in generic_key(key)[2:])
+            text += "" if entry.fn is not None else " [eager]"
+            if text not in seen:
+                seen.append(text)
+        return "; ".join(seen)
+
+    def _warn_once(self, reason: str, source: str = "") -> None:
+        if reason in self.warned:
+            return
+        self.warned.add(reason)
+        where = f" at {source}" if source else ""
+        warnings.warn(f"fusionnet.fuse: {self.name} runs eagerly: {reason}{where}",
+                      FusionFallbackWarning, stacklevel=user_stacklevel())
+
+    # ---- gradients and copies -----------------------------------------------------------
+
+    def graph_for(self, args):
+        """The exact traced graph for these inputs (for backward), cached per signature."""
+        return graph_at(self, args)
+
+    def __deepcopy__(self, memo):
+        """A fresh runner for the copied module (compiled code is not copied)."""
+        module = memo.get(id(self.module), self.module)
+        return FusionRunner(module, self.name, wrapper=self.wrapper, **self.options)
+
+    def __getstate__(self):
+        raise TypeError("a FusionRunner cannot be pickled; pickle the module instead")

@@ -1,0 +1,471 @@
+"""Regression tests for `fuse`: never silently wrong, never a crash ([rel-2]).
+
+Each test names the issue item it guards. Every comparison is fused vs eager on the
+same module (and PyTorch where it defines the semantics).
+"""
+from __future__ import annotations
+
+import collections
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import fusionnet as torch
+from fusionnet import nn, zoo
+from fusionnet.nn import functional as F
+from fusionnet.runtime import FusionFallbackWarning, fuse
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _np(t):
+    return t.detach().numpy()
+
+
+def _compiles(fused):
+    runner = fused.__dict__.get("_fusion_runner") or fused._fusion_runner
+    return runner.compiles
+
+
+def _same(got, want, rtol=1e-5, atol=1e-6):
+    assert tuple(got.shape) == tuple(want.shape)
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(_np(got), _np(want), rtol=rtol, atol=atol)
+
+
+# ---- 1. symbolic sizes are decided soundly ---------------------------------------------------
+
+class RowSum(nn.Module):
+    def forward(self, X):
+        return X.sum(1)
+
+
+class ScaleByParam(nn.Module):
+    def __init__(self, features):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(features))
+
+    def forward(self, X):
+        return (X * self.w).relu() + 1
+
+
+@pytest.mark.parametrize("features", [194, 226, 97 * 113])
+def test_static_size_that_is_a_multiple_of_a_probe_stays_static(features):
+    """Item 1: first call at batch 97 with a static size that is a multiple of 97."""
+    for block in (RowSum(), ScaleByParam(features)):
+        fused = fuse(block)
+        with torch.no_grad():
+            for batch in (97, 5, 113, 2, 300):
+                X = torch.randn(batch, features)
+                _same(fused(X), block(X), rtol=1e-4, atol=1e-4)
+
+
+def test_no_out_of_bounds_access_at_large_batch_after_a_probe_sized_first_call():
+    """Item 1: the elementwise case read out of bounds (a segfault) at batch 3000."""
+    script = textwrap.dedent("""
+        import numpy as np
+        import fusionnet as torch
+        from fusionnet import nn
+
+        class Scale(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = nn.Parameter(torch.randn(194))
+            def forward(self, X):
+                return X * self.w
+
+        block = Scale()
+        fused = torch.fuse(block)
+        with torch.no_grad():
+            for batch in (97, 3000, 1, 4096):
+                X = torch.randn(batch, 194)
+                np.testing.assert_allclose(fused(X).numpy(), block(X).numpy(), rtol=1e-6)
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_slices_that_depend_on_the_batch_size_get_their_own_compile():
+    """A generic entry compiled at batch 10 must not serve batch 3 for `x[:5]`."""
+    class Head(nn.Module):
+        def forward(self, x):
+            return x[:5] * 2
+
+    block = Head()
+    fused = fuse(block)
+    with torch.no_grad():
+        for batch in (10, 3, 64, 4, 5):
+            X = torch.randn(batch, 6)
+            _same(fused(X), block(X))
+
+
+# ---- 2. shape-dependent ops key the compiled code on what they depend on -------------------
+
+@pytest.mark.parametrize("squeeze, rest", [(lambda t: t.squeeze(), (1,)),
+                                           (lambda t: t.squeeze(0), ())])
+def test_squeeze_at_batch_one_after_compiling_at_64(squeeze, rest):
+    class Squeeze(nn.Module):
+        def forward(self, x):
+            return squeeze(x * 2)
+
+    block = Squeeze()
+    fused = fuse(block)
+    fused(torch.randn(64, *rest))
+    x = torch.randn(1, *rest, requires_grad=True)
+    got, want = fused(x), block(x)
+    assert tuple(got.shape) == tuple(want.shape) == ()
+    got.backward()
+    g_fused = x.grad.numpy().copy()
+    x.grad = None
+    want.backward()
+    np.testing.assert_array_equal(g_fused, x.grad.numpy())
+
+
+# ---- 4. detach(), .data and no_grad() inside forward stop the gradient ---------------------
+
+class StopGradients(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.lin(x)
+        straight = h + (h.sign() - h).detach()      # straight-through estimator
+        held = h.data * 3                           # .data: no gradient
+        with torch.no_grad():
+            scale = h.abs().sum() + 1               # computed without history
+        return (straight * 2 + held + h * scale).sum()
+
+
+def _grads(block, x):
+    block.zero_grad()
+    x = x.detach().clone().requires_grad_(True)
+    out = block(x)
+    out.backward()
+    return [out] + [x.grad] + [p.grad for p in block.parameters()]
+
+
+def test_detach_data_and_no_grad_inside_forward_stop_gradients():
+    torch.manual_seed(0)
+    block = StopGradients()
+    x = torch.randn(3, 4)
+    want = _grads(block, x)
+    got = _grads(fuse(block), x)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(_np(g), _np(w), rtol=1e-5, atol=1e-5)
+
+
+def test_detach_and_no_grad_match_pytorch():
+    torch_ = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    block = StopGradients()
+    x = torch.randn(3, 4)
+    got = _grads(fuse(block), x)
+    lin = torch_.nn.Linear(4, 4)
+    with torch_.no_grad():
+        lin.weight.copy_(torch_.from_numpy(_np(block.lin.weight).copy()))
+        lin.bias.copy_(torch_.from_numpy(_np(block.lin.bias).copy()))
+    tx = torch_.from_numpy(x.numpy().copy()).requires_grad_(True)
+    h = lin(tx)
+    straight = h + (h.sign() - h).detach()
+    held = h.data * 3
+    with torch_.no_grad():
+        scale = h.abs().sum() + 1
+    out = (straight * 2 + held + h * scale).sum()
+    out.backward()
+    want = [out, tx.grad, lin.weight.grad, lin.bias.grad]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(_np(g), w.detach().numpy(), rtol=1e-4, atol=1e-4)
+
+
+# ---- 5. grad mode and requires_grad read in forward --------------------------------------
+
+class GradModeBranches(nn.Module):
+    def forward(self, x):
+        a = x * 2 if torch.is_grad_enabled() else x * 3
+        b = a + 1 if x.requires_grad else a - 1
+        return b
+
+
+def test_forward_that_reads_grad_mode_and_requires_grad():
+    block = GradModeBranches()
+    fused = fuse(block)
+    base = torch.randn(2, 3)
+    for mode in (False, True, False, True):
+        for rg in (False, True):
+            x = base.clone().requires_grad_(rg)
+            with torch.set_grad_enabled(mode):
+                got, want = fused(x), block(x)
+            _same(got, want)
+            assert got.requires_grad == want.requires_grad
+
+
+# ---- 6. outputs require grad exactly as eager's do -----------------------------------------
+
+@pytest.mark.parametrize("fn", [
+    lambda x: x.sign(), lambda x: x > 0, lambda x: (x * 2).argmax(dim=1),
+    lambda x: (x * 2).detach(), lambda x: x.data + 1, lambda x: x * 2,
+])
+def test_outputs_require_grad_exactly_as_eager(fn):
+    class Block(nn.Module):
+        def forward(self, x):
+            return fn(x)
+
+    block = Block()
+    fused = fuse(block)
+    x = torch.randn(3, 4, requires_grad=True)
+    got, want = fused(x), block(x)
+    assert got.requires_grad == want.requires_grad
+    assert (got.grad_fn is None) == (want.grad_fn is None)
+    if not want.requires_grad:
+        for out in (want, got):
+            with pytest.raises(RuntimeError, match="does not require grad"):
+                out.sum().backward()
+
+
+# ---- 9. output structures are rebuilt ------------------------------------------------------
+
+Pair = collections.namedtuple("Pair", ["low", "high"])
+
+
+class Structured(nn.Module):
+    def forward(self, x):
+        return {"pair": Pair(x - 1, x + 1), "list": [x * 2, None, 3], "t": (x.sum(),),
+                "name": "ok"}
+
+
+def test_namedtuple_dict_and_nested_outputs_are_rebuilt():
+    block = Structured()
+    fused = fuse(block, fallback=False)
+    x = torch.randn(2, 3)
+    with torch.no_grad():
+        got, want = fused(x), block(x)
+    assert type(got["pair"]) is Pair and got["name"] == "ok"
+    assert got["list"][1] is None and got["list"][2] == 3 and isinstance(got["list"], list)
+    _same(got["pair"].low, want["pair"].low)
+    _same(got["pair"].high, want["pair"].high)
+    _same(got["list"][0], want["list"][0])
+    _same(got["t"][0], want["t"][0])
+    # with grad: each output still has the structure and its own gradient
+    x.requires_grad_(True)
+    out = fused(x)
+    assert type(out["pair"]) is Pair
+    (out["pair"].high.sum() + out["list"][0].sum()).backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.full((2, 3), 3.0))
+
+
+# ---- 10. Python state read by forward is guarded -----------------------------------------
+
+SCALE = 2.0
+OFFSET = torch.ones(3)
+
+
+class ReadsPythonState(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cfg = [1, 2]
+        self.table = {"shift": 0.5}
+        self.consts = [torch.ones(3)]
+
+    def forward(self, x):
+        return x * self.cfg[0] * SCALE + self.table["shift"] + OFFSET + self.consts[0]
+
+
+def test_mutable_state_and_globals_read_by_forward_are_guarded():
+    global SCALE, OFFSET
+    block = ReadsPythonState()
+    fused = fuse(block)
+    x = torch.randn(4, 3)
+
+    def check():
+        with torch.no_grad():
+            _same(fused(x), block(x))
+
+    check()
+    block.cfg[0] = 3                         # a list attribute mutated in place
+    check()
+    block.table["shift"] = -1.0              # a dict entry
+    check()
+    old_scale, old_offset = SCALE, OFFSET
+    try:
+        SCALE = 0.25                         # a global float
+        check()
+        OFFSET = torch.full((3,), 7.0)       # a global tensor rebound
+        check()
+        OFFSET.mul_(2)                       # ... and changed in place
+        check()
+        block.consts[0] = torch.zeros(3)     # a tensor inside a list attribute
+        check()
+        block.consts[0].add_(5)
+        check()
+    finally:
+        SCALE, OFFSET = old_scale, old_offset
+    assert any("changed" in c for c in _compiles(fused)[1:])
+
+
+def test_submodule_training_flag_is_guarded():
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.inner(x) * (2.0 if self.inner.training else 5.0)
+
+    block = Outer()
+    fused = fuse(block)
+    x = torch.randn(2, 3)
+    with torch.no_grad():
+        _same(fused(x), block(x))
+        block.inner.eval()                   # only the child changes mode
+        _same(fused(x), block(x))
+
+
+# ---- 11. hooks and attributes on the fuse(net) wrapper --------------------------------------
+
+def test_hooks_and_attributes_on_the_wrapper_take_effect():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = 2.0
+
+        def forward(self, x):
+            return x * self.scale
+
+    block = Scaled()
+    fused = fuse(block)
+    x = torch.ones(2, 2)
+    seen = []
+    handle = fused.register_forward_hook(lambda m, args, out: out + 100)
+    fused.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    with torch.no_grad():
+        assert fused(x).tolist() == [[102.0, 102.0]] * 2
+        fused.scale = 3.0                    # set on the wrapper: the original reads it
+        assert block.scale == 3.0
+        assert fused(x).tolist() == [[103.0, 103.0]] * 2
+        handle.remove()
+        assert fused(x).tolist() == [[3.0, 3.0]] * 2
+    assert len(seen) == 3
+
+
+# ---- 20. deep copies ---------------------------------------------------------------------
+
+@fuse
+class DecoratedMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.lin(x).relu()
+
+
+def test_deepcopy_gives_an_independent_fused_module():
+    x = torch.randn(4, 3)
+    for original in (fuse(zoo.MLP()), DecoratedMLP()):
+        original(torch.randn(4, 20) if isinstance(original, torch.FusedModule) else x)
+        twin = copy.deepcopy(original)
+        inp = torch.randn(4, 20) if isinstance(original, torch.FusedModule) else x
+        with torch.no_grad():
+            _same(twin(inp), original(inp))
+            for p in twin.parameters():
+                p.add_(1.0)                  # EMA/target-network style update of the copy
+            assert not np.allclose(_np(twin(inp)), _np(original(inp)))
+        plain = twin.original if isinstance(twin, torch.FusedModule) else twin
+        eager = copy.deepcopy(plain)
+        if isinstance(twin, torch.FusedModule):
+            with torch.no_grad():
+                _same(twin(inp), eager(inp))
+        for p, q in zip(twin.parameters(), original.parameters()):
+            assert p is not q
+
+
+# ---- 21. a parent holding a fused child -----------------------------------------------------
+
+def test_parent_with_a_fused_child_does_not_recompile_on_unrelated_changes():
+    class Parent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sub = fuse(nn.Linear(4, 4))
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.sub(x).relu())
+
+    parent = Parent()
+    fused = fuse(parent)
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        fused(x)
+        parent.unrelated = 5                 # bumps the structure version
+        fused(x)
+        parent.head.bias.data = torch.zeros(2)
+        _same(fused(x), parent(x))
+    assert _compiles(fused) == ["first call"]
+
+
+# ---- 22. clear errors ------------------------------------------------------------------------
+
+def test_bad_inputs_get_eager_errors_that_say_what_was_expected():
+    mlp = zoo.MLP()
+    fused = fuse(mlp)
+    fused(torch.rand(2, 20))
+    with pytest.raises(TypeError, match=r"linear\(\): argument 'input' must be Tensor, not list"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FusionFallbackWarning)
+            fused([[0.0] * 20])
+    with pytest.raises(RuntimeError, match="rank >= 1") as info:
+        fused(torch.tensor(3.0))
+    assert any("compiled for: (B, 20) float32" in n for n in info.value.__notes__)
+    fused(torch.rand(2, 20, dtype=torch.float64))
+    with pytest.raises(RuntimeError) as info:
+        fused(torch.rand(2, 7))
+    note = next(n for n in info.value.__notes__ if "compiled for" in n)
+    assert note.count("(B, 20) float32") == 1 and "(B, 20) float64" in note
+
+
+def test_cli_without_input_shape_says_what_is_expected():
+    proc = subprocess.run([sys.executable, "-m", "fusionnet", "explain", "fusionnet.zoo:MLP"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 2
+    assert "MLP.forward takes 1 input (X)" in proc.stderr and "--input-shape" in proc.stderr
+
+
+def test_fallback_warning_points_at_the_users_line():
+    class Drop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x):
+            return self.drop(x) + 1      # random numbers in training mode: a break
+
+    fused = fuse(Drop())
+    with pytest.warns(FusionFallbackWarning) as caught:
+        fused(torch.ones(2, 2))
+    warning = caught[0]
+    assert warning.filename == __file__
+    assert "return self.drop(x) + 1" in str(warning.message)
+    assert "activation.py" not in str(warning.message)
+
+
+# ---- 23. the suite passes in a clone named `fusionnet` ------------------------------------
+
+def test_tracer_sources_do_not_depend_on_the_repository_folder_name(tmp_path):
+    clone = tmp_path / "fusionnet"   # the default folder name of a clone
+    shutil.copytree(REPO, clone, ignore=shutil.ignore_patterns(
+        ".git", ".cache", "__pycache__", "*.egg-info", "bench-out", ".pytest_cache"))
+    env = dict(os.environ, PYTHONPATH=str(clone))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_passes_cleanup.py", "-k", "fold"],
+                          capture_output=True, text=True, timeout=300, cwd=clone, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:]
