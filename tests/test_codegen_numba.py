@@ -102,12 +102,14 @@ def test_int32_arithmetic_and_overflowing_sums_wrap_like_eager():
     x32 = np.array([I32.max, I32.min, 5], dtype=np.int32)
     big = np.array([[I64.max, 1, 2], [I64.min, -1, -5]])
     got, want = _compiled(lambda a, b: ((a + 1) > a, a * a, -a, b.sum(), b.sum(dim=1),
-                                        (b + b).sum(dim=0), b.sum(dim=1, keepdim=True) > 0),
+                                        (b + b).sum(dim=0), b.sum(dim=1, keepdim=True) > 0,
+                                        a.sum(), (b > 0).sum(dim=1)),
                           fn.from_numpy(x32), fn.from_numpy(big))
     _same(got, want)
     with np.errstate(over="ignore"):
         ref = [(x32 + np.int32(1)) > x32, x32 * x32, -x32, big.sum(), big.sum(axis=1),
-               (big + big).sum(axis=0), big.sum(axis=1, keepdims=True) > 0]
+               (big + big).sum(axis=0), big.sum(axis=1, keepdims=True) > 0,
+               x32.sum(dtype=np.int64), (big > 0).sum(axis=1)]
     _same(got, ref)
 
 
