@@ -176,3 +176,38 @@ def test_checked_cache_file_rejects_damage():
     for bad in (b"", blob[: len(blob) // 2], flipped, b"\x80\x04garbage" * 8):
         with pytest.raises(DamagedCacheFile):
             unseal(bad)
+
+
+def test_without_any_writable_folder_modules_compile_in_memory(tmp_path, monkeypatch):
+    import tempfile
+    import warnings
+
+    import numpy as np
+
+    import fusionnet as fn
+    from fusionnet.codegen import numba_backend
+    from fusionnet.codegen.backend import CompileCacheWarning
+
+    def no_temp(*args, **kwargs):
+        raise PermissionError("no temporary folder here")
+
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    monkeypatch.setenv("FUSIONNET_CACHE_DIR", str(a_file))
+    monkeypatch.setattr(numba_backend, "_usable", {})
+    monkeypatch.setattr(numba_backend, "_private", [])
+    monkeypatch.setattr(tempfile, "mkdtemp", no_temp)
+    x = fn.from_numpy(np.linspace(-2, 2, 6, dtype=np.float32))
+    block = fn.nn.Module()
+    block.forward = lambda t: (t * 1.2345 - 0.5).tanh()
+    fused = fn.fuse(block, fallback=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = [fused(x), fused(x)]
+    messages = [str(w.message) for w in caught if w.category is CompileCacheWarning]
+    assert len(messages) == 1 and "in memory" in messages[0], messages
+    entry = next(iter(fused._fusion_runner.exact.values()))
+    assert entry.compiled.path == "<in memory>"
+    for g in got:
+        np.testing.assert_allclose(g.numpy(), np.tanh(x.numpy() * np.float32(1.2345) - 0.5),
+                                   rtol=1e-6)

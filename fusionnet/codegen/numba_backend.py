@@ -63,7 +63,8 @@ def literal(value, dtype) -> str:
     nan and -0.0 are spelled so that numba reads them back exactly."""
     dt = np.dtype(dtype)
     try:
-        v = np.asarray(value, dtype=dt).item()
+        with np.errstate(over="ignore"):  # eager converted it too, and warned if it overflowed
+            v = np.asarray(value, dtype=dt).item()
     except (OverflowError, ValueError, TypeError) as err:
         raise Unsupported(f"the constant {value!r} cannot be converted to {dt.name}: "
                           f"{err}") from err
@@ -430,17 +431,15 @@ def _load(modname: str, source: str):
     be made, the module is compiled in memory, without a disk cache."""
     from . import numba_cache  # noqa: PLC0415 - imports numba
 
-    folder = _writable_folder()
-    path = None
-    if folder is not None:
+    folder, path = _writable_folder(), None
+    while folder is not None:
         path = os.path.join(folder, modname + ".py")
         try:
             _ensure_source(path, source)
-        except OSError as err:  # the folder stopped being writable: go private
-            _usable[cache_dir()] = folder = _private_folder(cache_dir(), err)
-            path = None if folder is None else os.path.join(folder, modname + ".py")
-            if path is not None:
-                _ensure_source(path, source)
+            break
+        except OSError as err:  # it stopped being writable: the private folder, or memory
+            folder, path = _fail_over(folder, err), None
+            _usable[cache_dir()] = folder
     # Executed from the verified text, not through the import system: a stale or damaged
     # __pycache__/*.pyc next to the file is never read.
     code = compile(source, path or f"<fusionnet generated {modname}>", "exec")
@@ -502,6 +501,17 @@ def _writable_folder() -> str | None:
 
 
 _private: list = []  # this process's temporary cache folder, made on first need
+
+
+def _fail_over(folder: str, err: OSError) -> str | None:
+    """Where to write after writing to ``folder`` failed: the private folder, else memory."""
+    if not _private or folder != _private[0]:
+        return _private_folder(folder, err)
+    from .numba_cache import warn_once  # noqa: PLC0415
+
+    warn_once(("unwritable", folder), f"cannot write the temporary compile folder {folder} "
+                                      f"({err}); compiling in memory instead")
+    return None
 
 
 def _private_folder(folder: str, err: OSError) -> str | None:

@@ -104,7 +104,9 @@ class Op:
         emit: one code template per backend in :data:`BACKENDS` (a format string, or
             a function ``(arg_vars, attrs, dtype) -> str`` where a string cannot say
             it); ``None`` in a slot means "no emitter: this op runs eagerly" (stated,
-            not missing).
+            not missing). Templates spell structure only: the backend spells numbers
+            (scalar attributes arrive as literals of the first operand's dtype).
+            Reduction slots hold ``{"combine": ...}``; the rest is in ``reduction``.
         doc: one line for docs and ``explain``.
         reduction: for ``REDUCTION`` rows with an emitter, how the accumulator starts,
             what an empty input does and how the result finishes (:class:`Reduction`);
