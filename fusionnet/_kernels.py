@@ -3,9 +3,12 @@
 Generated code imports ``fusionnet.kernels.<name>``. In an installed wheel
 that package exists; in a source checkout (editable install) the kernels live
 in the top-level ``kernels/`` folder, so we register them under the same name.
+The numba functions of a kernel module get the checked on-disk cache of
+``fusionnet/codegen/numba_cache.py`` when it is first imported here.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -26,7 +29,8 @@ def kernels_dir() -> str:
 
 
 def kernel_module(name: str):
-    """Import ``fusionnet.kernels.<name>`` from wherever the kernels live."""
+    """Import ``fusionnet.kernels.<name>`` from wherever the kernels live, its numba
+    functions cached on disk with checksums."""
     full = f"fusionnet.kernels.{name}"
     if full in sys.modules:
         return sys.modules[full]
@@ -39,11 +43,15 @@ def kernel_module(name: str):
         sys.modules["fusionnet.kernels"] = pkg
         if os.path.exists(os.path.join(folder, "__init__.py")):
             spec.loader.exec_module(pkg)
-    return importlib.import_module(full)
+    module = importlib.import_module(full)
+    from .codegen.numba_cache import install  # noqa: PLC0415 - numba loads lazily
+    install(module)
+    return module
 
 
+@functools.lru_cache(maxsize=None)
 def kernels_hash() -> str:
-    """A hash of every kernel source, part of the compile-cache key."""
+    """A hash of every kernel source, part of the compile-cache key (read once a process)."""
     h = hashlib.sha256()
     folder = kernels_dir()
     for fname in sorted(os.listdir(folder)):

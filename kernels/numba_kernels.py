@@ -5,7 +5,15 @@ Linear keeps it, (out_features, in_features)); ``dot_nn(a, b, out)`` computes
 ``out = a @ b``. Both pick a plain loop for small problems, where calling BLAS
 costs more than the arithmetic, and BLAS otherwise. The crossover
 ``SMALL_GEMM_MACS`` was measured with ``benchmarks/gemm_crossover.py``.
+Integer and bool products use ``dot_nt_int``/``dot_nn_int``, which wrap around on
+overflow as NumPy does.
+
+The functions are compiled lazily and cached on disk by ``fusionnet._kernels.kernel_module``,
+which gives each one numba's cache with a checksum on every file (see
+``fusionnet/codegen/numba_cache.py``); hence no ``cache=True`` here.
 """
+import math
+
 import numba
 import numpy as np
 
@@ -13,23 +21,21 @@ import numpy as np
 SMALL_GEMM_MACS = 512
 
 
-@numba.njit(cache=True)
+@numba.njit
 def dot_nt_loop(a, w, out):
-    """out = a @ w.T with plain loops (any dtype)."""
+    """out = a @ w.T with plain loops (float arrays)."""
     m, k = a.shape
     n = w.shape[0]
     for i in range(m):
         for j in range(n):
-            # Accumulate in out's dtype, as NumPy does (a float accumulator would round
-            # int64 sums above 2**53 and turn int32 wrap-around into garbage).
             out[i, j] = 0
             for p in range(k):
                 out[i, j] += a[i, p] * w[j, p]
 
 
-@numba.njit(cache=True)
+@numba.njit
 def dot_nn_loop(a, b, out):
-    """out = a @ b with plain loops (any dtype)."""
+    """out = a @ b with plain loops (float arrays)."""
     m, k = a.shape
     n = b.shape[1]
     for i in range(m):
@@ -41,7 +47,39 @@ def dot_nn_loop(a, b, out):
                 out[i, j] += av * b[p, j]
 
 
-@numba.njit(cache=True)
+# numba marks signed integer arithmetic "no signed wrap", so LLVM may assume it never
+# overflows; unsigned arithmetic wraps. The integer products therefore multiply and add
+# in uint64 and store the low bits, which is exactly NumPy's wrapped int32/int64 result
+# (and, for bool, nonzero where NumPy's logical sum of products is True).
+
+
+@numba.njit
+def dot_nt_int(a, w, out):
+    """out = a @ w.T for integer or bool arrays, wrapping around on overflow as NumPy does."""
+    m, k = a.shape
+    n = w.shape[0]
+    for i in range(m):
+        for j in range(n):
+            acc = np.uint64(0)
+            for p in range(k):
+                acc += np.uint64(a[i, p]) * np.uint64(w[j, p])
+            out[i, j] = acc  # the low bits (bool: acc != 0)
+
+
+@numba.njit
+def dot_nn_int(a, b, out):
+    """out = a @ b for integer or bool arrays, wrapping around on overflow as NumPy does."""
+    m, k = a.shape
+    n = b.shape[1]
+    for i in range(m):
+        for j in range(n):
+            acc = np.uint64(0)
+            for p in range(k):
+                acc += np.uint64(a[i, p]) * np.uint64(b[p, j])
+            out[i, j] = acc  # the low bits (bool: acc != 0)
+
+
+@numba.njit
 def dot_nt(a, w, out):
     """out = a @ w.T for float arrays; loop when small, BLAS when large."""
     m, k = a.shape
@@ -51,7 +89,7 @@ def dot_nt(a, w, out):
         np.dot(a, w.T, out)
 
 
-@numba.njit(cache=True)
+@numba.njit
 def dot_nn(a, b, out):
     """out = a @ b for float arrays; loop when small, BLAS when large."""
     m, k = a.shape
@@ -61,9 +99,32 @@ def dot_nn(a, b, out):
         np.dot(a, b, out)
 
 
-@numba.njit(cache=True)
+@numba.njit
 def int_pow(a, b):
-    """a ** b for integers; a negative exponent raises ValueError, as NumPy does."""
+    """a ** b for integers, wrapping around on overflow as NumPy does (square and multiply
+    in uint64: the low 64 bits of a power do not depend on how it was computed). A
+    negative exponent raises ValueError, as NumPy does. Returns uint64; the caller
+    converts to the result's dtype."""
     if b < 0:
         raise ValueError("Integers to negative integer powers are not allowed.")
-    return a ** b
+    base = np.uint64(a)
+    result = np.uint64(1)
+    e = np.int64(b)
+    while e > 0:
+        if e & 1:
+            result *= base
+        base *= base
+        e >>= 1
+    return result
+
+
+@numba.njit
+def stable_sigmoid(x):
+    """1 / (1 + e^-x) in float64 without underflow: e^-|x| never overflows, and for x < 0
+    the result e^x / (1 + e^x) keeps its relative precision down to the smallest double
+    (the tanh form gives exactly 0 below about -37). NaN stays NaN."""
+    v = float(x)
+    e = math.exp(-abs(v))
+    if v >= 0:
+        return 1.0 / (1.0 + e)
+    return e / (1.0 + e)

@@ -37,11 +37,19 @@ def _elementwise_kernel(name, op, ctype):
             f"out[i] = {expr}; }} }}")
 
 
+def _c_literal(value):
+    """The row's start value (a Python number) in C."""
+    if value in (float("inf"), float("-inf")):
+        return "INFINITY" if value > 0 else "-INFINITY"
+    return repr(value)
+
+
 def _reduction_kernel(name, op, ctype):
     t = op.emit["cuda"]
     combine = t["combine"].format(acc="acc", x="a[i]")
+    start = _c_literal(op.reduction.start_value(np.dtype(np.float64)))
     return (f'extern "C" __global__ void r_{name}_{ctype}(const {ctype}* a, {ctype}* out, '
-            f"int n) {{ {ctype} acc = {t['init']}; for (int i = 0; i < n; ++i) "
+            f"int n) {{ {ctype} acc = {start}; for (int i = 0; i < n; ++i) "
             f"acc = {combine}; out[0] = acc; }}")
 
 

@@ -6,7 +6,12 @@ from typing import Callable
 
 from .lower import Program, Unsupported
 
-__all__ = ["Backend", "CompiledProgram", "get_backend"]
+__all__ = ["Backend", "CompiledProgram", "CompileCacheWarning", "get_backend"]
+
+
+class CompileCacheWarning(UserWarning):
+    """The compile cache could not be used as is: a folder that cannot be written, or a
+    damaged or edited cache file that was discarded and rebuilt. Results are unaffected."""
 
 
 @dataclass

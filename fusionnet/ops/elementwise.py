@@ -4,9 +4,11 @@ Every row here is ``Kind.ELEMENTWISE``: output element i depends only on
 input element i after broadcasting. The ``emit`` templates are scalar
 expressions over ``{0}``, ``{1}``, ... (the inputs' element values); the
 code generators wrap them in loops. Where a plain template cannot say it (a cast,
-optional clamp bounds, integer powers), the slot is a function
-``emit(arg_vars, attrs, dtype) -> str``. Gradient rules are written with Tensor
-methods, which themselves go through this table.
+optional clamp bounds, integer powers, integer arithmetic that must wrap around), the
+slot is a function ``emit(arg_vars, attrs, dtype) -> str``. Scalar attributes reach a
+template already spelled by the backend as literals of the first operand's dtype (eager
+converts them the same way); the templates never spell numbers themselves. Gradient
+rules are written with Tensor methods, which themselves go through this table.
 """
 from __future__ import annotations
 
@@ -52,10 +54,28 @@ def _special(xp):
     return cupyx.scipy.special
 
 
+def numba_wrapping(template: str, int_template: str):
+    """A numba slot that spells ``template``, or ``int_template`` for signed integers.
+
+    numba marks signed integer ``+ - *`` "no signed wrap", which lets LLVM assume they never
+    overflow (it folds ``x + 1 > x`` to True); NumPy wraps around. Unsigned arithmetic
+    wraps, so ``int_template`` computes in ``np.uint64`` and the backend converts the
+    result back to the signed dtype, keeping the low bits, exactly as NumPy's result."""
+    def emit(args, attrs, dtype):
+        chosen = int_template if np.dtype(dtype).kind == "i" else template
+        return chosen.format(*args)
+    return emit
+
+
+def _u64(expr: str) -> str:
+    return f"np.uint64({expr})"
+
+
 # ---- unary math -------------------------------------------------------------------------
 
 _unary("neg", lambda xp, a: xp.negative(a), lambda g, x, **_: (-g,),
-       "negation -x", "(-{0})", "(-{0})", saves=SAVES_NONE)
+       "negation -x", numba_wrapping("(-{0})", f"(np.uint64(0) - {_u64('{0}')})"), "(-{0})",
+       saves=SAVES_NONE)
 _unary("abs", lambda xp, a: xp.abs(a), lambda g, x, **_: (g * x.sign(),),
        "absolute value", "abs({0})", "fabs({0})")
 _unary("sign", lambda xp, a: xp.sign(a), None,
@@ -70,8 +90,11 @@ _unary("sqrt", lambda xp, a: xp.sqrt(_float_in(a)), lambda g, x, out, **_: (g * 
        "square root", "math.sqrt({0})", "sqrt({0})", saves=SAVES_OUTPUT, dtype=float_dtype)
 _unary("sigmoid", _sigmoid,
        lambda g, x, out, **_: (g * out * (1 - out),),
-       "logistic sigmoid 1 / (1 + e^-x)", "(0.5 * (math.tanh(0.5 * {0}) + 1.0))",
-       "(0.5f * (tanh(0.5f * {0}) + 1.0f))", saves=SAVES_OUTPUT, dtype=float_dtype)
+       # The stable form eager uses (kernels/numba_kernels.py: stable_sigmoid); the tanh form
+       # underflows to 0 below about -37, so log(sigmoid(x)) became -inf.
+       "logistic sigmoid 1 / (1 + e^-x)", "stable_sigmoid({0})",
+       "({0} >= 0 ? 1 / (1 + exp(-{0})) : exp({0}) / (1 + exp({0})))",
+       saves=SAVES_OUTPUT, dtype=float_dtype)
 _unary("tanh", lambda xp, a: xp.tanh(_float_in(a)), lambda g, x, out, **_: (g * (1 - out * out),),
        "hyperbolic tangent", "math.tanh({0})", "tanh({0})", saves=SAVES_OUTPUT,
        dtype=float_dtype)
@@ -84,27 +107,25 @@ _unary("erf", lambda xp, a: _special(xp).erf(_float_in(a)),
        dtype=float_dtype)
 
 
-def _numba_literal(value, dtype) -> str:
-    """A Python scalar as numba source of ``dtype`` (eager casts bounds the same way)."""
-    dtype = np.dtype(dtype)
-    if dtype.kind == "b":
-        return repr(bool(value))
-    return f"np.{dtype.name}({value!r})"
-
-
 def _numba_cast(args, attrs, dtype):
     target = np.dtype(attrs["dtype"])
     return f"({args[0]} != 0)" if target.kind == "b" else f"np.{target.name}({args[0]})"
 
 
+# NaN-aware, like NumPy: a NaN on either side wins; on a tie the second argument is kept
+# (np.maximum(-0.0, 0.0) is 0.0). Python's max() and C's fmax do neither.
+_NUMBA_MAXIMUM = "({0} if ({0} > {1} or {0} != {0}) else {1})"
+_NUMBA_MINIMUM = "({0} if ({0} < {1} or {0} != {0}) else {1})"
+
+
 def _numba_clamp(args, attrs, dtype):
-    # A missing bound is left out: comparing an int64 with math.inf would go through
-    # float64 and round. Python's max/min keep a NaN first argument, as NumPy does.
+    # np.maximum then np.minimum, as eager. A missing bound is left out. The bounds arrive
+    # spelled by the backend as literals of the operand's dtype (converted as eager does).
     expr = args[0]
     if attrs.get("min") is not None:
-        expr = f"max({expr}, {_numba_literal(attrs['min'], dtype)})"
+        expr = _NUMBA_MAXIMUM.format(expr, attrs["min"])
     if attrs.get("max") is not None:
-        expr = f"min({expr}, {_numba_literal(attrs['max'], dtype)})"
+        expr = _NUMBA_MINIMUM.format(expr, attrs["max"])
     return expr
 
 
@@ -152,11 +173,14 @@ register(Op("clamp", E, 1, _clamp_eager, same_shape, same_dtype, _clamp_grad,
 # ---- binary arithmetic ------------------------------------------------------------------
 
 _binary("add", lambda xp, a, b: xp.add(a, b), lambda g, a, b, **_: (g, g),
-        "a + b", "({0} + {1})", "({0} + {1})", saves=SAVES_NONE)
+        "a + b", numba_wrapping("({0} + {1})", f"({_u64('{0}')} + {_u64('{1}')})"),
+        "({0} + {1})", saves=SAVES_NONE)
 _binary("sub", lambda xp, a, b: xp.subtract(a, b), lambda g, a, b, **_: (g, -g),
-        "a - b", "({0} - {1})", "({0} - {1})", saves=SAVES_NONE)
+        "a - b", numba_wrapping("({0} - {1})", f"({_u64('{0}')} - {_u64('{1}')})"),
+        "({0} - {1})", saves=SAVES_NONE)
 _binary("mul", lambda xp, a, b: xp.multiply(a, b), lambda g, a, b, **_: (g * b, g * a),
-        "a * b", "({0} * {1})", "({0} * {1})", saves=SAVES_OTHERS)
+        "a * b", numba_wrapping("({0} * {1})", f"({_u64('{0}')} * {_u64('{1}')})"),
+        "({0} * {1})", saves=SAVES_OTHERS)
 
 
 def _div_grad(g, a, b, needs=(True, True), **_):
@@ -201,10 +225,10 @@ def _minmax_grad(first_wins):
 
 # NaN-aware, like NumPy: a NaN on either side wins (Python's max() and C's fmax do not).
 _binary("maximum", lambda xp, a, b: xp.maximum(a, b), _minmax_grad(True),
-        "elementwise maximum (NaN propagates)", "({0} if ({0} > {1} or {0} != {0}) else {1})",
+        "elementwise maximum (NaN propagates)", _NUMBA_MAXIMUM,
         "(({0} > {1} || {0} != {0}) ? {0} : {1})")
 _binary("minimum", lambda xp, a, b: xp.minimum(a, b), _minmax_grad(False),
-        "elementwise minimum (NaN propagates)", "({0} if ({0} < {1} or {0} != {0}) else {1})",
+        "elementwise minimum (NaN propagates)", _NUMBA_MINIMUM,
         "(({0} < {1} || {0} != {0}) ? {0} : {1})")
 
 # ---- comparisons and logic (not differentiable; give bool) ------------------------------

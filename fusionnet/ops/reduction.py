@@ -1,14 +1,19 @@
 """Reduction rows of the op table: sum, mean, max, min, argmax, argmin.
 
 Attributes: ``dim`` (None for all axes, an int, or a tuple) and ``keepdim``.
-The ``emit`` slots give the accumulator's initial value and combine step,
-so a code generator can fold elementwise producers into the reduction loop.
+The ``emit`` slots give each backend's combine step over ``{acc}`` and ``{x}``; the row's
+``reduction`` facts (:class:`~fusionnet.ops.registry.Reduction`) say where the accumulator
+starts, what an empty input does and how the result finishes. Together they let a code
+generator fold elementwise producers into the reduction loop.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .registry import SAVES_INPUTS, SAVES_NONE, Kind, Op, register
+from .elementwise import numba_wrapping
+from .registry import SAVES_INPUTS, SAVES_NONE, Kind, Op, Reduction, register
 from .rules import normalize_dims, reduced_shape, same_dtype
 
 R = Kind.REDUCTION
@@ -57,17 +62,26 @@ def _mean_dtype(d, **_):
     return d
 
 
-# The accumulator's start value, spelled per backend (for float accumulators; integer
-# accumulators start from the dtype's limits, which the emitters know).
-_INIT = {"0": ("0", "0"), "-inf": ("-math.inf", "-INFINITY"), "inf": ("math.inf", "INFINITY")}
+def _lowest(acc_dtype):
+    """Where a maximum starts: below every value of the accumulator's type."""
+    return -math.inf if acc_dtype.kind == "f" else int(np.iinfo(acc_dtype).min)
 
 
-def _reduction(name, eager, grad, doc, init, combine_numba, combine_cuda, dtype=same_dtype,
+def _highest(acc_dtype):
+    """Where a minimum starts: above every value of the accumulator's type."""
+    return math.inf if acc_dtype.kind == "f" else int(np.iinfo(acc_dtype).max)
+
+
+def _reduction(name, eager, grad, doc, facts, combine_numba, combine_cuda, dtype=same_dtype,
                saves=SAVES_INPUTS):
-    numba_init, cuda_init = _INIT[init]
     return register(Op(name, R, 1, eager, reduced_shape, dtype, grad, doc, saves=saves,
-                       emit={"numba": {"init": numba_init, "combine": combine_numba},
-                             "cuda": {"init": cuda_init, "combine": combine_cuda}}))
+                       emit={"numba": {"combine": combine_numba},
+                             "cuda": {"combine": combine_cuda}},
+                       reduction=facts))
+
+
+# Integer sums wrap around on overflow, as NumPy's do (see numba_wrapping).
+_NUMBA_ADD = numba_wrapping("({0} + {1})", "(np.uint64({0}) + np.uint64({1}))")
 
 
 def _sum_eager(xp, a, dim=None, keepdim=False):
@@ -75,12 +89,12 @@ def _sum_eager(xp, a, dim=None, keepdim=False):
     return out.astype(_sum_dtype(a.dtype), copy=False)
 
 
-_reduction("sum", _sum_eager, _sum_grad, "sum over dim", "0", "{acc} + {x}", "{acc} + {x}",
-           dtype=_sum_dtype, saves=SAVES_NONE)
+_reduction("sum", _sum_eager, _sum_grad, "sum over dim", Reduction(start=0), _NUMBA_ADD,
+           "{acc} + {x}", dtype=_sum_dtype, saves=SAVES_NONE)
 _reduction("mean", lambda xp, a, dim=None, keepdim=False:
            xp.mean(a, axis=_axes(a, dim), keepdims=keepdim).astype(a.dtype, copy=False),
-           _mean_grad, "mean over dim", "0", "{acc} + {x}", "{acc} + {x}",
-           dtype=_mean_dtype, saves=SAVES_NONE)
+           _mean_grad, "mean over dim", Reduction(start=0, divide_by_count=True), _NUMBA_ADD,
+           "{acc} + {x}", dtype=_mean_dtype, saves=SAVES_NONE)
 
 
 def _check_nonempty(a, name):
@@ -103,10 +117,12 @@ def _saves_input_and_output(needs):
 
 
 # NaN-aware combines: once a NaN is seen it stays (as in NumPy); fmax/max would drop it.
-_reduction("max", _max_eager, _extreme_grad, "maximum over dim (NaN propagates)", "-inf",
+_reduction("max", _max_eager, _extreme_grad, "maximum over dim (NaN propagates)",
+           Reduction(start=_lowest, empty_raises=True),
            "({x} if ({x} > {acc} or {x} != {x}) else {acc})",
            "(({x} > {acc} || {x} != {x}) ? {x} : {acc})", saves=_saves_input_and_output)
-_reduction("min", _min_eager, _extreme_grad, "minimum over dim (NaN propagates)", "inf",
+_reduction("min", _min_eager, _extreme_grad, "minimum over dim (NaN propagates)",
+           Reduction(start=_highest, empty_raises=True),
            "({x} if ({x} < {acc} or {x} != {x}) else {acc})",
            "(({x} < {acc} || {x} != {x}) ? {x} : {acc})", saves=_saves_input_and_output)
 

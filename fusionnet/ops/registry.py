@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["Kind", "Op", "OPS", "register", "get_op", "BACKENDS",
+__all__ = ["Kind", "Op", "Reduction", "OPS", "register", "get_op", "BACKENDS",
            "SAVES_NONE", "SAVES_INPUTS", "SAVES_OUTPUT", "SAVES_OTHERS"]
 
 #: Code generators that every op row must declare a slot for.
@@ -54,6 +54,34 @@ def SAVES_OTHERS(needs):  # noqa: N802
 
 
 @dataclass(frozen=True)
+class Reduction:
+    """What a reduction row means to a code generator, beyond its ``combine`` template.
+
+    A generated reduction keeps one accumulator per output element (float64 for float
+    results, int64 otherwise), sets it to ``start``, folds every input element in with the
+    row's ``combine`` template and then finishes it.
+
+    Attributes:
+        start: the accumulator's first value: a number (``0`` for a sum, ``1`` for a
+            product), or a function of the accumulator's dtype (``np.dtype``) that returns
+            one (a maximum starts from ``-inf`` for floats and the smallest integer
+            otherwise). Where ``empty_raises`` is False it is also what an empty input gives.
+        empty_raises: an empty input has no identity value: the kernel raises
+            ``ValueError("<name>() of an empty tensor has no identity value")`` as eager does.
+        divide_by_count: the result is the accumulated value divided by the number of
+            reduced elements (a mean).
+    """
+
+    start: Any
+    empty_raises: bool = False
+    divide_by_count: bool = False
+
+    def start_value(self, acc_dtype) -> Any:
+        """The accumulator's first value for an accumulator of ``acc_dtype``."""
+        return self.start(acc_dtype) if callable(self.start) else self.start
+
+
+@dataclass(frozen=True)
 class Op:
     """One row of the op table.
 
@@ -76,8 +104,13 @@ class Op:
         emit: one code template per backend in :data:`BACKENDS` (a format string, or
             a function ``(arg_vars, attrs, dtype) -> str`` where a string cannot say
             it); ``None`` in a slot means "no emitter: this op runs eagerly" (stated,
-            not missing).
+            not missing). Templates spell structure only: the backend spells numbers
+            (scalar attributes arrive as literals of the first operand's dtype).
+            Reduction slots hold ``{"combine": ...}``; the rest is in ``reduction``.
         doc: one line for docs and ``explain``.
+        reduction: for ``REDUCTION`` rows with an emitter, how the accumulator starts,
+            what an empty input does and how the result finishes (:class:`Reduction`);
+            ``None`` for every other row.
     """
 
     name: str
@@ -91,6 +124,7 @@ class Op:
     saves: Callable = SAVES_INPUTS
     promote: tuple = ()
     emit: dict = field(default_factory=dict)
+    reduction: Reduction | None = None
 
     @property
     def differentiable(self) -> bool:

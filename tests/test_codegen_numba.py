@@ -1,0 +1,245 @@
+"""What the numba code generator computes: fused results equal eager for the cases that
+went wrong before (sigmoid far below zero, integer overflow, a reduction defined outside
+the package, literals such as inf), with ``fallback=False`` so a block that falls back to
+eager fails the test instead of passing by running eagerly.
+
+References: PyTorch where it defines the semantics (sigmoid), NumPy's wrapping integer
+arithmetic otherwise (written here independently of the op table).
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+import fusionnet as fn
+from fusionnet import nn
+from fusionnet.dispatch import apply
+from fusionnet.ops import OPS
+from fusionnet.runtime import FusionFallbackWarning, fuse
+
+I64 = np.iinfo(np.int64)
+I32 = np.iinfo(np.int32)
+DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "adding-an-op.md"
+
+
+class Fn(nn.Module):
+    """A block whose forward is ``f``."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, *xs):
+        return self.f(*xs)
+
+
+def _compiled(f, *inputs):
+    """(fused outputs, eager outputs) as lists of NumPy arrays; the block must compile."""
+    block = Fn(f)
+    fused = fuse(block, fallback=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FusionFallbackWarning)
+        with fn.no_grad():
+            got, want = fused(*inputs), block(*inputs)
+    entries = list(fused._fusion_runner.exact.values())
+    assert entries and all(e.fn is not None for e in entries)
+    got = list(got) if isinstance(got, tuple) else [got]
+    want = list(want) if isinstance(want, tuple) else [want]
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype
+    return [g.numpy() for g in got], [w.numpy() for w in want]
+
+
+def _same(got, want):
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+# ---- sigmoid (the stable form) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_sigmoid_far_below_zero_matches_eager(dtype):
+    torch = pytest.importorskip("torch")
+    x = np.array([-40, -100, -1e4, -745, 40, 100, 1e4, 0.0, np.nan], dtype=dtype)
+    wide = np.concatenate([np.linspace(-120, 120, 4001), np.linspace(-750, 750, 3001),
+                           np.random.default_rng(0).standard_normal(500) * 30]).astype(dtype)
+    (log_sig, sig_wide), (want_log, want_wide) = _compiled(
+        lambda a, b: (a.sigmoid().log(), b.sigmoid()), fn.from_numpy(x), fn.from_numpy(wide))
+    np.testing.assert_allclose(log_sig, want_log, rtol=1e-6)
+    assert np.isfinite(log_sig[:2]).all() and log_sig[0] == pytest.approx(-40, rel=1e-6)
+    # Over a wide range: within a few units in the last place of eager's result and of
+    # PyTorch's (the fused form rounds once from float64; subnormals compared absolutely).
+    tiny = np.finfo(dtype).tiny
+    rtol = 4e-7 if dtype == np.float32 else 2e-15
+    np.testing.assert_allclose(sig_wide, want_wide, rtol=rtol, atol=tiny)
+    ref = torch.sigmoid(torch.from_numpy(wide)).numpy()
+    np.testing.assert_allclose(sig_wide, ref, rtol=rtol, atol=tiny)
+
+
+# ---- integer overflow wraps around, as in NumPy ------------------------------------------
+
+
+def test_int64_arithmetic_wraps_like_eager_and_numpy():
+    x = np.array([I64.max, I64.min, -3, 7, 0])
+    outs = lambda t: ((t + 1) > t, (t - 1) < t, (t * 2) > t, -t, (-t) < 0, t.abs(),  # noqa: E731
+                      t.abs() >= 0, t * 3, t ** 3, t ** 63)
+    got, want = _compiled(outs, fn.from_numpy(x))
+    _same(got, want)
+    with np.errstate(over="ignore"):
+        ref = [(x + 1) > x, (x - 1) < x, (x * 2) > x, -x, (-x) < 0, np.abs(x), np.abs(x) >= 0,
+               x * 3, x ** 3, x ** 63]
+    _same(got, ref)
+    assert not got[0][0] and not got[1][1] and not got[2][0]  # the cases LLVM folded
+
+
+def test_int32_arithmetic_and_overflowing_sums_wrap_like_eager():
+    x32 = np.array([I32.max, I32.min, 5], dtype=np.int32)
+    big = np.array([[I64.max, 1, 2], [I64.min, -1, -5]])
+    got, want = _compiled(lambda a, b: ((a + 1) > a, a * a, -a, b.sum(), b.sum(dim=1),
+                                        (b + b).sum(dim=0), b.sum(dim=1, keepdim=True) > 0,
+                                        a.sum(), (b > 0).sum(dim=1)),
+                          fn.from_numpy(x32), fn.from_numpy(big))
+    _same(got, want)
+    with np.errstate(over="ignore"):
+        ref = [(x32 + np.int32(1)) > x32, x32 * x32, -x32, big.sum(), big.sum(axis=1),
+               (big + big).sum(axis=0), big.sum(axis=1, keepdims=True) > 0,
+               x32.sum(dtype=np.int64), (big > 0).sum(axis=1)]
+    _same(got, ref)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_])
+def test_integer_and_bool_matmul_wraps_like_eager(dtype):
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype) if dtype != np.bool_ else None
+    if info is None:
+        a, b = rng.random((3, 4)) > 0.5, rng.random((4, 2)) > 0.5
+    else:
+        a = rng.integers(info.min, info.max, (3, 4), dtype=dtype, endpoint=True)
+        b = rng.integers(info.min, info.max, (4, 2), dtype=dtype, endpoint=True)
+    got, want = _compiled(lambda p, q, r: (p @ q, p @ r.t() + 1), fn.from_numpy(a),
+                          fn.from_numpy(b), fn.from_numpy(np.ascontiguousarray(b.T)))
+    _same(got, want)
+    with np.errstate(over="ignore"):
+        _same(got[:1], [a @ b])
+
+
+# ---- a reduction row defined outside the package (docs/adding-an-op.md) -------------------
+
+
+def _docs_prod_row() -> str:
+    text = DOCS.read_text()
+    block = re.search(r"<!-- prod-row -->\n```python\n(.*?)```", text, re.S)
+    assert block, "docs/adding-an-op.md lost its prod example"
+    return block.group(1)
+
+
+@pytest.fixture
+def prod_row():
+    """The ``prod`` row registered exactly as docs/adding-an-op.md writes it, then removed."""
+    assert "prod" not in OPS
+    exec(compile(_docs_prod_row(), str(DOCS), "exec"), {})  # noqa: S102 - our own docs
+    try:
+        yield OPS["prod"]
+    finally:
+        OPS.pop("prod", None)
+
+
+def _prods(t):
+    prod = lambda *a, **k: apply("prod", *a, **k)  # noqa: E731
+    return (prod(t), prod(t, dim=1), prod(t, dim=1, keepdim=True),
+            prod(t, dim=(0, 2), keepdim=True), prod(t, dim=-1), prod(t, keepdim=True))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.bool_])
+def test_user_defined_prod_reduction_fused_equals_eager(prod_row, dtype):
+    rng = np.random.default_rng(5)
+    if dtype == np.bool_:
+        x = rng.random((2, 3, 4)) > 0.2
+    elif dtype == np.int64:
+        x = rng.integers(-6, 7, (2, 3, 4))
+    else:
+        x = rng.uniform(0.5, 1.5, (2, 3, 4)).astype(dtype)
+    got, want = _compiled(_prods, fn.from_numpy(x))
+    refs = [np.prod(x, axis=ax, keepdims=k) for ax, k in
+            [(None, False), (1, False), (1, True), ((0, 2), True), (-1, False), (None, True)]]
+    for g, w, r in zip(got, want, refs, strict=True):
+        assert g.shape == w.shape == r.shape
+        if dtype in (np.float32, np.float64):
+            np.testing.assert_allclose(g, w, rtol=1e-6)
+            np.testing.assert_allclose(g, r, rtol=1e-6)
+        else:
+            np.testing.assert_array_equal(g, w)
+            np.testing.assert_array_equal(g, r)
+
+
+def test_user_defined_prod_starts_at_one_and_wraps_like_eager(prod_row):
+    x = np.array([[3] * 41, [-6, -5, -4, -3, -2, -1, *[1] * 35]])  # 3**41 overflows int64
+    empty = np.zeros((2, 0), dtype=np.int64)
+    got, want = _compiled(lambda t, e: (apply("prod", t, dim=1), apply("prod", e, dim=1)),
+                          fn.from_numpy(x), fn.from_numpy(empty))
+    _same(got, want)
+    with np.errstate(over="ignore"):
+        _same(got, [np.prod(x, axis=1), np.ones(2, dtype=np.int64)])
+    assert got[0][1] == 720  # -6 * -5 * ... * -1, not the negated value
+
+
+def test_reduction_row_without_its_facts_runs_eagerly_and_says_why(prod_row):
+    OPS["prod"] = OPS.pop("prod").__class__(**{**prod_row.__dict__, "reduction": None})
+    block = Fn(lambda t: apply("prod", t, dim=1))
+    x = fn.from_numpy(np.arange(1, 7).reshape(2, 3))
+    with pytest.warns(FusionFallbackWarning, match="Op.reduction"):
+        got = fuse(block)(x)
+    np.testing.assert_array_equal(got.numpy(), [6, 120])
+
+
+# ---- literals -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_infinite_nan_and_signed_zero_literals_compile_and_match_eager(dtype):
+    x = np.array([1.5, -2.0, 0.0, -0.0, np.inf, -np.inf, np.nan], dtype=dtype)
+    inf, nan = float("inf"), float("nan")
+    got, want = _compiled(
+        lambda t: (t.clamp(min=-inf), t.clamp(max=inf), t.clamp(min=-inf, max=inf), t + inf,
+                   t - inf, fn.where(t > 0, t, float("-inf")), fn.where(t > 0, t, -0.0),
+                   t.clamp(min=nan), t.clamp(min=0.0), t.clamp(max=-0.0), t * nan,
+                   t.clamp(min=-1e300, max=1e300), t + 1e-45),
+        fn.from_numpy(x))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)  # NaN equals NaN here
+        np.testing.assert_array_equal(np.signbit(g), np.signbit(w))  # -0.0 stays -0.0
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_huge_integer_literals_compile_and_match_eager(dtype):
+    info = np.iinfo(dtype)
+    x = np.array([info.max, info.min, -3, 0, 9], dtype=dtype)
+    lo, hi = int(info.min), int(info.max)
+    got, want = _compiled(
+        lambda t: (t.clamp(min=lo), t.clamp(max=hi), t.clamp(min=lo + 1, max=hi - 1),
+                   t + (hi - 5), fn.where(t > 0, t, lo), t.clamp(min=2.5), t.clamp(max=-2.5),
+                   t == hi),
+        fn.from_numpy(x))
+    _same(got, want)
+
+
+def test_bool_literals_compile_and_match_eager():
+    b = np.array([True, False, True])
+    got, want = _compiled(lambda t: (fn.where(t, False, True), t.logical_and(True),
+                                     t.clamp(min=False), t.clamp(max=True)), fn.from_numpy(b))
+    _same(got, want)
+
+
+def test_unrepresentable_literal_raises_as_eager_does():
+    x = fn.tensor([1, 2, 3])
+    block = Fn(lambda t: t.clamp(min=-math.inf))  # -inf is no int64
+    with pytest.raises(RuntimeError, match="cannot convert float infinity") as eager:
+        block(x)
+    with pytest.raises(type(eager.value), match="cannot convert float infinity"):
+        fuse(block)(x)
