@@ -252,7 +252,7 @@ def test_tuple_outputs_and_bad_outputs():
         def forward(self, x):
             return 3
 
-    with pytest.raises(TraceError, match="returned no tensor \(int\)"):
+    with pytest.raises(TraceError, match=r"returned no tensor \(int\)"):
         trace(Bad(), torch.ones(2))
 
 

@@ -21,8 +21,8 @@ HAS_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz's `dot` is not installed "
                                                    "(apt-get install graphviz)")
 WHILE_LINE = "while X.abs().sum() > 1:"
-_WHILE_LINENO = next(i for i, line in enumerate(open(zoo.__file__, encoding="utf-8"), 1)
-                     if WHILE_LINE in line)
+with open(zoo.__file__, encoding="utf-8") as _fh:
+    _WHILE_LINENO = next(i for i, line in enumerate(_fh, 1) if WHILE_LINE in line)
 
 
 @pytest.fixture
