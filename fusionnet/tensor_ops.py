@@ -218,8 +218,14 @@ class TensorOps:
         return apply("reshape", self, shape=shape)
 
     def view(self, *shape):
-        """Same as :meth:`reshape` (arrays here can always be viewed or copied)."""
-        return self.reshape(*shape)
+        """Same data, new shape; like PyTorch, refuses when that would need a copy."""
+        out = self.reshape(*shape)
+        if (out is not self and out._data.size
+                and not self._xp.may_share_memory(out._data, self._data)):
+            raise RuntimeError("view size is not compatible with input tensor's size and "
+                               "stride (at least one dimension spans across two contiguous "
+                               "subspaces). Use .reshape(...) instead.")
+        return out
 
     def view_as(self, other):
         """Reshape to ``other``'s shape."""

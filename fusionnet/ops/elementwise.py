@@ -75,9 +75,12 @@ _unary("sigmoid", _sigmoid,
 _unary("tanh", lambda xp, a: xp.tanh(_float_in(a)), lambda g, x, out, **_: (g * (1 - out * out),),
        "hyperbolic tangent", "math.tanh({0})", "tanh({0})", saves=SAVES_OUTPUT,
        dtype=float_dtype)
+# The gradient reads the output (relu(x) > 0 exactly where x > 0), as PyTorch's does:
+# so relu_ on a tensor that autograd needs still trains.
 _unary("relu", lambda xp, a: xp.maximum(a, 0).astype(a.dtype, copy=False),
-       lambda g, x, **_: (g * (x > 0),),
-       "max(x, 0); NaN stays NaN", "({0} if not ({0} <= 0) else 0)", "(!({0} <= 0) ? {0} : 0)")
+       lambda g, x, out, **_: (g * (out > 0),),
+       "max(x, 0); NaN stays NaN", "({0} if not ({0} <= 0) else 0)", "(!({0} <= 0) ? {0} : 0)",
+       saves=SAVES_OUTPUT)
 _unary("erf", lambda xp, a: _special(xp).erf(_float_in(a)),
        lambda g, x, **_: (g * (2 / math.sqrt(math.pi)) * (-(x * x)).exp(),),
        "Gauss error function (for exact GELU)", "math.erf({0})", "erf({0})",

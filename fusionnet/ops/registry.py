@@ -78,6 +78,14 @@ class Op:
             it); ``None`` in a slot means "no emitter: this op runs eagerly" (stated,
             not missing).
         doc: one line for docs and ``explain``.
+        view: the result may be a view of the first input (share its memory, as
+            NumPy's reshape, transpose, broadcast_to and basic indexing do). Autograd
+            then treats it as a view only when NumPy really returned one.
+        write_back: for ``view`` rows, how a new value of the view is written back
+            into the input, as a table op: ``write_back(parent, value, **attrs) ->
+            (op name, inputs, attrs)``; applying that op gives the input with the
+            view's elements replaced by ``value``. ``None`` on a ``view`` row means
+            a read-only view (``expand``: several elements share one location).
     """
 
     name: str
@@ -91,6 +99,8 @@ class Op:
     saves: Callable = SAVES_INPUTS
     promote: tuple = ()
     emit: dict = field(default_factory=dict)
+    view: bool = False
+    write_back: Callable | None = None
 
     @property
     def differentiable(self) -> bool:
