@@ -11,7 +11,7 @@ import numpy as np
 from . import autograd, dispatch
 from ._format import format_tensor
 from .device import CPU, array_module, as_device, device_of_array
-from .dtypes import as_dtype, dtype, float32
+from .dtypes import as_dtype, dtype, float32, unsupported
 from .ops import decode_key, encode_key
 from .tensor_ops import TensorOps
 
@@ -56,7 +56,8 @@ def parse_to_args(args, kwargs) -> tuple:
     for a in args:
         if isinstance(a, Tensor):
             dev, dt = a.device, a.dtype
-        elif isinstance(a, (dtype, np.dtype)) or a in (float, int, bool):
+        elif (isinstance(a, (dtype, np.dtype)) or a in (float, int, bool)
+              or (isinstance(a, type) and issubclass(a, np.generic))):  # np.float16, ...
             dt = a
         else:
             dev = a
@@ -69,19 +70,19 @@ def _infer_array(data, dtype_, xp):
         data = data._data
     if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat(data)):
         data = _untensor(data)
-    if dtype_ is not None:
-        return xp.asarray(data, dtype=as_dtype(dtype_).np)
     from_array = isinstance(data, (np.ndarray, np.generic)) or hasattr(data, "__cuda_array_interface__")
     arr = xp.asarray(data)
-    if arr.dtype.kind == "f" and not from_array:
-        arr = arr.astype(float32.np)  # Python floats make float32 tensors
-    elif arr.dtype.kind in "iu" and arr.dtype != np.int64 and not from_array:
-        arr = arr.astype(np.int64)
-    elif arr.dtype.kind not in "fiub":
-        raise TypeError(f"fusionnet.tensor: cannot make a tensor from data of dtype {arr.dtype}")
-    elif arr.dtype == np.float16:
-        arr = arr.astype(float32.np)
-    return arr
+    if arr.dtype.kind not in "fiub":  # complex, strings, objects, dates: say what works
+        raise unsupported(arr.dtype, "fusionnet.tensor")
+    if dtype_ is not None:
+        target = as_dtype(dtype_).np
+    elif not from_array and arr.dtype.kind == "f":
+        target = float32.np  # Python floats make float32 tensors
+    elif not from_array and arr.dtype.kind in "iu":
+        target = np.dtype(np.int64)
+    else:  # arrays keep their dtype when a tensor can hold it (float16 -> float32...)
+        target = as_dtype(arr.dtype).np
+    return arr if arr.dtype == target else arr.astype(target)
 
 
 def _flat(data):

@@ -54,7 +54,7 @@ class TensorOps:
         return apply("abs", self)
 
     def sign(self):
-        """Sign: -1, 0 or 1."""
+        """Sign: -1, 0 or 1 (0 for NaN, as in PyTorch)."""
         return apply("sign", self)
 
     def neg(self):
@@ -170,9 +170,11 @@ class TensorOps:
     def _extreme(self, name, dim, keepdim, other):
         if hasattr(dim, "_data") and other is None:  # x.max(other_tensor)
             return apply("maximum" if name == "max" else "minimum", self, dim)
+        # PyTorch's max() shares the gradient among ties (NaN ties NaN); max(dim) gives it
+        # all to the index it returns (amax/amin use the row's default, "even").
         if dim is None:
-            return apply(name, self)
-        values = apply(name, self, dim=dim, keepdim=keepdim)
+            return apply(name, self, ties="even_nan")
+        values = apply(name, self, dim=dim, keepdim=keepdim, ties="index")
         indices = apply("arg" + name, self, dim=dim, keepdim=keepdim)
         return ValuesIndices(values, indices)
 

@@ -58,10 +58,23 @@ _unary("neg", lambda xp, a: xp.negative(a), lambda g, x, **_: (-g,),
        "negation -x", "(-{0})", "(-{0})", saves=SAVES_NONE)
 _unary("abs", lambda xp, a: xp.abs(a), lambda g, x, **_: (g * x.sign(),),
        "absolute value", "abs({0})", "fabs({0})")
-_unary("sign", lambda xp, a: xp.sign(a), None,
-       "sign: -1, 0 or 1; NaN stays NaN (gradient is zero, so none flows)",
-       "((({0} > 0) - ({0} < 0)) if {0} == {0} else {0})",
-       "({0} == {0} ? ({0} > 0) - ({0} < 0) : {0})")
+def _sign_eager(xp, a):
+    if a.dtype.kind == "b":
+        return a.copy()
+    out = xp.sign(a)
+    if a.dtype.kind == "f":
+        out[xp.isnan(a)] = 0  # PyTorch: sign(NaN) is 0
+    return out
+
+
+def _zero_grad(g, x, **_):
+    # Exact zeros even where g is inf or NaN (g * 0 would give NaN there), as PyTorch.
+    return ((g != g).logical_and(g == g).to(g.dtype),)
+
+
+_unary("sign", _sign_eager, _zero_grad,
+       "sign: -1, 0 or 1; NaN gives 0 (as PyTorch); its gradient is zero",
+       "(({0} > 0) - ({0} < 0))", "(({0} > 0) - ({0} < 0))", saves=SAVES_NONE)
 _unary("exp", lambda xp, a: xp.exp(_float_in(a)), lambda g, x, out, **_: (g * out,),
        "e to the x", "math.exp({0})", "exp({0})", saves=SAVES_OUTPUT, dtype=float_dtype)
 _unary("log", lambda xp, a: xp.log(_float_in(a)), lambda g, x, **_: (g / x,),

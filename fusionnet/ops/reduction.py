@@ -1,6 +1,7 @@
 """Reduction rows of the op table: sum, mean, max, min, argmax, argmin.
 
-Attributes: ``dim`` (None for all axes, an int, or a tuple) and ``keepdim``.
+Attributes: ``dim`` (None for all axes, an int, or a tuple) and ``keepdim``; ``max``
+and ``min`` also take ``ties`` (how their gradient treats ties, see :data:`TIES`).
 The ``emit`` slots give the accumulator's initial value and combine step,
 so a code generator can fold elementwise producers into the reduction loop.
 """
@@ -43,11 +44,37 @@ def _mean_grad(g, x, dim=None, keepdim=False, **_):
     return (_kept(g, x, dim, keepdim).expand(x.shape) / count,)
 
 
-def _extreme_grad(g, x, out, dim=None, keepdim=False, **_):
-    # Ties share the gradient evenly (PyTorch does the same for full reductions).
-    hit = x == _kept(out, x, dim, keepdim)
-    count = hit.sum(dim=dim, keepdim=True)
-    return (_kept(g, x, dim, keepdim) * hit / count,)
+#: How ``max``/``min`` share the gradient among tied elements (attribute ``ties``), as
+#: PyTorch's three ops that these rows stand for do:
+#: ``"even"`` (default; ``amax``/``amin``): evenly among the elements equal to the
+#: result; a NaN result equals nothing, so that slice's gradient is NaN.
+#: ``"even_nan"`` (``max()``/``min()`` without dim): evenly, NaN counting as equal to NaN.
+#: ``"index"`` (``max(dim)``/``min(dim)``): all to the index argmax/argmin returns.
+TIES = ("even", "even_nan", "index")
+
+
+def _extreme_grad(arg_name):
+    def grad(g, x, out, dim=None, keepdim=False, ties="even", **_):
+        if ties not in TIES:
+            raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+        gk = _kept(g, x, dim, keepdim)
+        if ties == "index" and dim is not None and x.ndim:
+            return (gk * _one_hot(x._op(arg_name, dim=dim, keepdim=True), x, dim),)
+        best = _kept(out, x, dim, keepdim)
+        hit = x == best
+        if ties == "even_nan":
+            hit = hit.logical_or((x != x).logical_and(best != best))
+        return (gk * hit / hit.sum(dim=dim, keepdim=True),)
+    return grad
+
+
+def _one_hot(index, x, dim):
+    """Bool tensor of ``x``'s shape: True where the position along ``dim`` is ``index``."""
+    from ..factories import arange  # noqa: PLC0415 - factories build on the op table
+
+    (axis,) = normalize_dims(dim, x.ndim)
+    positions = arange(x.shape[axis], device=x.device)
+    return positions.reshape(tuple(-1 if i == axis else 1 for i in range(x.ndim))) == index
 
 
 def _mean_dtype(d, **_):
@@ -88,12 +115,12 @@ def _check_nonempty(a, name):
         raise ValueError(f"{name}() of an empty tensor has no identity value")
 
 
-def _max_eager(xp, a, dim=None, keepdim=False):
+def _max_eager(xp, a, dim=None, keepdim=False, ties="even"):  # ties: for the gradient
     _check_nonempty(a, "max")
     return xp.max(a, axis=_axes(a, dim), keepdims=keepdim)
 
 
-def _min_eager(xp, a, dim=None, keepdim=False):
+def _min_eager(xp, a, dim=None, keepdim=False, ties="even"):
     _check_nonempty(a, "min")
     return xp.min(a, axis=_axes(a, dim), keepdims=keepdim)
 
@@ -103,10 +130,10 @@ def _saves_input_and_output(needs):
 
 
 # NaN-aware combines: once a NaN is seen it stays (as in NumPy); fmax/max would drop it.
-_reduction("max", _max_eager, _extreme_grad, "maximum over dim (NaN propagates)", "-inf",
+_reduction("max", _max_eager, _extreme_grad("argmax"), "maximum over dim (NaN propagates)", "-inf",
            "({x} if ({x} > {acc} or {x} != {x}) else {acc})",
            "(({x} > {acc} || {x} != {x}) ? {x} : {acc})", saves=_saves_input_and_output)
-_reduction("min", _min_eager, _extreme_grad, "minimum over dim (NaN propagates)", "inf",
+_reduction("min", _min_eager, _extreme_grad("argmin"), "minimum over dim (NaN propagates)", "inf",
            "({x} if ({x} < {acc} or {x} != {x}) else {acc})",
            "(({x} < {acc} || {x} != {x}) ? {x} : {acc})", saves=_saves_input_and_output)
 
