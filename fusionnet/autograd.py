@@ -21,16 +21,22 @@ import functools
 import threading
 import weakref
 
+import numpy as np
+
 __all__ = ["Node", "AccumulateGrad", "backward", "no_grad", "enable_grad",
            "set_grad_enabled", "is_grad_enabled", "history", "note_view", "check_inplace",
            "alias", "prepare_inplace", "commit_inplace"]
 
-_state = threading.local()
+class _State(threading.local):
+    enabled = True  # each thread starts with grad mode on (a class default: no getattr)
+
+
+_state = _State()
 
 
 def is_grad_enabled() -> bool:
     """Whether ops are being recorded for backward in this thread."""
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 class _GradMode:
@@ -106,7 +112,7 @@ class Node:
         self.out = out        # alias of the result when the gradient reads it, else None
         self.saved = saved    # ((tensor, version, label), ...) checked before backward
         self.needs = needs    # which inputs need a gradient
-        self.edges = tuple(_edge(t) if need else None for t, need in zip(inputs, needs))
+        self.edges = tuple([_edge(t) if need else None for t, need in zip(inputs, needs)])
 
     def name(self) -> str:
         """PyTorch-style name, e.g. ``AddBackward0``."""
@@ -141,12 +147,15 @@ class AccumulateGrad:
 
 
 def _edge(t):
-    """Where a gradient for ``t`` goes now: its current node, or ``t`` itself (a leaf)."""
+    """Where a gradient for ``t`` goes now: its current node, or ``t`` itself (a leaf);
+    None for a view made under no_grad (PyTorch lets no gradient through it)."""
     view = t._view
     if view is not None and view.version != t._version[0]:
         _refresh_view(t)
     ctx = t._ctx
-    return t if ctx is None else ctx
+    if ctx is not None:
+        return ctx
+    return None if view is not None and not view.grad_mode else t
 
 
 def history(t):
@@ -176,7 +185,8 @@ def note_view(op, tensors, out, attrs) -> None:
     """Called by dispatch after a ``view`` row ran: make ``out`` a view of its input when
     the arrays share memory (NumPy copies in some cases, e.g. reshape of a transpose)."""
     src = tensors[0]
-    if len(tensors) != 1 or not src._xp.may_share_memory(out._data, src._data):
+    if len(tensors) != 1 or not (np.may_share_memory if type(src._data) is np.ndarray
+                                 else src._xp.may_share_memory)(out._data, src._data):
         return
     out._version = src._version  # one counter for a base and all its views
     grad = is_grad_enabled()
@@ -187,7 +197,9 @@ def note_view(op, tensors, out, attrs) -> None:
         base, chain = parent.base, parent.chain + ((op.name, attrs),)
         grad = grad and parent.grad_mode
     out._view = _View(base, chain, src._version[0], grad)
-    if grad and not base.requires_grad:
+    if not grad:
+        out.requires_grad = base.requires_grad  # as PyTorch: yet no gradient flows through
+    elif not base.requires_grad:
         _remember(base, out)
 
 
@@ -232,12 +244,19 @@ def _replay(base, chain):
 def _refresh_view(t) -> None:
     """Give a view whose shared version moved a history derived from its base's."""
     view = _live_view(t)
-    if view is None:
+    if view is None or not view.base.requires_grad:
         return
+    if not view.grad_mode:
+        raise RuntimeError(
+            "A view was created in no_grad mode and its base or another view of its base "
+            "has been modified inplace with grad mode enabled. Given that this use case is "
+            "ambiguous and error-prone, it is forbidden. You can clarify your code by "
+            "moving both the view and the inplace either both inside the no_grad block (if "
+            "you don't want the inplace to be tracked) or both outside (if you want the "
+            "inplace to be tracked).")
     view.version = t._version[0]
-    if view.grad_mode and view.base.requires_grad:
-        t._ctx = _replay(view.base, view.chain)[-1]._ctx
-        t.requires_grad = True
+    t._ctx = _replay(view.base, view.chain)[-1]._ctx
+    t.requires_grad = True
 
 
 def _set_history(t, node) -> None:
@@ -402,9 +421,7 @@ def _sum_to_shape(g, shape):
     return g.reshape(shape)
 
 
-def _accumulate(leaf, g) -> None:
-    from .tensor import Tensor  # noqa: PLC0415
-
+def _accumulate(leaf, g, Tensor) -> None:  # noqa: N803 - the class, passed in
     if not leaf.requires_grad:
         return
     # A fresh, writable array: gradients may be broadcast views or shared between
@@ -433,7 +450,7 @@ def backward(root, gradient=None):
     start = history(root)
     if start is None:
         with no_grad():
-            _accumulate(root, gradient)
+            _accumulate(root, gradient, Tensor)
         return
     grads = {id(start): gradient}
     leaves = {}  # id(leaf) -> [leaf, summed gradient]
@@ -461,4 +478,4 @@ def backward(root, gradient=None):
                     else:
                         entry[1] = entry[1] + gi
         for leaf, g in leaves.values():
-            _accumulate(leaf, g)
+            _accumulate(leaf, g, Tensor)

@@ -70,7 +70,8 @@ def _infer_array(data, dtype_, xp):
         data = data._data
     if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat(data)):
         data = _untensor(data)
-    from_array = isinstance(data, (np.ndarray, np.generic)) or hasattr(data, "__cuda_array_interface__")
+    from_array = (isinstance(data, (np.ndarray, np.generic))
+                  or hasattr(data, "__cuda_array_interface__"))
     arr = xp.asarray(data)
     if arr.dtype.kind not in "fiub":  # complex, strings, objects, dates: say what works
         raise unsupported(arr.dtype, "fusionnet.tensor")
@@ -346,7 +347,10 @@ class Tensor(TensorOps):
         suffixes = []
         if self._device.type != "cpu":
             suffixes.append(f"device='{self._device}'")
-        grad_fn = autograd.history(self)
+        try:
+            grad_fn = autograd.history(self)
+        except RuntimeError:  # a no_grad view whose base changed: printable all the same
+            grad_fn = self._ctx
         if grad_fn is not None:
             suffixes.append(f"grad_fn=<{grad_fn.name()}>")
         elif self.requires_grad:

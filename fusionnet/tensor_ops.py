@@ -230,8 +230,8 @@ class TensorOps:
         return out
 
     def view_as(self, other):
-        """Reshape to ``other``'s shape."""
-        return self.reshape(other.shape)
+        """:meth:`view` with ``other``'s shape."""
+        return self.view(other.shape)
 
     def reshape_as(self, other):
         """Reshape to ``other``'s shape."""

@@ -172,6 +172,9 @@ CASES = [
     "h = a * 1\nwith T.no_grad(): v = h[0]\nv += 1\nout = h",
     "h = a * 1\nwith T.no_grad(): v = h[0]\nwith T.no_grad(): v += 1\nout = h",
     "z = T.zeros(3)\nwith T.no_grad(): v = z[:2]\nv += b[:2]\nout = z",
+    "h = a * 1\nwith T.no_grad(): v = h[0]\nout = h * 2 + (v * 3).sum()",  # no grad via v
+    "h = a * 1\nwith T.no_grad(): v = h[0]\nh.mul_(2)\nout = v * 3",
+    "h = a * 1\nwith T.no_grad(): v = h[0]\nwith T.no_grad(): h.mul_(2)\nout = v * 3",
     "h = a * 1; v = h.view(3, 2); v.t().mul_(2); out = v",
     "h = a.t() * 1; v = h.view(-1); v *= 2; out = h",  # torch: view of a non-contiguous
     "h = a.t() * 1; v = h.reshape(-1); v *= 2; out = h",  # copies: h unchanged
@@ -326,3 +329,29 @@ def test_nonview_reshape_of_a_transpose_is_a_copy_and_view_refuses_it():
     assert r._base is None
     with pytest.raises(RuntimeError, match="view size is not compatible"):
         h.view(-1)
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+def test_mlp_with_inplace_relu_trains_like_torch(inplace):
+    rng = np.random.default_rng(3)
+    w1, b1 = rng.standard_normal((16, 8)), rng.standard_normal(16)
+    w2, b2 = rng.standard_normal((4, 16)), rng.standard_normal(4)
+    X = rng.standard_normal((5, 8))
+    results = []
+    for lib in ("fusionnet", "torch"):
+        ns = _lib(lib)
+        T, nn = ns["T"], ns["nn"]
+        net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(inplace=inplace), nn.Linear(16, 4),
+                            nn.ReLU(inplace=inplace))
+        with T.no_grad():
+            for p, v in zip(net.parameters(), (w1, b1, w2, b2)):
+                p.copy_(T.tensor(v, dtype=T.float32))
+        opt = (fn.optim if lib == "fusionnet" else torch.optim).SGD(net.parameters(), lr=0.1)
+        for _ in range(3):
+            opt.zero_grad()
+            loss = (net(T.tensor(X, dtype=T.float32)) ** 2).mean()
+            loss.backward()
+            opt.step()
+        results.append([_np(p) for p in net.parameters()] + [_np(loss)])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
