@@ -244,7 +244,10 @@ def _replay(base, chain):
 def _refresh_view(t) -> None:
     """Give a view whose shared version moved a history derived from its base's."""
     view = _live_view(t)
-    if view is None or not view.base.requires_grad:
+    if view is None:
+        return
+    if not view.base.requires_grad:  # no history to derive from (a later one bumps again)
+        view.version = t._version[0]
         return
     if not view.grad_mode:
         raise RuntimeError(
@@ -312,7 +315,7 @@ def alias(t):
     from .tensor import Tensor  # noqa: PLC0415 - tensor imports this module
 
     old = Tensor._wrap(t._data, version=t._version)
-    old._ctx = history(t)
+    old._ctx = history(t) if is_grad_enabled() else t._ctx  # no_grad: nothing is recorded
     old.requires_grad = t.requires_grad
     return old
 

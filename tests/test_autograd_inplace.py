@@ -175,6 +175,7 @@ CASES = [
     "h = a * 1\nwith T.no_grad(): v = h[0]\nout = h * 2 + (v * 3).sum()",  # no grad via v
     "h = a * 1\nwith T.no_grad(): v = h[0]\nh.mul_(2)\nout = v * 3",
     "h = a * 1\nwith T.no_grad(): v = h[0]\nwith T.no_grad(): h.mul_(2)\nout = v * 3",
+    "h = a * 1\nwith T.no_grad(): v = h[0]\nh.mul_(2)\nwith T.no_grad(): v += 1\nout = h",
     "h = a * 1; v = h.view(3, 2); v.t().mul_(2); out = v",
     "h = a.t() * 1; v = h.view(-1); v *= 2; out = h",  # torch: view of a non-contiguous
     "h = a.t() * 1; v = h.reshape(-1); v *= 2; out = h",  # copies: h unchanged

@@ -53,19 +53,17 @@ def _mean_grad(g, x, dim=None, keepdim=False, **_):
 TIES = ("even", "even_nan", "index")
 
 
-def _extreme_grad(arg_name):
-    def grad(g, x, out, dim=None, keepdim=False, ties="even", **_):
-        if ties not in TIES:
-            raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
-        gk = _kept(g, x, dim, keepdim)
-        if ties == "index" and dim is not None and x.ndim:
-            return (gk * _one_hot(x._op(arg_name, dim=dim, keepdim=True), x, dim),)
-        best = _kept(out, x, dim, keepdim)
-        hit = x == best
-        if ties == "even_nan":
-            hit = hit.logical_or((x != x).logical_and(best != best))
-        return (gk * hit / hit.sum(dim=dim, keepdim=True),)
-    return grad
+def _extreme_grad(g, x, out, dim=None, keepdim=False, ties="even", **_):
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    best = _kept(out, x, dim, keepdim)
+    hit = x == best
+    if ties != "even":  # NaN ties NaN
+        hit = hit.logical_or((x != x).logical_and(best != best))
+    if ties == "index" and dim is not None and x.ndim:
+        # The first hit along dim is the index argmax/argmin return (NaN first).
+        hit = _one_hot(hit.argmax(dim=dim, keepdim=True), x, dim)
+    return (_kept(g, x, dim, keepdim) * hit / hit.sum(dim=dim, keepdim=True),)
 
 
 def _one_hot(index, x, dim):
@@ -130,10 +128,10 @@ def _saves_input_and_output(needs):
 
 
 # NaN-aware combines: once a NaN is seen it stays (as in NumPy); fmax/max would drop it.
-_reduction("max", _max_eager, _extreme_grad("argmax"), "maximum over dim (NaN propagates)", "-inf",
+_reduction("max", _max_eager, _extreme_grad, "maximum over dim (NaN propagates)", "-inf",
            "({x} if ({x} > {acc} or {x} != {x}) else {acc})",
            "(({x} > {acc} || {x} != {x}) ? {x} : {acc})", saves=_saves_input_and_output)
-_reduction("min", _min_eager, _extreme_grad("argmin"), "minimum over dim (NaN propagates)", "inf",
+_reduction("min", _min_eager, _extreme_grad, "minimum over dim (NaN propagates)", "inf",
            "({x} if ({x} < {acc} or {x} != {x}) else {acc})",
            "(({x} < {acc} || {x} != {x}) ? {x} : {acc})", saves=_saves_input_and_output)
 
