@@ -173,6 +173,7 @@ _EXTREMES = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NaN slices
 @pytest.mark.parametrize("data", [[[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]],
                                   [[1.0, _NAN, 3.0], [_NAN, 2.0, _NAN]],
                                   [[-1.0, -1.0, -1.0], [5.0, _NAN, 5.0]]],
