@@ -3,7 +3,9 @@
 ``apply(name, *args, **attrs)`` converts Python scalars to weakly typed
 tensors, checks devices, promotes dtypes, runs the row's eager
 implementation on the inputs' array module (NumPy or CuPy) and, when grad
-mode is on and an input requires grad, records an autograd :class:`Node`.
+mode is on and an input requires grad, records an autograd :class:`Node`. Rows that
+may return a view of their input (``op.view``) are reported to autograd, which
+tracks views and their bases (see :mod:`fusionnet.autograd`).
 A tracer can install itself with :func:`set_trace_hook` to see every call.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from . import autograd
 from .dtypes import promote, scalar_dtype
 from .ops import ShapeError, get_op
 
-__all__ = ["apply", "run_eager", "set_trace_hook", "trace_hook", "note_python_value",
+__all__ = ["apply", "run_eager", "record", "set_trace_hook", "trace_hook", "note_python_value",
            "note_random", "note_shape_read"]
 
 # The hook is per thread: tracing in one thread never captures another thread's ops.
@@ -140,6 +142,20 @@ def apply(name, *args, **attrs):
         if out is not NotImplemented:
             return out
     out = run_eager(op, tensors, attrs)
+    if op.view:  # may alias its input: share the version counter, know the base
+        autograd.note_view(op, tensors, out, attrs)
+    if autograd.is_grad_enabled() and op.grad is not None:
+        needs = tuple(t.requires_grad for t in tensors)
+        if any(needs):
+            _record(op, tensors, attrs, out, needs, Tensor)
+    return out
+
+
+def record(op, tensors, attrs, out):
+    """Record ``out = op(*tensors, **attrs)`` for autograd (when grad mode is on and an
+    input requires grad) without computing anything; returns ``out``."""
+    from .tensor import Tensor  # noqa: PLC0415
+
     if autograd.is_grad_enabled() and op.grad is not None:
         needs = tuple(t.requires_grad for t in tensors)
         if any(needs):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["dtype", "float32", "float64", "int32", "int64", "bool_", "as_dtype",
-           "promote", "scalar_dtype", "get_default_dtype"]
+           "promote", "scalar_dtype", "get_default_dtype", "SUPPORTED", "unsupported",
+           "require_native"]
 
 
 class dtype:
@@ -55,13 +56,28 @@ int32 = dtype("int32", np.int32)
 int64 = dtype("int64", np.int64)
 bool_ = dtype("bool", np.bool_)
 
-_BY_NP = {d.np: d for d in (float32, float64, int32, int64, bool_)}
+#: The element types a tensor can hold.
+SUPPORTED = (float32, float64, int32, int64, bool_)
+
+_BY_NP = {d.np: d for d in SUPPORTED}
 _BY_NAME = {d.name: d for d in _BY_NP.values()}
 _BY_NAME.update({"float": float32, "double": float64, "long": int64, "int": int32})
+_NAMES = ", ".join(d.name for d in SUPPORTED)
+
+
+def unsupported(what, where: str = "fusionnet") -> TypeError:
+    """The error for a dtype no tensor can hold (complex, strings, objects, dates...)."""
+    return TypeError(f"{where}: unsupported dtype {what}; fusionnet tensors hold {_NAMES} "
+                     "(NumPy float16 becomes float32 and the other integer widths int64 "
+                     "when a tensor is made)")
 
 
 def as_dtype(value) -> dtype:
-    """Turn a fusionnet dtype, NumPy dtype, Python type or name into a :class:`dtype`."""
+    """Turn a fusionnet dtype, NumPy dtype, Python type or name into a :class:`dtype`.
+
+    float16 maps to float32, and the integer widths a tensor does not hold (int8,
+    uint8, int16, uint16, uint32) to int64; anything else raises ``TypeError``.
+    """
     if isinstance(value, dtype):
         return value
     if isinstance(value, str) and value in _BY_NAME:
@@ -75,14 +91,27 @@ def as_dtype(value) -> dtype:
     try:
         npd = np.dtype(value)
     except TypeError:
-        raise TypeError(f"fusionnet: unsupported dtype {value!r}") from None
+        raise unsupported(repr(value)) from None
     if npd in _BY_NP:
         return _BY_NP[npd]
     if npd.kind == "f":
         return float32 if npd.itemsize <= 4 else float64
-    if npd.kind in "iu":
+    if npd.kind in "iu" and np.can_cast(npd, np.int64):
         return int64
-    raise TypeError(f"fusionnet: unsupported dtype {value!r}")
+    raise unsupported(npd)
+
+
+def require_native(npd: np.dtype, where: str) -> None:
+    """Raise ``TypeError`` unless a tensor can hold arrays of ``npd`` as they are
+    (``from_numpy`` shares memory, so it cannot convert)."""
+    if npd in _BY_NP:
+        return
+    try:
+        convert = as_dtype(npd).name
+    except TypeError:
+        raise unsupported(npd, where) from None
+    raise TypeError(f"{where}: unsupported dtype {npd}; fusionnet tensors hold {_NAMES}. "
+                    f"fusionnet.tensor(array) makes a {convert} copy")
 
 
 def get_default_dtype() -> dtype:
@@ -101,7 +130,10 @@ def promote(a: np.dtype, b: np.dtype) -> np.dtype:
     """
     if a == b:
         return a
-    ca, cb = _CATEGORY[a.kind], _CATEGORY[b.kind]
+    try:
+        ca, cb = _CATEGORY[a.kind], _CATEGORY[b.kind]
+    except KeyError:
+        raise unsupported(a if a.kind not in _CATEGORY else b) from None
     if ca != cb:
         return a if ca > cb else b
     return np.promote_types(a, b)
@@ -114,12 +146,14 @@ def scalar_dtype(value, other: np.dtype) -> np.dtype:
     unless they belong to a higher category (a float with an int tensor gives
     the default float dtype).
     """
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         cat = 0
     elif isinstance(value, (int, np.integer)):
         cat = 1
-    else:
+    elif isinstance(value, (float, np.floating)):
         cat = 2
+    else:
+        raise unsupported(type(value).__name__)
     if cat <= _CATEGORY[other.kind]:
         return other
     return np.dtype(np.int64) if cat == 1 else float32.np

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import random as _random
 from .device import array_module, as_device, device_guard
-from .dtypes import as_dtype, float32
+from .dtypes import as_dtype, float32, require_native
 from .tensor import Tensor
 from .tensor_ops import shape_args as _shape_args
 
@@ -69,6 +69,7 @@ def from_numpy(array: np.ndarray) -> Tensor:
     """A CPU tensor sharing memory with ``array``."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
+    require_native(array.dtype, "from_numpy")  # shares memory: no conversion possible
     return Tensor._wrap(array)
 
 

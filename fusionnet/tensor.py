@@ -11,7 +11,7 @@ import numpy as np
 from . import autograd, dispatch
 from ._format import format_tensor
 from .device import CPU, array_module, as_device, device_of_array
-from .dtypes import as_dtype, dtype, float32
+from .dtypes import as_dtype, dtype, float32, unsupported
 from .ops import decode_key, encode_key
 from .tensor_ops import TensorOps
 
@@ -56,7 +56,8 @@ def parse_to_args(args, kwargs) -> tuple:
     for a in args:
         if isinstance(a, Tensor):
             dev, dt = a.device, a.dtype
-        elif isinstance(a, (dtype, np.dtype)) or a in (float, int, bool):
+        elif (isinstance(a, (dtype, np.dtype)) or a in (float, int, bool)
+              or (isinstance(a, type) and issubclass(a, np.generic))):  # np.float16, ...
             dt = a
         else:
             dev = a
@@ -69,19 +70,20 @@ def _infer_array(data, dtype_, xp):
         data = data._data
     if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat(data)):
         data = _untensor(data)
-    if dtype_ is not None:
-        return xp.asarray(data, dtype=as_dtype(dtype_).np)
-    from_array = isinstance(data, (np.ndarray, np.generic)) or hasattr(data, "__cuda_array_interface__")
+    from_array = (isinstance(data, (np.ndarray, np.generic))
+                  or hasattr(data, "__cuda_array_interface__"))
     arr = xp.asarray(data)
-    if arr.dtype.kind == "f" and not from_array:
-        arr = arr.astype(float32.np)  # Python floats make float32 tensors
-    elif arr.dtype.kind in "iu" and arr.dtype != np.int64 and not from_array:
-        arr = arr.astype(np.int64)
-    elif arr.dtype.kind not in "fiub":
-        raise TypeError(f"fusionnet.tensor: cannot make a tensor from data of dtype {arr.dtype}")
-    elif arr.dtype == np.float16:
-        arr = arr.astype(float32.np)
-    return arr
+    if arr.dtype.kind not in "fiub":  # complex, strings, objects, dates: say what works
+        raise unsupported(arr.dtype, "fusionnet.tensor")
+    if dtype_ is not None:
+        target = as_dtype(dtype_).np
+    elif not from_array and arr.dtype.kind == "f":
+        target = float32.np  # Python floats make float32 tensors
+    elif not from_array and arr.dtype.kind in "iu":
+        target = np.dtype(np.int64)
+    else:  # arrays keep their dtype when a tensor can hold it (float16 -> float32...)
+        target = as_dtype(arr.dtype).np
+    return arr if arr.dtype == target else arr.astype(target)
 
 
 def _flat(data):
@@ -108,7 +110,10 @@ class Tensor(TensorOps):
     tensor([[2., 4.]])
     """
 
-    __slots__ = ("_data", "requires_grad", "grad", "_ctx", "_version", "__weakref__")
+    # _view: None, or how this tensor views a base (autograd._View); _views: weak
+    # references to views of this tensor that may need a gradient later (set lazily).
+    __slots__ = ("_data", "requires_grad", "grad", "_ctx", "_version", "_view", "_views",
+                 "__weakref__")
 
     def __init__(self, data=None, dtype=None, device=None, requires_grad=False):
         dev = as_device(device)
@@ -121,6 +126,7 @@ class Tensor(TensorOps):
         self.grad = None
         self._ctx = None
         self._version = [0]
+        self._view = None
         if requires_grad:
             self.requires_grad_(True)
 
@@ -133,6 +139,7 @@ class Tensor(TensorOps):
         t.grad = None
         t._ctx = None
         t._version = [0] if version is None else version
+        t._view = None
         return t
 
     # ---- basic properties ------------------------------------------------------------
@@ -196,12 +203,21 @@ class Tensor(TensorOps):
     @property
     def is_leaf(self) -> bool:
         """True unless this tensor was computed by a recorded op."""
-        return self._ctx is None
+        return autograd.history(self) is None
 
     @property
     def grad_fn(self):
         """The autograd node that produced this tensor (None for leaves)."""
-        return self._ctx
+        return autograd.history(self)
+
+    @property
+    def _base(self):
+        """The tensor this one is a view of (None if it is not a view), as in PyTorch."""
+        return None if self._view is None else self._view.base
+
+    def _is_view(self) -> bool:
+        """True if this tensor is a view of another one (shares its storage)."""
+        return self._view is not None
 
     def is_floating_point(self) -> bool:
         """True for float dtypes."""
@@ -228,7 +244,8 @@ class Tensor(TensorOps):
         autograd.backward(self, gradient)
 
     def detach(self):
-        """A tensor sharing this one's data, cut from the autograd graph."""
+        """A tensor sharing this one's data and version counter, cut from the autograd
+        graph (an in-place op on it does not change this tensor's history)."""
         return Tensor._wrap(self._data, version=self._version)
 
     def detach_(self):
@@ -239,7 +256,9 @@ class Tensor(TensorOps):
 
     @property
     def data(self):
-        """This tensor's data as a tensor that shares storage and is not tracked."""
+        """This tensor's data as a tensor that shares storage and is not tracked; unlike
+        :meth:`detach` it has its own version counter, so in-place writes through it go
+        unnoticed by autograd (as in PyTorch)."""
         return Tensor._wrap(self._data)
 
     @data.setter
@@ -252,6 +271,7 @@ class Tensor(TensorOps):
         """Replace this tensor's storage (the one place that may; see DATA_VERSION)."""
         DATA_VERSION[0] += 1
         self._data = array
+        self._view = None  # new storage: no longer a view of anything
 
     # ---- conversion to Python and NumPy ----------------------------------------------
 
@@ -327,8 +347,12 @@ class Tensor(TensorOps):
         suffixes = []
         if self._device.type != "cpu":
             suffixes.append(f"device='{self._device}'")
-        if self._ctx is not None:
-            suffixes.append(f"grad_fn=<{self._ctx.name()}>")
+        try:
+            grad_fn = autograd.history(self)
+        except RuntimeError:  # a no_grad view whose base changed: printable all the same
+            grad_fn = self._ctx
+        if grad_fn is not None:
+            suffixes.append(f"grad_fn=<{grad_fn.name()}>")
         elif self.requires_grad:
             suffixes.append("requires_grad=True")
         return format_tensor(self._host(), suffixes)
@@ -402,25 +426,20 @@ class Tensor(TensorOps):
 
     # ---- in-place operations -------------------------------------------------------
 
-    def _check_inplace(self):
-        if self.requires_grad and self._ctx is None and autograd.is_grad_enabled():
-            raise RuntimeError("a leaf Variable that requires grad is being used in an "
-                               "in-place operation.")
-
     def _inplace(self, name, *others, **attrs):
         """Compute op ``name`` and write the result into this tensor's storage.
 
-        Autograd sees the old value as the op's input (an alias that shares the
-        storage and version counter, so a later backward that needs the old
-        value fails loudly instead of reading the new one).
+        Autograd sees the old value as the op's input (an alias sharing the storage,
+        version counter and history). The op's node then becomes this tensor's
+        history — or, when this tensor is a view, its base's (see ``autograd``).
+        Histories recorded before are untouched, so earlier uses keep their gradient.
         """
         hook = dispatch.trace_hook()
         if hook is not None:  # tracing: record a pure op and rebind this tensor to it
             hook.on_inplace(self, apply(name, self, *others, **attrs))
             return self
-        self._check_inplace()
-        old = Tensor._wrap(self._data, version=self._version)
-        old.requires_grad, old._ctx = self.requires_grad, self._ctx
+        view = autograd.check_inplace(self)
+        old = autograd.alias(self)
         result = apply(name, old, *others, **attrs)
         if not np.can_cast(result._data.dtype, self._data.dtype, casting="same_kind"):
             raise RuntimeError(f"result type {as_dtype(result._data.dtype)} can't be cast to "
@@ -429,14 +448,16 @@ class Tensor(TensorOps):
         if result._data.shape != self._data.shape:
             raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the "
                                f"broadcast shape {list(result.shape)} of in-place {name}")
+        node = result._ctx
+        if node is not None:
+            autograd.prepare_inplace(node, old, view)
         try:
             self._xp.copyto(self._data, result._data, casting="unsafe")
         except ValueError as err:
-            raise RuntimeError(f"in-place {name} on a read-only tensor (from expand?): "
-                               f"{err}") from None
+            raise RuntimeError(f"in-place {name} on a read-only tensor: {err}") from None
         self._version[0] += 1
-        if result.requires_grad:
-            self.requires_grad, self._ctx = True, result._ctx
+        if node is not None:
+            autograd.commit_inplace(self, view, result)
         return self
 
     def __iadd__(self, other):
@@ -511,11 +532,15 @@ class Tensor(TensorOps):
 
     def __setitem__(self, key, value):
         enc, index = encode_key(_listy(key, self), is_tensor)
+        view = self._view
         needs_graph = dispatch.trace_hook() is not None or (autograd.is_grad_enabled() and (
-            self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)))
+            self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)
+            or (view is not None and view.base.requires_grad)))
         if needs_graph:
             self._inplace("setitem", value, *index, key=enc)
             return
+        if view is not None:
+            autograd.check_inplace(self)  # e.g. a write into an expanded view
         # Plain write into storage: nothing to record.
         if isinstance(value, Tensor):
             if value._device != self._device:

@@ -54,7 +54,7 @@ class TensorOps:
         return apply("abs", self)
 
     def sign(self):
-        """Sign: -1, 0 or 1."""
+        """Sign: -1, 0 or 1 (0 for NaN, as in PyTorch)."""
         return apply("sign", self)
 
     def neg(self):
@@ -170,9 +170,11 @@ class TensorOps:
     def _extreme(self, name, dim, keepdim, other):
         if hasattr(dim, "_data") and other is None:  # x.max(other_tensor)
             return apply("maximum" if name == "max" else "minimum", self, dim)
+        # PyTorch's max() shares the gradient among ties (NaN ties NaN); max(dim) gives it
+        # all to the index it returns (amax/amin use the row's default, "even").
         if dim is None:
-            return apply(name, self)
-        values = apply(name, self, dim=dim, keepdim=keepdim)
+            return apply(name, self, ties="even_nan")
+        values = apply(name, self, dim=dim, keepdim=keepdim, ties="index")
         indices = apply("arg" + name, self, dim=dim, keepdim=keepdim)
         return ValuesIndices(values, indices)
 
@@ -218,12 +220,18 @@ class TensorOps:
         return apply("reshape", self, shape=shape)
 
     def view(self, *shape):
-        """Same as :meth:`reshape` (arrays here can always be viewed or copied)."""
-        return self.reshape(*shape)
+        """Same data, new shape; like PyTorch, refuses when that would need a copy."""
+        out = self.reshape(*shape)
+        if (out is not self and out._data.size
+                and not self._xp.may_share_memory(out._data, self._data)):
+            raise RuntimeError("view size is not compatible with input tensor's size and "
+                               "stride (at least one dimension spans across two contiguous "
+                               "subspaces). Use .reshape(...) instead.")
+        return out
 
     def view_as(self, other):
-        """Reshape to ``other``'s shape."""
-        return self.reshape(other.shape)
+        """:meth:`view` with ``other``'s shape."""
+        return self.view(other.shape)
 
     def reshape_as(self, other):
         """Reshape to ``other``'s shape."""

@@ -154,3 +154,63 @@ def test_float32_gradients_stay_float32():
     x = fn.ones(3, requires_grad=True)
     (x * 2.5).sum().backward()
     assert x.grad.dtype == fn.float32
+
+
+# ---- max / min gradients and sign, against PyTorch ----------------------------------------
+
+_NAN = float("nan")
+_EXTREMES = {
+    "max(dim)": lambda x: x.max(1).values,
+    "max(dim, keepdim)": lambda x: x.max(1, keepdim=True)[0],
+    "min(dim)": lambda x: x.min(1)[0],
+    "max(0)": lambda x: x.max(0).values,
+    "amax(dim)": lambda x: x.amax(1),
+    "amin(dim)": lambda x: x.amin(1),
+    "amax()": lambda x: x.amax(),
+    "amax(dims)": lambda x: x.amax((0, 1)),
+    "max()": lambda x: x.max(),
+    "min()": lambda x: x.min(),
+}
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NaN slices
+@pytest.mark.parametrize("data", [[[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]],
+                                  [[1.0, _NAN, 3.0], [_NAN, 2.0, _NAN]],
+                                  [[-1.0, -1.0, -1.0], [5.0, _NAN, 5.0]]],
+                         ids=["ties", "nan", "ties-and-nan"])
+@pytest.mark.parametrize("form", sorted(_EXTREMES))
+def test_max_min_gradients_with_ties_and_nan_match_torch(form, data):
+    torch = pytest.importorskip("torch")
+    grads = []
+    for lib in (fn, torch):
+        x = lib.tensor(data, requires_grad=True)
+        y = _EXTREMES[form](x)
+        (y * lib.arange(1, y.numel() + 1).reshape(y.shape)).sum().backward()
+        grads.append((y.detach().numpy(), x.grad.numpy()))
+    (got_y, got_g), (want_y, want_g) = grads
+    np.testing.assert_array_equal(got_y, want_y)
+    np.testing.assert_allclose(got_g, want_g, rtol=1e-6)  # NaN where torch has NaN
+
+
+def test_sign_of_nan_is_zero_and_its_gradient_is_zero_like_torch():
+    torch = pytest.importorskip("torch")
+    data = [_NAN, -0.0, -2.0, 3.0, float("inf")]
+    x = fn.tensor(data, requires_grad=True)
+    tx = torch.tensor(data, requires_grad=True)
+    np.testing.assert_array_equal(x.sign().detach().numpy(), tx.sign().detach().numpy())
+    (x.sign().sum() + x.abs().sum()).backward()
+    (tx.sign().sum() + tx.abs().sum()).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), tx.grad.numpy())
+
+
+def test_fused_sign_of_nan_matches_torch():
+    torch = pytest.importorskip("torch")
+
+    class Sign(fn.nn.Module):
+        def forward(self, x):
+            return x.sign() * 2 + 1
+
+    data = [[_NAN, -1.5, 0.0], [2.0, -_NAN, -0.0]]
+    with fn.no_grad():
+        got = fn.fuse(Sign())(fn.tensor(data))
+    np.testing.assert_array_equal(got.numpy(), (torch.tensor(data).sign() * 2 + 1).numpy())

@@ -72,6 +72,46 @@ def test_type_promotion_like_pytorch():
     assert (i > 1).dtype == fn.bool_
 
 
+_SUPPORTED = "float32, float64, int32, int64, bool"
+_UNSUPPORTED = {"complex": np.array([1 + 2j]), "str": np.array(["a"]),
+                "object": np.array([object()], dtype=object),
+                "datetime": np.array(["2020-01-01"], "datetime64[D]"),
+                "uint64": np.array([1], np.uint64)}
+
+
+@pytest.mark.parametrize("make", [fn.tensor, fn.as_tensor, fn.from_numpy, fn.Tensor],
+                         ids=["tensor", "as_tensor", "from_numpy", "Tensor"])
+@pytest.mark.parametrize("kind", sorted(_UNSUPPORTED))
+def test_unsupported_array_dtypes_raise_a_type_error_naming_the_supported(make, kind):
+    with pytest.raises(TypeError, match=f"unsupported dtype .*{_SUPPORTED}"):
+        make(_UNSUPPORTED[kind])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: fn.tensor([1 + 2j]), lambda: fn.tensor(["a", "b"]),
+    lambda: fn.tensor([1.0], dtype=np.complex64), lambda: fn.tensor([1 + 2j], dtype=fn.float32),
+    lambda: fn.zeros(2, dtype=np.complex128), lambda: fn.ones(2).to(np.complex64),
+    lambda: fn.ones(2).to(dtype=np.dtype("U3")), lambda: fn.ones(2) + 1j,
+    lambda: fn.ones(2) * np.complex64(2), lambda: fn.as_tensor([1j]),
+], ids=["list-complex", "list-str", "dtype-complex", "complex-as-float", "zeros", "to",
+        "to-str-dtype", "python-complex-scalar", "numpy-complex-scalar", "as_tensor-list"])
+def test_every_way_to_a_complex_or_string_tensor_says_what_is_supported(make):
+    with pytest.raises(TypeError, match=_SUPPORTED):
+        make()
+
+
+def test_float16_and_narrow_ints_convert_when_a_tensor_is_made():
+    half, small = np.array([1.5], np.float16), np.array([200], np.uint8)
+    for t, want in [(fn.tensor(half), fn.float32), (fn.as_tensor(half), fn.float32),
+                    (fn.ones(1).to(np.float16), fn.float32), (fn.tensor(small), fn.int64),
+                    (fn.tensor([1.0], dtype=np.float16), fn.float32),
+                    (fn.ones(1).to(np.int8), fn.int64)]:
+        assert t.dtype == want and t._data.dtype == want.np  # the data is what dtype says
+    assert fn.tensor(small).tolist() == [200]
+    with pytest.raises(TypeError, match="fusionnet.tensor\\(array\\) makes a float32 copy"):
+        fn.from_numpy(half)  # sharing memory rules out converting
+
+
 # ---- properties and conversions --------------------------------------------------------------
 
 

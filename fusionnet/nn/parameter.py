@@ -86,6 +86,7 @@ class UninitializedParameter(Parameter):
         p.grad = None
         p._ctx = None
         p._version = [0]
+        p._view = None
         # Where and how to materialise; Module.to() updates these.
         p.__dict__["_lazy_device"] = device
         p.__dict__["_lazy_dtype"] = float32 if dtype is None else as_dtype(dtype)

@@ -78,10 +78,23 @@ _unary("neg", lambda xp, a: xp.negative(a), lambda g, x, **_: (-g,),
        saves=SAVES_NONE)
 _unary("abs", lambda xp, a: xp.abs(a), lambda g, x, **_: (g * x.sign(),),
        "absolute value", "abs({0})", "fabs({0})")
-_unary("sign", lambda xp, a: xp.sign(a), None,
-       "sign: -1, 0 or 1; NaN stays NaN (gradient is zero, so none flows)",
-       "((({0} > 0) - ({0} < 0)) if {0} == {0} else {0})",
-       "({0} == {0} ? ({0} > 0) - ({0} < 0) : {0})")
+def _sign_eager(xp, a):
+    if a.dtype.kind == "b":
+        return a.copy()
+    out = xp.sign(a)
+    if a.dtype.kind == "f":
+        out[xp.isnan(a)] = 0  # PyTorch: sign(NaN) is 0
+    return out
+
+
+def _zero_grad(g, x, **_):
+    # Exact zeros even where g is inf or NaN (g * 0 would give NaN there), as PyTorch.
+    return ((g != g).logical_and(g == g).to(g.dtype),)
+
+
+_unary("sign", _sign_eager, _zero_grad,
+       "sign: -1, 0 or 1; NaN gives 0 (as PyTorch); its gradient is zero",
+       "(({0} > 0) - ({0} < 0))", "(({0} > 0) - ({0} < 0))", saves=SAVES_NONE)
 _unary("exp", lambda xp, a: xp.exp(_float_in(a)), lambda g, x, out, **_: (g * out,),
        "e to the x", "math.exp({0})", "exp({0})", saves=SAVES_OUTPUT, dtype=float_dtype)
 _unary("log", lambda xp, a: xp.log(_float_in(a)), lambda g, x, **_: (g / x,),
@@ -98,9 +111,12 @@ _unary("sigmoid", _sigmoid,
 _unary("tanh", lambda xp, a: xp.tanh(_float_in(a)), lambda g, x, out, **_: (g * (1 - out * out),),
        "hyperbolic tangent", "math.tanh({0})", "tanh({0})", saves=SAVES_OUTPUT,
        dtype=float_dtype)
+# The gradient reads the output (relu(x) > 0 exactly where x > 0), as PyTorch's does:
+# so relu_ on a tensor that autograd needs still trains.
 _unary("relu", lambda xp, a: xp.maximum(a, 0).astype(a.dtype, copy=False),
-       lambda g, x, **_: (g * (x > 0),),
-       "max(x, 0); NaN stays NaN", "({0} if not ({0} <= 0) else 0)", "(!({0} <= 0) ? {0} : 0)")
+       lambda g, x, out, **_: (g * (out > 0),),
+       "max(x, 0); NaN stays NaN", "({0} if not ({0} <= 0) else 0)", "(!({0} <= 0) ? {0} : 0)",
+       saves=SAVES_OUTPUT)
 _unary("erf", lambda xp, a: _special(xp).erf(_float_in(a)),
        lambda g, x, **_: (g * (2 / math.sqrt(math.pi)) * (-(x * x)).exp(),),
        "Gauss error function (for exact GELU)", "math.erf({0})", "erf({0})",

@@ -45,7 +45,9 @@ register(Op("reshape", I, 1, lambda xp, a, shape: xp.reshape(a, resolve_shape(a.
             lambda s, shape: resolve_shape(s, shape), same_dtype,
             lambda g, x, shape, **_: (g.reshape(x.shape),),
             "reshape to `shape` (one -1 allowed)", saves=SAVES_NONE,
-            emit={"numba": "reshape", "cuda": "reshape"}))
+            emit={"numba": "reshape", "cuda": "reshape"}, view=True,
+            write_back=lambda parent, value, shape: ("reshape", (value,),
+                                                     {"shape": tuple(parent.shape)})))
 
 
 def _check_perm(shape, dims, **_):
@@ -55,17 +57,26 @@ def _check_perm(shape, dims, **_):
     return tuple(shape[d] for d in dims)
 
 
-def _permute_grad(g, x, dims, **_):
-    dims = [d % max(x.ndim, 1) for d in dims]
+def _inverse_perm(dims, ndim) -> tuple:
+    dims = [d % max(ndim, 1) for d in dims]
     inverse = [0] * len(dims)
     for i, d in enumerate(dims):
         inverse[d] = i
-    return (g.permute(*inverse),)
+    return tuple(inverse)
+
+
+def _permute_grad(g, x, dims, **_):
+    return (g.permute(*_inverse_perm(dims, x.ndim)),)
+
+
+def _permute_write_back(parent, value, dims):
+    return "permute", (value,), {"dims": _inverse_perm(dims, parent.ndim)}
 
 
 register(Op("permute", I, 1, lambda xp, a, dims: xp.transpose(a, dims), _check_perm,
             same_dtype, _permute_grad, "reorder dimensions", saves=SAVES_NONE,
-            emit={"numba": "permute", "cuda": "permute"}))
+            emit={"numba": "permute", "cuda": "permute"}, view=True,
+            write_back=_permute_write_back))
 
 
 def _expand_shape(s, shape, **_):
@@ -89,7 +100,7 @@ def _expand_shape(s, shape, **_):
 register(Op("expand", I, 1, lambda xp, a, shape: xp.broadcast_to(a, _expand_shape(a.shape, shape)),
             _expand_shape, same_dtype, lambda g, x, shape, **_: (g,),  # engine sums back
             "broadcast to a larger shape without copying", saves=SAVES_NONE,
-            emit={"numba": "broadcast", "cuda": "broadcast"}))
+            emit={"numba": "broadcast", "cuda": "broadcast"}, view=True))  # read-only view
 
 register(Op("copy", Kind.ELEMENTWISE, 1, lambda xp, a: a.copy(), same_shape, same_dtype,
             lambda g, x, **_: (g,), "a fresh copy (clone)", saves=SAVES_NONE,
@@ -179,10 +190,23 @@ def _getitem_grad(g, x, *index, key, **_):
     return (g._op("getitem_grad", *index, key=key, shape=tuple(x.shape)),) + (None,) * len(index)
 
 
-register(Op("getitem", I, None, lambda xp, a, *idx, key: a[decode_key(key, idx)],
+def _getitem_eager(xp, a, *idx, key):
+    real = decode_key(key, idx)
+    if not idx and ("ellipsis",) not in key:
+        real += (Ellipsis,)  # a view even when ints select one element (NumPy: a scalar)
+    return a[real]
+
+
+def _getitem_write_back(parent, value, key):
+    # Only basic keys (no index tensors) give views, so setitem needs no index inputs.
+    return "setitem", (parent, value), {"key": key}
+
+
+register(Op("getitem", I, None, _getitem_eager,
             _getitem_shape, same_dtype, _getitem_grad,
             "x[key]: ints, slices, None, ..., integer and boolean index tensors",
-            saves=SAVES_NONE, emit={"numba": "getitem", "cuda": "getitem"}))
+            saves=SAVES_NONE, emit={"numba": "getitem", "cuda": "getitem"}, view=True,
+            write_back=_getitem_write_back))
 
 
 def _scatter_add(xp, out, key, values):

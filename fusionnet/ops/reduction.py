@@ -1,6 +1,7 @@
 """Reduction rows of the op table: sum, mean, max, min, argmax, argmin.
 
-Attributes: ``dim`` (None for all axes, an int, or a tuple) and ``keepdim``.
+Attributes: ``dim`` (None for all axes, an int, or a tuple) and ``keepdim``; ``max``
+and ``min`` also take ``ties`` (how their gradient treats ties, see :data:`TIES`).
 The ``emit`` slots give each backend's combine step over ``{acc}`` and ``{x}``; the row's
 ``reduction`` facts (:class:`~fusionnet.ops.registry.Reduction`) say where the accumulator
 starts, what an empty input does and how the result finishes. Together they let a code
@@ -48,11 +49,35 @@ def _mean_grad(g, x, dim=None, keepdim=False, **_):
     return (_kept(g, x, dim, keepdim).expand(x.shape) / count,)
 
 
-def _extreme_grad(g, x, out, dim=None, keepdim=False, **_):
-    # Ties share the gradient evenly (PyTorch does the same for full reductions).
-    hit = x == _kept(out, x, dim, keepdim)
-    count = hit.sum(dim=dim, keepdim=True)
-    return (_kept(g, x, dim, keepdim) * hit / count,)
+#: How ``max``/``min`` share the gradient among tied elements (attribute ``ties``), as
+#: PyTorch's three ops that these rows stand for do:
+#: ``"even"`` (default; ``amax``/``amin``): evenly among the elements equal to the
+#: result; a NaN result equals nothing, so that slice's gradient is NaN.
+#: ``"even_nan"`` (``max()``/``min()`` without dim): evenly, NaN counting as equal to NaN.
+#: ``"index"`` (``max(dim)``/``min(dim)``): all to the index argmax/argmin returns.
+TIES = ("even", "even_nan", "index")
+
+
+def _extreme_grad(g, x, out, dim=None, keepdim=False, ties="even", **_):
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    best = _kept(out, x, dim, keepdim)
+    hit = x == best
+    if ties != "even":  # NaN ties NaN
+        hit = hit.logical_or((x != x).logical_and(best != best))
+    if ties == "index" and dim is not None and x.ndim:
+        # The first hit along dim is the index argmax/argmin return (NaN first).
+        hit = _one_hot(hit.argmax(dim=dim, keepdim=True), x, dim)
+    return (_kept(g, x, dim, keepdim) * hit / hit.sum(dim=dim, keepdim=True),)
+
+
+def _one_hot(index, x, dim):
+    """Bool tensor of ``x``'s shape: True where the position along ``dim`` is ``index``."""
+    from ..factories import arange  # noqa: PLC0415 - factories build on the op table
+
+    (axis,) = normalize_dims(dim, x.ndim)
+    positions = arange(x.shape[axis], device=x.device)
+    return positions.reshape(tuple(-1 if i == axis else 1 for i in range(x.ndim))) == index
 
 
 def _mean_dtype(d, **_):
@@ -102,12 +127,12 @@ def _check_nonempty(a, name):
         raise ValueError(f"{name}() of an empty tensor has no identity value")
 
 
-def _max_eager(xp, a, dim=None, keepdim=False):
+def _max_eager(xp, a, dim=None, keepdim=False, ties="even"):  # ties: for the gradient
     _check_nonempty(a, "max")
     return xp.max(a, axis=_axes(a, dim), keepdims=keepdim)
 
 
-def _min_eager(xp, a, dim=None, keepdim=False):
+def _min_eager(xp, a, dim=None, keepdim=False, ties="even"):
     _check_nonempty(a, "min")
     return xp.min(a, axis=_axes(a, dim), keepdims=keepdim)
 

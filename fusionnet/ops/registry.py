@@ -111,6 +111,14 @@ class Op:
         reduction: for ``REDUCTION`` rows with an emitter, how the accumulator starts,
             what an empty input does and how the result finishes (:class:`Reduction`);
             ``None`` for every other row.
+        view: the result may be a view of the first input (share its memory, as
+            NumPy's reshape, transpose, broadcast_to and basic indexing do). Autograd
+            then treats it as a view only when NumPy really returned one.
+        write_back: for ``view`` rows, how a new value of the view is written back
+            into the input, as a table op: ``write_back(parent, value, **attrs) ->
+            (op name, inputs, attrs)``; applying that op gives the input with the
+            view's elements replaced by ``value``. ``None`` on a ``view`` row means
+            a read-only view (``expand``: several elements share one location).
     """
 
     name: str
@@ -125,6 +133,8 @@ class Op:
     promote: tuple = ()
     emit: dict = field(default_factory=dict)
     reduction: Reduction | None = None
+    view: bool = False
+    write_back: Callable | None = None
 
     @property
     def differentiable(self) -> bool:
