@@ -79,6 +79,10 @@ class _Tracer:
         self.live_nodes: dict[tuple, int] = {}
         self.inputs: set[int] = set()       # ids of the input tensors forward received
         self.grad: dict[int, bool] = {}     # node -> does eager's value require grad?
+        self.alias: dict[int, tuple] = {}   # id(view) -> (root base tensor, ((op, attrs), ...))
+        self.alias_version: dict[int, int] = {}  # id(view) -> base version it was derived at
+        self.base_version: dict[int, int] = {}   # id(base) -> in-place writes so far
+        self.owner_of: dict[int, Tensor] = {}    # id(array) -> the traced tensor holding it
         self.external: ObjectIndex | None = None
         self.module = module
         self.module_names = {id(m): name for name, m in module.named_modules()}
@@ -114,10 +118,15 @@ class _Tracer:
         self.node_of[id(t)] = nid
         if by_array:
             self.node_of[id(t._data)] = nid
+            self.owner_of[id(t._data)] = t
 
     def node_for(self, t: Tensor) -> int:
         nid = self.node_of.get(id(t))
         if nid is not None:
+            alias = self.alias.get(id(t))
+            if alias is not None and self.alias_version.get(id(t)) != self.base_version.get(
+                    id(alias[0]), 0):
+                return self._rederive(t)  # its base was written through another alias
             return nid
         hit = self.live.get(id(t._data))
         if hit is not None:
@@ -158,6 +167,9 @@ class _Tracer:
         if src in self.static:
             self.static.add(nid)
         self.bind(t, nid, by_array=False)
+        owner = self.owner_of.get(id(t._data))
+        if owner is not None and owner is not t:  # writes through it would change the original: refused
+            self._note_alias(t, owner, (None, ()))
         return nid
 
     def _outside_value(self, t: Tensor) -> int:
@@ -226,20 +238,83 @@ class _Tracer:
         if not dynamic:
             self.static.add(nid)
         self.bind(out, nid)
+        if op.view and len(tensors) == 1 and np.may_share_memory(out._data, tensors[0]._data):
+            self._note_alias(out, tensors[0], (op, tuple(attrs.items())))
         return out
 
+    def _note_alias(self, view: Tensor, src: Tensor, step) -> None:
+        """``view`` shares ``src``'s storage: remember its root base and how to get it."""
+        base, chain = self.alias.get(id(src), (src, ()))
+        self.alias[id(view)] = (base, chain + (step,))
+        self.alias_version[id(view)] = self.base_version.get(id(base), 0)
+
     def on_inplace(self, target: Tensor, result: Tensor):
-        """``target op= ...``: rebind ``target`` to the pure op's result (functionalised)."""
-        if id(target._data) in self.live:
+        """``target op= ...``: rebind ``target`` (and, through views, its base) to pure ops.
+
+        Eager writes into shared storage, so a write through a view changes its base and
+        every other view of that base. The graph says the same with the view rows'
+        ``write_back`` ops: the base becomes "the old base with the view's elements
+        replaced", and the other views are re-derived from it when next used."""
+        result = self._like_eager_inplace(target, result)
+        base, chain = self.alias.get(id(target), (target, ()))
+        if any(op is None for op, _ in chain):
+            self.stop("in-place write through detach() or .data of a traced value (eager "
+                      "would change the original's storage behind autograd's back)")
+            return
+        if id(base._data) in self.live or id(target._data) in self.live:
             # Writing module state from forward is a side effect a graph cannot replay.
             self.stop("in-place update of a module parameter/buffer/constant inside forward")
-        if id(target) in self.inputs:
+        if id(base) in self.inputs:
             # Eager writes into the caller's tensor; a pure graph does not. Noted so that
             # the runtime can refuse to compile it (the graph itself stays valid).
             self.graph.input_mutations.append(self.where()[0])
-        target._data = result._data
-        target.requires_grad = result.requires_grad
-        self.bind(target, self.node_of[id(result)])
+        new = self._written_back(base, chain, result)
+        base._data = new._data
+        base.requires_grad = new.requires_grad
+        self.bind(base, self.node_of[id(new)])
+        self.base_version[id(base)] = self.base_version.get(id(base), 0) + 1
+        if target is not base:
+            self._rederive(target)
+
+    def _like_eager_inplace(self, target: Tensor, result: Tensor) -> Tensor:
+        """Eager's checks and cast: the result must fit the target's shape and is stored
+        in the target's dtype."""
+        if tuple(result._data.shape) != tuple(target._data.shape):
+            raise RuntimeError(f"output with shape {list(target._data.shape)} doesn't match the "
+                               f"broadcast shape {list(result._data.shape)}")
+        if result._data.dtype != target._data.dtype:
+            if not np.can_cast(result._data.dtype, target._data.dtype, casting="same_kind"):
+                raise RuntimeError(f"result type {result._data.dtype} can't be cast to the "
+                                   f"desired output type {target._data.dtype}")
+            result = dispatch.apply("cast", result, dtype=target._data.dtype)
+        return result
+
+    def _written_back(self, base: Tensor, chain: tuple, value: Tensor) -> Tensor:
+        """``base`` with the view ``chain(base)`` replaced by ``value``, as table ops."""
+        parents = [base]
+        for op, attrs in chain[:-1]:
+            parents.append(dispatch.apply(op.name, parents[-1], **dict(attrs)))
+        new = value
+        for (op, attrs), parent in zip(reversed(chain), reversed(parents)):
+            if op.write_back is None:
+                raise RuntimeError(f"unsupported operation: an in-place write into the result "
+                                   f"of {op.name} (a read-only view)")
+            name, inputs, wattrs = op.write_back(parent, new, **dict(attrs))
+            new = dispatch.apply(name, *inputs, **wattrs)
+        return new
+
+    def _rederive(self, view: Tensor) -> int:
+        """Recompute a view of a base that was written since: ``chain(base)``."""
+        base, chain = self.alias[id(view)]
+        cur = base
+        for op, attrs in chain:
+            cur = dispatch.apply(op.name, cur, **dict(attrs))
+        view._data = cur._data
+        view.requires_grad = cur.requires_grad
+        nid = self.node_of[id(cur)]
+        self.bind(view, nid)
+        self.alias_version[id(view)] = self.base_version.get(id(base), 0)
+        return nid
 
     def on_python_value(self, t: Tensor, why: str):
         nid = self.node_of.get(id(t), self.node_of.get(id(t._data)))

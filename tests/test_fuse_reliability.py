@@ -130,6 +130,74 @@ def test_squeeze_at_batch_one_after_compiling_at_64(squeeze, rest):
     np.testing.assert_array_equal(g_fused, x.grad.numpy())
 
 
+# ---- 3. in-place ops through views ------------------------------------------------------------
+
+VIEW_WRITES = {
+    "view": lambda h: h.view(-1).mul_(2),
+    "reshape": lambda h: h.reshape(-1).mul_(2),
+    "t": lambda h: h.t().add_(1),
+    "unsqueeze": lambda h: h.unsqueeze(0).mul_(3),
+    "slice": lambda h: h[:, 1:].mul_(5),
+    "view_of_slice": lambda h: h.view(-1)[2:4].add_(7),
+    "setitem_on_view": lambda h: h.t().__setitem__((0, slice(None)), 9.0),
+    "augmented": lambda h: h.view(12).__imul__(4),
+}
+
+
+@pytest.mark.parametrize("write", sorted(VIEW_WRITES))
+def test_inplace_through_views_changes_the_base(write):
+    class Block(nn.Module):
+        def forward(self, x):
+            h = x * 1
+            other = h.view(-1)            # a second view taken before the write
+            VIEW_WRITES[write](h)
+            return h * 1 + other.sum()
+
+    block = Block()
+    x = torch.randn(3, 4, requires_grad=True)
+    graph = torch.trace(block, x)         # the graph itself must say what eager does
+    _same(graph.run(x), block(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FusionFallbackWarning)  # slices run eagerly for now
+        fused = fuse(block)
+        got, want = fused(x), block(x)
+    _same(got, want)
+    got.sum().backward()
+    g_fused = x.grad.numpy().copy()
+    x.grad = None
+    want.sum().backward()
+    np.testing.assert_allclose(g_fused, x.grad.numpy(), rtol=1e-6)
+
+
+def test_inplace_through_a_view_of_the_input_is_refused_and_runs_eagerly():
+    class Block(nn.Module):
+        def forward(self, x):
+            x.view(-1).mul_(2)            # eager changes the caller's tensor
+            return x + 1
+
+    block = Block()
+    fused = fuse(block)
+    x, y = torch.ones(2, 3), torch.ones(2, 3)
+    with pytest.warns(FusionFallbackWarning, match="writes into its input"):
+        got = fused(x)
+    want = block(y)
+    _same(got, want)
+    np.testing.assert_array_equal(x.numpy(), y.numpy())  # the caller's tensor changed alike
+
+
+def test_inplace_through_detach_is_refused():
+    class Block(nn.Module):
+        def forward(self, x):
+            h = x * 1
+            h.detach().mul_(2)
+            return h + 1
+
+    block = Block()
+    with pytest.warns(FusionFallbackWarning, match="detach"):
+        got = fuse(block)(torch.ones(2, 3))
+    _same(got, block(torch.ones(2, 3)))
+
+
 # ---- 4. detach(), .data and no_grad() inside forward stop the gradient ---------------------
 
 class StopGradients(nn.Module):
