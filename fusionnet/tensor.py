@@ -336,6 +336,7 @@ class Tensor(TensorOps):
         return self._data.shape[0]
 
     def __iter__(self):
+        dispatch.note_shape_read(self)  # the loop runs once per row: the size is baked in
         if self._data.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(self._data.shape[0]))
