@@ -1,28 +1,31 @@
 """``Graph``: a traced forward as data, held in a ``networkx.DiGraph``.
 
 Nodes are integers, numbered in creation order (deterministic). Each node's
-attributes are plain values:
+attributes are a :class:`Node` record — a dict (networkx stores it as the node's
+attribute dict) whose fields are declared once, in :data:`FIELDS`, with typed
+accessors (``graph.node(n).shape``) beside the dict spelling (``graph.node(n)["shape"]``).
+Every value is plain data except live references (``ref``) and namedtuple classes
+inside an output ``spec``.
 
-=========  ==================================================================
-kind       ``input`` | ``param`` | ``buffer`` | ``constant`` | ``op`` | ``output``
-op         op-table name (``op`` nodes only)
-attrs      the op's attributes as a sorted tuple of (name, value) pairs
-args       argument node ids in order (DiGraph edges have no order; this has)
-shape      tuple of ints
-dtype      NumPy dtype name (``"float32"``)
-source     ``file:line: code`` in ``forward`` that created the node
-module     dotted path of the submodule whose ``forward`` created it
-target     parameter/buffer/constant name (``0.weight``); input position for inputs
-no_grad    (op nodes, optional) computed under ``no_grad()`` inside forward: no gradient
-           flows through it, as in eager
-spec       (output node) how the output leaves nest (see :mod:`fusionnet.structure`)
-requires_grad  (input and output nodes) whether eager's value requires grad
-=========  ==================================================================
+One source of truth for argument order: a node's ``args``. The DiGraph edges
+(``u -> v`` with attribute ``slots``, the positions of ``u`` in ``v``'s args) are
+derived from it by :meth:`Graph.add_node` and :meth:`Graph.set_args`, the only two
+places that touch edges, so networkx algorithms (ancestors, isomorphism) see the
+same graph.
+
+``order()`` (a deterministic topological order, ties broken by id) is computed once
+and kept until the graph changes; ``inputs`` and ``output`` come from an index by
+kind, so asking for them is O(1) however often a pass does.
+
+Regions: a node may hold *bodies*, graphs of their own (a fused kernel's ``group``
+holds one ``body``; control-flow regions hold several). Each region kind is declared
+once in :mod:`fusionnet.regions` (its bodies, whether passes optimise inside them, how
+the interpreter runs it), and the interpreter, the passes, verification, hashing,
+lowering and ``export_graph`` handle every kind through that declaration.
 
 ``param``/``buffer`` nodes (and module-attribute constants) point at the live
 tensor in ``ref`` so later weight updates are seen; ``ref`` is excluded from
 :meth:`Graph.content_hash`. Literal constants keep their array in ``value``.
-An edge ``u -> v`` has attribute ``slots``: the positions of ``u`` in ``v``'s args.
 """
 from __future__ import annotations
 
@@ -36,9 +39,73 @@ import numpy as np
 
 from .structure import describe
 
-__all__ = ["Graph", "GraphBreak", "NODE_KINDS"]
+__all__ = ["Graph", "GraphBreak", "Node", "NODE_KINDS", "FIELDS", "short_source"]
 
 NODE_KINDS = ("input", "param", "buffer", "constant", "op", "group", "output")
+
+#: Every node field: name -> (who has it, what it means). ``kind``, ``args``,
+#: ``shape``, ``dtype`` and ``attrs`` are on every node; the rest where listed.
+FIELDS = {
+    "kind": ("all", "input | param | buffer | constant | op | output, or a region kind"),
+    "args": ("all", "argument node ids, in order (the edges are derived from this)"),
+    "shape": ("all", "tuple of ints (the traced sizes)"),
+    "dtype": ("all", "NumPy dtype name, e.g. 'float32'"),
+    "attrs": ("all", "the op's attributes as a sorted tuple of (name, value) pairs"),
+    "op": ("op", "op-table row name"),
+    "source": ("most", "'file:line: code' of the user's line that created the node"),
+    "module": ("most", "dotted path of the submodule whose forward created it"),
+    "target": ("input, param, buffer, constant",
+               "input position; parameter/buffer/constant name ('0.weight')"),
+    "ref": ("param, buffer, constant", "the live tensor (read at call time)"),
+    "detach": ("param, buffer, constant", "a `.data` read: no gradient flows"),
+    "external": ("constant", "a live tensor found outside the module (a global...)"),
+    "value": ("constant", "a literal's array"),
+    "device": ("input", "device of the traced input"),
+    "requires_grad": ("input, output", "whether eager's value requires grad (per leaf)"),
+    "no_grad": ("op", "computed under no_grad() in a forward traced with grad on"),
+    "spec": ("output", "how the output leaves nest (fusionnet.structure)"),
+    "sym_shape": ("all, optional", "shape with 'B'/'k*B' for batch-scaled sizes"),
+    "buffer": ("op, group, optional", "buffer slot chosen by plan_buffers"),
+    "body": ("group", "the fused kernel's body graph (a region body)"),
+    "group_kind": ("group", "gemm | gemm_epilogue | elementwise | reduction"),
+    "ops": ("group", "the body's op names, in order"),
+    "members": ("group", "ids of the nodes the group replaced"),
+}
+
+
+class Node(dict):
+    """One node's attributes: a dict with typed accessors for the common fields.
+
+    networkx creates these for every node (``node_attr_dict_factory``), so
+    ``graph.nx.nodes[n]`` and ``graph.node(n)`` are the same record."""
+
+    __slots__ = ()
+
+    kind = property(lambda self: self["kind"], doc="the node kind")
+    args = property(lambda self: self["args"], doc="argument node ids, in order")
+    shape = property(lambda self: self["shape"], doc="the traced shape")
+    dtype = property(lambda self: self["dtype"], doc="the dtype name")
+    op = property(lambda self: self.get("op"), doc="the op-table name (op nodes)")
+    source = property(lambda self: self.get("source", ""), doc="the user's source line")
+
+    @property
+    def attr_dict(self) -> dict:
+        """The op's attributes as a dict."""
+        return dict(self["attrs"])
+
+
+class _NodeGraph(nx.DiGraph):
+    """A DiGraph whose node attribute dicts are :class:`Node` records."""
+
+    node_attr_dict_factory = Node
+
+
+def short_source(source: str) -> str:
+    """``/long/path/file.py:12: code`` -> ``file.py:12: code``."""
+    match = re.match(r"^(.*?):(\d+): (.*)$", source)
+    if not match:
+        return source
+    return f"{os.path.basename(match.group(1))}:{match.group(2)}: {match.group(3)}"
 
 
 class GraphBreak(RuntimeError):
@@ -60,7 +127,7 @@ class Graph:
 
     def __init__(self, name: str = "graph"):
         self.name = name
-        self.nx = nx.DiGraph()
+        self.nx = _NodeGraph()
         self.breaks: list[GraphBreak] = []
         self.notes: list[str] = []  # decisions made by passes, for `explain`
         self.buffers: dict[int, tuple] = {}  # buffer slot -> (nbytes, dtype), see plan_buffers
@@ -69,33 +136,46 @@ class Graph:
         self.grad_enabled = False  # the grad mode the graph was traced under
         self.reads = None  # what the trace read from Python (a pystate.Recorder), if traced
         self._next_id = 0
+        self._order: list[int] | None = None   # cached topological order
+        self._inputs: set[int] = set()
+        self._outputs: set[int] = set()
 
     # ---- building ------------------------------------------------------------------------
 
     def add_node(self, kind: str, *, args=(), shape=(), dtype="float32", **attrs) -> int:
         """Add a node of ``kind`` reading ``args``; returns its id."""
-        if kind not in NODE_KINDS:
+        from .regions import REGIONS  # noqa: PLC0415 - regions is a leaf module
+
+        if kind not in NODE_KINDS and kind not in REGIONS:
             raise ValueError(f"unknown node kind {kind!r}")
         nid = self._next_id
         self._next_id += 1
+        for a in args:
+            if a not in self.nx:
+                raise KeyError(f"node {nid} reads unknown node {a}")
         attrs.setdefault("attrs", ())
         self.nx.add_node(nid, kind=kind, args=tuple(args), shape=tuple(shape),
                          dtype=str(np.dtype(dtype)), **attrs)
+        self._link(nid, args)
+        if kind == "input":
+            self._inputs.add(nid)
+        elif kind == "output":
+            self._outputs.add(nid)
+        self._order = None
+        return nid
+
+    def _link(self, nid: int, args) -> None:
+        """The edges into ``nid``, derived from its args (the one place edges are made)."""
         for pos, a in enumerate(args):
-            if a not in self.nx:
-                raise KeyError(f"node {nid} reads unknown node {a}")
             if self.nx.has_edge(a, nid):
                 self.nx.edges[a, nid]["slots"] += (pos,)
             else:
                 self.nx.add_edge(a, nid, slots=(pos,))
-        return nid
 
     def copy(self) -> "Graph":
-        """A structural copy (node attribute dicts copied; live refs shared)."""
+        """A structural copy (node records copied; live refs and bodies shared)."""
         g = Graph(self.name)
         g.nx = self.nx.copy()
-        for n in g.nx:
-            g.nx.nodes[n].update(dict(self.nx.nodes[n]))
         g.breaks = list(self.breaks)
         g.notes = list(self.notes)
         g.buffers = dict(self.buffers)
@@ -104,20 +184,19 @@ class Graph:
         g.grad_enabled = self.grad_enabled
         g.reads = self.reads
         g._next_id = self._next_id
+        g._order = None if self._order is None else list(self._order)
+        g._inputs, g._outputs = set(self._inputs), set(self._outputs)
         return g
 
     # ---- rewriting (used by passes on their own copy) ----------------------------------
 
     def set_args(self, nid: int, args) -> None:
-        """Give node ``nid`` new arguments, keeping edges (and their slots) consistent."""
+        """Give node ``nid`` new arguments (its edges follow)."""
         for a in list(self.nx.predecessors(nid)):
             self.nx.remove_edge(a, nid)
         self.nx.nodes[nid]["args"] = tuple(args)
-        for pos, a in enumerate(args):
-            if self.nx.has_edge(a, nid):
-                self.nx.edges[a, nid]["slots"] += (pos,)
-            else:
-                self.nx.add_edge(a, nid, slots=(pos,))
+        self._link(nid, args)
+        self._order = None
 
     def replace_uses(self, old: int, new: int) -> None:
         """Make every reader of ``old`` read ``new`` instead."""
@@ -130,37 +209,51 @@ class Graph:
         if self.users(nid):
             raise ValueError(f"node {nid} still has readers {self.users(nid)}")
         self.nx.remove_node(nid)
+        self._inputs.discard(nid)
+        self._outputs.discard(nid)
+        self._order = None
 
     # ---- reading -------------------------------------------------------------------------
 
-    def node(self, nid: int) -> dict:
-        """The attribute dict of node ``nid``."""
+    def node(self, nid: int) -> Node:
+        """The record of node ``nid``."""
         return self.nx.nodes[nid]
 
     def order(self) -> list[int]:
-        """Node ids in a deterministic topological order (ties broken by id)."""
-        return list(nx.lexicographical_topological_sort(self.nx, key=lambda n: n))
+        """Node ids in a deterministic topological order (ties broken by id).
+
+        Computed once and kept until the graph changes (a copy: callers may mutate it)."""
+        if self._order is None:
+            self._order = list(nx.lexicographical_topological_sort(self.nx, key=lambda n: n))
+        return list(self._order)
 
     def nodes_of(self, kind: str) -> list[int]:
         """Ids of the nodes of one kind, in topological order."""
-        return [n for n in self.order() if self.nx.nodes[n]["kind"] == kind]
+        nodes = self.nx.nodes
+        return [n for n in self.order() if nodes[n]["kind"] == kind]
 
     @property
     def inputs(self) -> list[int]:
         """Input placeholder ids, by position."""
-        return sorted(self.nodes_of("input"), key=lambda n: self.nx.nodes[n]["target"])
+        return sorted(self._inputs, key=lambda n: self.nx.nodes[n]["target"])
 
     @property
     def output(self) -> int:
         """The id of the output node."""
-        outs = self.nodes_of("output")
-        if len(outs) != 1:
-            raise ValueError(f"graph {self.name!r} has {len(outs)} output nodes")
-        return outs[0]
+        if len(self._outputs) != 1:
+            raise ValueError(f"graph {self.name!r} has {len(self._outputs)} output nodes")
+        return next(iter(self._outputs))
 
     def users(self, nid: int) -> list[int]:
         """Nodes that read ``nid``."""
         return sorted(self.nx.successors(nid))
+
+    def regions(self) -> list[int]:
+        """Ids of the region nodes (groups, loops...), in topological order."""
+        from .regions import REGIONS  # noqa: PLC0415
+
+        nodes = self.nx.nodes
+        return [n for n in self.order() if nodes[n]["kind"] in REGIONS]
 
     def op_counts(self) -> dict[str, int]:
         """How many op nodes there are of each op name."""
@@ -178,21 +271,25 @@ class Graph:
     # ---- identity ------------------------------------------------------------------------
 
     def content_hash(self) -> str:
-        """A stable hash of structure, ops, attributes, shapes, dtypes and literal constants.
+        """A stable hash of structure, ops, attributes, shapes, dtypes, literal constants and
+        region bodies.
 
         Live references (parameter values) are left out: the same graph with new
         weights has the same hash, so compiled code keyed by it stays valid.
         """
+        from .regions import bodies_of  # noqa: PLC0415
+
         h = hashlib.sha256()
         for n in self.order():
             d = self.nx.nodes[n]
-            row = {k: _plain(d[k]) for k in sorted(d)
-                   if k not in ("ref", "value", "source", "body", "members", "spec")}
+            bodies = bodies_of(d)
+            skip = {"ref", "value", "source", "members", "spec"} | {f for f, _ in bodies}
+            row = {k: _plain(d[k]) for k in sorted(d) if k not in skip}
             if "spec" in d:
                 row["spec"] = describe(d["spec"])
             h.update(json.dumps([n, row], sort_keys=True, default=repr).encode())
-            if "body" in d:
-                h.update(d["body"].content_hash().encode())
+            for field, body in bodies:
+                h.update(field.encode() + body.content_hash().encode())
             if "value" in d:
                 arr = np.ascontiguousarray(d["value"])
                 h.update(str(arr.dtype).encode() + str(arr.shape).encode() + arr.tobytes())
@@ -217,7 +314,7 @@ class Graph:
                 what += f" @buf{d['buffer']}"
             if d.get("attrs"):
                 what += "(" + ", ".join(f"{k}={_short(v)}" for k, v in d["attrs"]) + ")"
-            src = _short_source(d.get("source", ""))
+            src = short_source(d.get("source", ""))
             rows.append((str(n), d["kind"], what, ",".join(map(str, d["args"])),
                          "x".join(map(str, d["shape"])) or "()", d["dtype"], src))
         widths = [min(max(len(r[i]) for r in rows), 48) for i in range(len(header))]
@@ -232,14 +329,6 @@ class Graph:
     def __repr__(self) -> str:
         return (f"<Graph {self.name}: {self.nx.number_of_nodes()} nodes, "
                 f"{len(self.nodes_of('op'))} ops, {len(self.breaks)} breaks>")
-
-
-def _short_source(source: str) -> str:
-    """``/long/path/file.py:12: code`` -> ``file.py:12: code``."""
-    match = re.match(r"^(.*?):(\d+): (.*)$", source)
-    if not match:
-        return source
-    return f"{os.path.basename(match.group(1))}:{match.group(2)}: {match.group(3)}"
 
 
 def _plain(v):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from .graph import Graph
+from .graph import Graph, short_source
 from .ops import Kind, OPS
 
 __all__ = ["export_graph", "to_dot", "to_networkx", "read_json", "kernel_cost", "STAGES"]
@@ -145,11 +145,6 @@ def _shape(shape) -> str:
     return "x".join(map(str, shape)) or "()"
 
 
-def _short_source(source: str) -> str:
-    path, sep, rest = (source or "").partition(":")
-    return os.path.basename(path) + sep + rest if sep else source or ""
-
-
 def _wrap(text: str, width: int = 46) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
 
@@ -213,7 +208,7 @@ class _DotPanel:
                 if n in hot:  # ops on a break's source line
                     style.update(color=_RED, fontcolor=_RED, penwidth="2")
                 self.lines.append(f"{self.p}n{n} " + _attrs(
-                    **style, tooltip=_short_source(d.get("source", "")) or None))
+                    **style, tooltip=short_source(d.get("source", "")) or None))
                 for a in dict.fromkeys(d["args"]):
                     self.edge(self.producer(a), f"{self.p}n{n}", g.node(a))
             for i, b in enumerate(g.breaks):
@@ -238,11 +233,11 @@ class _DotPanel:
         self.lines.append(f"subgraph cluster_{self.p}g{n} {{")
         self.lines.append("graph " + _attrs(label=title, style="filled,rounded",
                                             fillcolor=colours[0], color=colours[1],
-                                            penwidth="2", tooltip=_short_source(d["source"])))
+                                            penwidth="2", tooltip=short_source(d["source"])))
         for bn in body.nodes_of("op"):
             bd = body.node(bn)
             self.lines.append(f"{self.p}g{n}_{bn} " + _attrs(
-                **_node_style(bd), fillcolor="white", tooltip=_short_source(bd.get("source"))))
+                **_node_style(bd), fillcolor="white", tooltip=short_source(bd.get("source"))))
         self.lines.append("}")
         for bn in body.nodes_of("op"):
             for ba in dict.fromkeys(body.node(bn)["args"]):
@@ -257,8 +252,8 @@ class _DotPanel:
         """A red node with the reason and source line, fed by the values turned into Python."""
         bid = f"{self.p}break{i}"
         self.lines.append(bid + " " + _attrs(
-            label=f"graph break\n{_wrap(brk.reason)}\nat {_short_source(brk.source)}",
-            tooltip=f"{brk.reason} at {_short_source(brk.source)}", shape="octagon", style="filled",
+            label=f"graph break\n{_wrap(brk.reason)}\nat {short_source(brk.source)}",
+            tooltip=f"{brk.reason} at {short_source(brk.source)}", shape="octagon", style="filled",
             fillcolor="#ffebee", color=_RED, fontcolor=_RED, penwidth="2"))
         at = [n for n in self.g.order() if n in hot and self.g.node(n)["source"] == brk.source]
         # The values asked for as Python values are the ones nothing on that line reads.

@@ -7,6 +7,8 @@ code generators receive. ``group_kind`` says what it is: ``gemm``,
 """
 from __future__ import annotations
 
+import networkx as nx
+
 from ..graph import Graph
 from ..ops import Kind, get_op
 
@@ -28,7 +30,10 @@ def make_group(graph: Graph, members, root: int, group_kind: str) -> int:
     """Replace ``members`` (op nodes; ``root`` the only one read from outside) by one
     group node in ``graph`` (modified in place: call on a pass's own copy)."""
     members = set(members)
-    order = [n for n in graph.order() if n in members]
+    # A topological order of the members alone: sorting the whole graph per group would
+    # make fusion quadratic in the graph size.
+    order = list(nx.lexicographical_topological_sort(graph.nx.subgraph(members),
+                                                     key=lambda n: n))
     for n in order:
         outside = [u for u in graph.users(n) if u not in members]
         if n != root and outside:

@@ -69,16 +69,11 @@ def _show(value) -> str:
 def fold_constants(graph: Graph) -> Graph:
     """A copy of ``graph`` with every all-literal-constant op replaced by its value."""
     g = graph.copy()
-    tried: set[int] = set()  # each op is tried once: a failure will not change
     made: set[int] = set()   # constants this pass created
-    changed = True
-    while changed:  # folding one node can make its readers foldable: repeat to a fixed point
-        changed = False
-        for n in g.order():
-            d = g.node(n)
-            if d["kind"] != "op" or n in tried:
-                continue
-            if d["args"] and all(_is_literal(g.node(a)) for a in d["args"]):
-                tried.add(n)
-                changed |= _fold_one(g, n, made)
+    # One walk in topological order suffices: a node's arguments are folded (or not)
+    # before the node is looked at, so chains of constants fold in a single pass.
+    for n in graph.order():
+        d = g.node(n)
+        if d["kind"] == "op" and d["args"] and all(_is_literal(g.node(a)) for a in d["args"]):
+            _fold_one(g, n, made)
     return g

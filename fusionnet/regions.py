@@ -1,0 +1,62 @@
+"""Region kinds: graph nodes that hold graphs of their own (*bodies*).
+
+A fused kernel is a region (``group``: one ``body``, the ops it computes); so are
+control-flow constructs (a loop holds its condition and its body). Each kind is
+declared once here; the interpreter, the pass manager, verification, hashing,
+lowering and ``export_graph`` read the declaration instead of knowing the kinds:
+
+* ``bodies`` — the node fields that hold body graphs, in a fixed order;
+* ``optimize_inside`` — whether the pass pipeline also runs on the bodies (a
+  loop body: yes; a fused kernel: no, its body is what fusion produced);
+* ``run(node, args, run_graph)`` — the node's value given its argument values,
+  for the reference interpreter (``run_graph(body, *inputs)`` runs a body).
+
+A body graph's ``input`` nodes are numbered by ``target``; what they receive is
+the region kind's business (a group's body receives the group's arguments).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+__all__ = ["RegionKind", "REGIONS", "register_region", "region_of", "bodies_of"]
+
+
+@dataclass(frozen=True)
+class RegionKind:
+    """The declaration of one region node kind (see the module docstring)."""
+
+    name: str
+    bodies: tuple
+    optimize_inside: bool
+    run: Callable
+    doc: str
+
+
+#: kind name -> its declaration.
+REGIONS: dict[str, RegionKind] = {}
+
+
+def register_region(kind: RegionKind) -> RegionKind:
+    """Declare a region kind (names are unique)."""
+    if kind.name in REGIONS:
+        raise ValueError(f"region kind {kind.name!r} registered twice")
+    REGIONS[kind.name] = kind
+    return kind
+
+
+def region_of(node) -> RegionKind | None:
+    """The declaration of ``node``'s kind, or None for plain nodes."""
+    return REGIONS.get(node["kind"])
+
+
+def bodies_of(node) -> list:
+    """``[(field, body graph), ...]`` of a region node (empty for plain nodes)."""
+    kind = REGIONS.get(node["kind"])
+    return [] if kind is None else [(f, node[f]) for f in kind.bodies if f in node]
+
+
+register_region(RegionKind(
+    "group", ("body",), optimize_inside=False,
+    run=lambda node, args, run_graph: run_graph(node["body"], *args),
+    doc="a fused kernel: its body computes the group's value from its arguments"))
