@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import autograd
 from .dispatch import apply
 from .graph import Graph, GraphBreak
+from .regions import region_of
 from .structure import unflatten
 from .tensor import Tensor
 
@@ -42,7 +43,7 @@ def check_inputs(graph: Graph, inputs) -> None:
 
 
 def node_value(graph: Graph, nid: int, env: dict):
-    """The value of one non-op node (input, parameter, buffer, constant) or op node."""
+    """The value of one non-op node (input, parameter, buffer, constant), op or region."""
     d = graph.node(nid)
     kind = d["kind"]
     if kind in ("param", "buffer") or (kind == "constant" and "ref" in d):
@@ -50,18 +51,23 @@ def node_value(graph: Graph, nid: int, env: dict):
         return t.detach() if d.get("detach") else t
     if kind == "constant":
         return Tensor._wrap(d["value"])
+    args = [env[a] for a in d["args"]]
     if kind == "op":
         if d.get("no_grad") and autograd.is_grad_enabled():
             with autograd.no_grad():  # computed under no_grad() in forward: eager records nothing
-                return apply(d["op"], *[env[a] for a in d["args"]], **dict(d["attrs"]))
-        return apply(d["op"], *[env[a] for a in d["args"]], **dict(d["attrs"]))
-    if kind == "group":  # a fused kernel: run its body graph
-        return run(d["body"], *[env[a] for a in d["args"]])
+                return apply(d["op"], *args, **dict(d["attrs"]))
+        return apply(d["op"], *args, **dict(d["attrs"]))
+    region = region_of(d)
+    if region is not None:  # a fused kernel, a loop...: its declaration says how it runs
+        return region.run(d, args, run)
     raise ValueError(f"node {nid} of kind {kind!r} has no value of its own")
 
 
 def run(graph: Graph, *inputs):
-    """Execute ``graph`` on ``inputs`` and return its output (rebuilt as forward returned it)."""
+    """Execute ``graph`` on ``inputs`` and return its output (rebuilt as forward returned it).
+
+    An error while running a node keeps its type and gains a note naming the node, its
+    op and the user's source line that created it."""
     if not graph.complete:
         first = graph.breaks[0]
         raise GraphBreak(f"graph {graph.name!r} is incomplete ({first.reason})", first.source)
@@ -75,5 +81,21 @@ def run(graph: Graph, *inputs):
         elif d["kind"] == "output":
             return unflatten(d.get("spec", "T"), [env[a] for a in d["args"]])
         else:
-            env[nid] = node_value(graph, nid, env)
+            try:
+                env[nid] = node_value(graph, nid, env)
+            except Exception as err:
+                _note_node(err, graph, nid, d)
+                raise
     raise ValueError(f"graph {graph.name!r} has no output node")
+
+
+def _note_node(err: Exception, graph: Graph, nid: int, d) -> None:
+    if getattr(err, "_fusionnet_noted", False):
+        return  # an inner node (inside a region body) already said where
+    what = d.get("op") or d["kind"]
+    where = f" created at {d['source']}" if d.get("source") else ""
+    err.add_note(f"while running node {nid} ({what}) of graph {graph.name!r}{where}")
+    try:
+        err._fusionnet_noted = True
+    except AttributeError:  # some built-in exceptions take no new attributes
+        pass

@@ -5,6 +5,7 @@ import networkx as nx
 
 from ..graph import Graph
 from ..ops import DataDependentShape, get_op
+from ..regions import bodies_of, region_of
 
 __all__ = ["verify", "GraphInvalid"]
 
@@ -36,10 +37,11 @@ def verify(graph: Graph, after: str = "?") -> None:
             fail(f"node {n}: args {args} disagree with incoming edges {edges}")
         if d["kind"] == "op":
             _check_shape(graph, n, d, fail)
-        elif d["kind"] == "group":
-            body = d["body"]
-            verify(body, after=f"{after} (body of group {n})")
-            if tuple(body.node(body.output)["shape"]) != tuple(d["shape"]):
+        elif region_of(d) is not None:
+            for field, body in bodies_of(d):
+                verify(body, after=f"{after} ({field} of {d['kind']} {n})")
+            if d["kind"] == "group" and tuple(d["body"].node(d["body"].output)["shape"]) != \
+                    tuple(d["shape"]):
                 fail(f"group {n}: body output shape differs from the node's shape")
         elif args and d["kind"] != "output":
             fail(f"{d['kind']} node {n} must not have arguments")
