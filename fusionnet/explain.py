@@ -14,7 +14,7 @@ from .autograd import no_grad
 from .graph import Graph, GraphBreak
 from .tracer import trace
 
-__all__ = ["explain", "Report"]
+__all__ = ["explain", "Report", "Inspection", "inspect_block", "runner_of"]
 
 
 @dataclass
@@ -92,25 +92,49 @@ class Report:
     __repr__ = __str__
 
 
-def _runner(module):
+@dataclass
+class Inspection:
+    """What the engine makes of a block: the plain module behind any ``fuse`` wrapper,
+    its runner (None if not fused), the traced graph (breaks recorded) and the
+    optimized graph (None when the trace is incomplete)."""
+
+    target: object
+    runner: object
+    traced: Graph
+    optimized: Graph | None
+
+
+def runner_of(module):
+    """The ``FusionRunner`` of a ``fuse(...)`` wrapper or ``@fuse`` instance, else None."""
     return module.__dict__.get("_fusion_runner") if hasattr(module, "__dict__") else None
+
+
+def inspect_block(module, inputs, passes=None) -> Inspection:
+    """Find the runner, trace (recording breaks) and optimize with the runner's passes:
+    the one way ``explain`` and ``export_graph`` look at a block."""
+    from .passes import optimize  # noqa: PLC0415 - passes import graph machinery
+    from .runtime.runner import eager_region  # noqa: PLC0415
+
+    runner = runner_of(module)
+    target = runner.module if runner is not None else module
+    # Inside the eager region a @fuse-decorated block runs its plain forward, so the
+    # tracer sees its ops instead of one compiled call.
+    with eager_region():
+        graph = trace(target, *inputs, on_break="record")
+    optimized = None
+    if graph.complete:
+        optimized = optimize(graph, passes=passes if runner is None else runner.passes)
+    return Inspection(target, runner, graph, optimized)
 
 
 def explain(module, *inputs, passes=None) -> Report:
     """Trace ``module(*inputs)`` (recording, not raising, graph breaks), optimize it when
     the trace is complete, and report; a fused module also reports its runtime."""
-    from .passes import optimize  # noqa: PLC0415 - passes import graph machinery
-    from .runtime.runner import eager_region  # noqa: PLC0415
-
-    runner = _runner(module)
-    target = runner.module if runner is not None else module
-    with eager_region():
-        graph = trace(target, *inputs, on_break="record")
-    report = Report(type(target).__name__, graph, list(graph.breaks))
-    if graph.complete:
-        report.optimized = optimize(graph, passes=passes if runner is None else runner.passes)
-    if runner is not None:
-        _runtime_sections(report, runner, inputs)
+    seen = inspect_block(module, inputs, passes)
+    report = Report(type(seen.target).__name__, seen.traced, list(seen.traced.breaks),
+                    seen.optimized)
+    if seen.runner is not None:
+        _runtime_sections(report, seen.runner, inputs)
     return report
 
 

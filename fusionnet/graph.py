@@ -102,9 +102,9 @@ class _NodeGraph(nx.DiGraph):
 
 def short_source(source: str) -> str:
     """``/long/path/file.py:12: code`` -> ``file.py:12: code``."""
-    match = re.match(r"^(.*?):(\d+): (.*)$", source)
+    match = re.match(r"^(.*?):(\d+): (.*)$", source or "")
     if not match:
-        return source
+        return source or ""
     return f"{os.path.basename(match.group(1))}:{match.group(2)}: {match.group(3)}"
 
 

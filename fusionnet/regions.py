@@ -9,7 +9,10 @@ lowering and ``export_graph`` read the declaration instead of knowing the kinds:
 * ``optimize_inside`` — whether the pass pipeline also runs on the bodies (a
   loop body: yes; a fused kernel: no, its body is what fusion produced);
 * ``run(node, args, run_graph)`` — the node's value given its argument values,
-  for the reference interpreter (``run_graph(body, *inputs)`` runs a body).
+  for the reference interpreter (``run_graph(body, *inputs)`` runs a body);
+* ``feeds(node, field)`` — for each input of that body (by ``target``), the outer
+  node that feeds it, or None when the region itself does (a loop's carried state
+  on later iterations); pictures and analyses follow values through it.
 
 A body graph's ``input`` nodes are numbered by ``target``; what they receive is
 the region kind's business (a group's body receives the group's arguments).
@@ -31,6 +34,7 @@ class RegionKind:
     optimize_inside: bool
     run: Callable
     doc: str
+    feeds: Callable = lambda node, field: list(node["args"])
 
 
 #: kind name -> its declaration.

@@ -20,6 +20,8 @@ import networkx as nx
 import numpy as np
 
 from .graph import Graph, short_source
+from .regions import bodies_of, region_of
+from .structure import describe
 from .ops import Kind, OPS
 
 __all__ = ["export_graph", "to_dot", "to_networkx", "read_json", "kernel_cost", "STAGES"]
@@ -51,19 +53,17 @@ class _Stage:
 
 def _stages(obj, inputs, stage: str) -> tuple[str, list[_Stage]]:
     """(name, panels) for ``obj`` at ``stage``; traces and optimizes as needed."""
-    from .passes import optimize  # noqa: PLC0415 - passes import the whole engine
+    from .explain import inspect_block  # noqa: PLC0415 - explain imports the engine
+    from .passes import optimize  # noqa: PLC0415
 
     if stage not in STAGES:
         raise ValueError(f"export_graph: stage must be one of {STAGES}, got {stage!r}")
-    passes = None
     if isinstance(obj, Graph):
         traced = obj
+        optimized = optimize(traced) if traced.complete and stage != "traced" else None
     else:
-        runner = obj.__dict__.get("_fusion_runner") if hasattr(obj, "__dict__") else None
-        # `fuse(net)` and `@fuse` instances hold a runner whose `module` is the plain block.
-        target = runner.module if runner is not None else obj
-        passes = getattr(runner, "passes", None)
-        traced = _trace(target, inputs)
+        seen = inspect_block(obj, inputs)
+        traced, optimized = seen.traced, seen.optimized
     if not traced.complete:
         note = f"falls back to eager: {traced.breaks[0].reason}"
         if stage == "both":
@@ -74,18 +74,8 @@ def _stages(obj, inputs, stage: str) -> tuple[str, list[_Stage]]:
     if stage in ("traced", "both"):
         panels.append(_Stage("traced", traced))
     if stage in ("optimized", "both"):
-        panels.append(_Stage("optimized", optimize(traced, passes=passes)))
+        panels.append(_Stage("optimized", optimized))
     return traced.name, panels
-
-
-def _trace(module, inputs) -> Graph:
-    from .runtime.runner import eager_region  # noqa: PLC0415 - runtime loads codegen
-    from .tracer import trace  # noqa: PLC0415
-
-    # Inside the eager region a @fuse-decorated block runs its plain forward, so the
-    # tracer sees its ops instead of one compiled call.
-    with eager_region():
-        return trace(module, *inputs, on_break="record")
 
 
 # ---- costs -----------------------------------------------------------------------------
@@ -183,34 +173,40 @@ class _DotPanel:
     def __init__(self, panel: _Stage, p: str):
         self.panel, self.p, self.g = panel, p, panel.graph
         self.lines: list[str] = []
+        self.edges: list[str] = []  # after every node: an edge inside a cluster would pull
+        self.regions_drawn = 0      # its endpoints into that cluster
 
-    def producer(self, n: int) -> str:
-        """The DOT id of the node that draws node ``n``'s value (a group: its last body op)."""
-        d = self.g.node(n)
-        if d["kind"] == "group":
-            body = d["body"]
-            return f"{self.p}g{n}_{body.node(body.output)['args'][0]}"
-        return f"{self.p}n{n}"
+    @staticmethod
+    def body_prefix(p: str, n: int, field: str, bodies: list) -> str:
+        """The id prefix of region ``n``'s body ``field`` (``g13_`` for a one-body group)."""
+        return f"{p}g{n}_" if len(bodies) == 1 else f"{p}g{n}{field}_"
+
+    @staticmethod
+    def node_id(p: str, n: int, in_body: bool) -> str:
+        """A node's DOT id: ``n5`` at the top, ``g13_4`` inside a body."""
+        return f"{p}{n}" if in_body else f"{p}n{n}"
+
+    def producer(self, n: int, g: Graph | None = None, p: str | None = None,
+                 in_body: bool = False) -> str:
+        """The DOT id of the node that draws node ``n``'s value (a region: the node that
+        draws its last body's result)."""
+        g = self.g if g is None else g
+        p = self.p if p is None else p
+        d = g.node(n)
+        bodies = bodies_of(d)
+        if bodies:
+            field, body = bodies[-1]
+            return self.producer(body.node(body.output)["args"][0], body,
+                                 self.body_prefix(p, n, field, bodies), True)
+        return self.node_id(p, n, in_body)
 
     def emit(self) -> list[str]:
         g = self.g
         if g is not None:
             hot = {n for b in g.breaks for n in g.nodes_of("op")
                    if g.node(n).get("source") == b.source}
-            groups = 0
-            for n in g.order():
-                d = g.node(n)
-                if d["kind"] == "group":
-                    self.group(n, _PALETTE[groups % len(_PALETTE)])
-                    groups += 1
-                    continue
-                style = _node_style(d)
-                if n in hot:  # ops on a break's source line
-                    style.update(color=_RED, fontcolor=_RED, penwidth="2")
-                self.lines.append(f"{self.p}n{n} " + _attrs(
-                    **style, tooltip=short_source(d.get("source", "")) or None))
-                for a in dict.fromkeys(d["args"]):
-                    self.edge(self.producer(a), f"{self.p}n{n}", g.node(a))
+            self.nodes(g, self.p, hot, outer=None)
+            self.lines += self.edges
             for i, b in enumerate(g.breaks):
                 self.graph_break(i, b, hot)
         if self.panel.note:
@@ -219,34 +215,71 @@ class _DotPanel:
                 style="filled", fillcolor="#ffebee", color=_RED, fontcolor=_RED, penwidth="2"))
         return self.lines
 
+    def nodes(self, g: Graph, p: str, hot=frozenset(), outer=None) -> None:
+        """Draw ``g``'s nodes with prefix ``p``. Inside a region body (``outer`` = (graph,
+        prefix, the region's feeds, that graph's own outer)) inputs and the output are not
+        drawn: edges come from what feeds the inputs."""
+        for n in g.order():
+            d = g.node(n)
+            if outer is not None and d["kind"] in ("input", "output"):
+                continue
+            if region_of(d) is not None:
+                self.region(g, p, n, outer)
+                continue
+            style = _node_style(d)
+            if n in hot:  # ops on a break's source line
+                style.update(color=_RED, fontcolor=_RED, penwidth="2")
+            if outer is not None:
+                style["fillcolor"] = "white"
+            me = self.node_id(p, n, outer is not None)
+            self.lines.append(f"{me} " + _attrs(
+                **style, tooltip=short_source(d.get("source", "")) or None))
+            for a in dict.fromkeys(d["args"]):
+                self.edge(self.source_of(g, p, a, outer), me, g.node(a))
+
+    def source_of(self, g: Graph, p: str, a: int, outer) -> str:
+        """The DOT id an edge from node ``a`` of ``g`` starts at."""
+        d = g.node(a)
+        if outer is not None and d["kind"] == "input":
+            og, op, feeds, outer_of_outer = outer
+            fed = feeds[d["target"]]
+            if fed is not None:
+                return self.source_of(og, op, fed, outer_of_outer)
+        return self.producer(a, g, p, outer is not None)
+
     def edge(self, src: str, dst: str, producer: dict) -> None:
         state = producer["kind"] in ("param", "buffer", "constant")
-        self.lines.append(f"{src} -> {dst} " + _attrs(
+        self.edges.append(f"{src} -> {dst} " + _attrs(
             label=_shape(producer["shape"]), color="#9e9e9e" if state else None))
 
-    def group(self, n: int, colours: tuple[str, str]) -> None:
-        """A fused kernel: a cluster of its body ops, wired to the group's arguments."""
-        d, body = self.g.node(n), self.g.node(n)["body"]
-        flops, nbytes = kernel_cost(self.g, n)
-        title = (f"kernel g{n}: {d['group_kind']}\n{' + '.join(d['ops'])}\n"
-                 f"{flops:,} FLOPs, {nbytes:,} bytes moved")
-        self.lines.append(f"subgraph cluster_{self.p}g{n} {{")
+    def region(self, g: Graph, p: str, n: int, outer) -> None:
+        """A region node (a fused kernel, a loop...) as a cluster holding one sub-cluster
+        per body, each body's nodes wired to what feeds its inputs."""
+        d = g.node(n)
+        colours = _PALETTE[self.regions_drawn % len(_PALETTE)]
+        self.regions_drawn += 1
+        if d["kind"] == "group":
+            flops, nbytes = kernel_cost(g, n)
+            title = (f"kernel g{n}: {d['group_kind']}\n{' + '.join(d['ops'])}\n"
+                     f"{flops:,} FLOPs, {nbytes:,} bytes moved")
+        else:
+            title = f"{d['kind']} r{n}"
+        bodies = bodies_of(d)
+        kind = region_of(d)
+        self.lines.append(f"subgraph cluster_{p}g{n} {{")
         self.lines.append("graph " + _attrs(label=title, style="filled,rounded",
                                             fillcolor=colours[0], color=colours[1],
-                                            penwidth="2", tooltip=short_source(d["source"])))
-        for bn in body.nodes_of("op"):
-            bd = body.node(bn)
-            self.lines.append(f"{self.p}g{n}_{bn} " + _attrs(
-                **_node_style(bd), fillcolor="white", tooltip=short_source(bd.get("source"))))
+                                            penwidth="2", tooltip=short_source(d.get("source"))))
+        for field, body in bodies:
+            feeds = kind.feeds(d, field)
+            bp = self.body_prefix(p, n, field, bodies)
+            if len(bodies) > 1:
+                self.lines.append(f"subgraph cluster_{bp} {{")
+                self.lines.append("graph " + _attrs(label=field, style="dashed"))
+            self.nodes(body, bp, outer=(g, p, feeds, outer))
+            if len(bodies) > 1:
+                self.lines.append("}")
         self.lines.append("}")
-        for bn in body.nodes_of("op"):
-            for ba in dict.fromkeys(body.node(bn)["args"]):
-                bad = body.node(ba)
-                if bad["kind"] == "input":  # body input i is the group's argument i
-                    outer = d["args"][bad["target"]]
-                    self.edge(self.producer(outer), f"{self.p}g{n}_{bn}", self.g.node(outer))
-                else:
-                    self.edge(f"{self.p}g{n}_{ba}", f"{self.p}g{n}_{bn}", bad)
 
     def graph_break(self, i: int, brk, hot: set) -> None:
         """A red node with the reason and source line, fed by the values turned into Python."""
@@ -325,17 +358,21 @@ def _jsonable(v):
 
 def _json_node(graph: Graph, n: int) -> dict:
     d = graph.node(n)
+    bodies = bodies_of(d)
+    skip = {"ref"} | {field for field, _ in bodies}
     out = {}
     for key, v in d.items():
-        if key in ("ref", "body"):
-            continue  # live tensors and nested graphs: the body is summarised below
+        if key in skip:
+            continue  # live tensors and nested graphs: bodies are summarised below
         if key == "attrs":
             out[key] = ", ".join(f"{k}={x!r}" for k, x in v)
         elif key == "value":
             out[key] = np.array2string(np.asarray(v), threshold=16, separator=", ")
+        elif key == "spec":
+            out[key] = describe(v)
         else:
             out[key] = _jsonable(v)
-    if d["kind"] == "group":
+    if d["kind"] == "group":  # a fused kernel: its cost and its ops
         out["flops"], out["bytes"] = kernel_cost(graph, n)
         body = d["body"]
         out["body"] = [{"id": b, "op": body.node(b)["op"],
@@ -343,6 +380,9 @@ def _json_node(graph: Graph, n: int) -> dict:
                         "args": list(body.node(b)["args"]),
                         "shape": list(body.node(b)["shape"]), "dtype": body.node(b)["dtype"]}
                        for b in body.nodes_of("op")]
+    else:  # any other region: each body as node-link data
+        for field, body in bodies:
+            out[field] = nx.node_link_data(to_networkx(body, "body"), edges="edges")
     return out
 
 
