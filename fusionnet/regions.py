@@ -64,3 +64,33 @@ register_region(RegionKind(
     "group", ("body",), optimize_inside=False,
     run=lambda node, args, run_graph: run_graph(node["body"], *args),
     doc="a fused kernel: its body computes the group's value from its arguments"))
+
+
+def _run_while(node, args, run_graph):
+    k = len(node["outs"])
+    state, caps = list(args[:k]), list(args[k:])
+    (c,) = run_graph(node["cond"], *state, *caps)
+    while bool(c):
+        out = run_graph(node["body"], *state, *caps)
+        state, c = list(out[:-1]), out[-1]
+    return tuple(state)
+
+
+register_region(RegionKind(
+    "while", ("cond", "body"), optimize_inside=True, run=_run_while,
+    doc="a loop: args are the initial state then captured values; `cond` maps (state, "
+        "captures) to a bool, `body` to (new state..., the next bool); one `item` node per "
+        "state variable reads the final state",
+    feeds=lambda node, field: list(node["args"])))
+
+
+def _run_cond(node, args, run_graph):
+    c, rest = args[0], list(args[1:])
+    return tuple(run_graph(node["then"] if bool(c) else node["else"], *rest))
+
+
+register_region(RegionKind(
+    "cond", ("then", "else"), optimize_inside=True, run=_run_cond,
+    doc="a two-way branch: args are the condition, then the state and captured values both "
+        "branches read; each branch returns the new state; `item` nodes read it",
+    feeds=lambda node, field: list(node["args"][1:])))
