@@ -9,6 +9,7 @@ storage, autograd state, conversions, printing, indexing and in-place ops.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections import namedtuple
 
 import numpy as np
@@ -56,7 +57,8 @@ def numpy_aliases(fn):
         return fn(*args, **kwargs)
 
     verb = "are" if len(names) > 1 else "is"
-    with_aliases.__doc__ = f"{fn.__doc__} NumPy's {' and '.join(names)} {verb} accepted too."
+    with_aliases.__doc__ = (f"{inspect.cleandoc(fn.__doc__)}\n\n"
+                            f"NumPy's {' and '.join(names)} {verb} accepted too.")
     return with_aliases
 
 
