@@ -1,17 +1,52 @@
-"""Top-level tensor functions under PyTorch's names (``fusionnet.cat``, ``fusionnet.relu``...).
+"""Top-level tensor functions under PyTorch's names (``fusionnet.exp(x)``, ``fusionnet.cat``...).
 
-Each is a call into the op table through :func:`fusionnet.dispatch.apply`
-or a Tensor method; none computes anything itself.
+Most are the Tensor method of the same name called as a function: :func:`_function` builds
+each from the method (one definition, in ``tensor_ops.py`` or ``tensor.py``) and gives it
+the method's docstring and signature, with ``self`` spelled ``input`` as PyTorch does.
+The few whose arguments differ from the method's (``cat``, ``stack``, ``where``,
+``reshape``, ``permute``) are written out below; none computes anything itself.
 """
 from __future__ import annotations
 
+import inspect
+from typing import Callable, Sequence
+
 from .dispatch import apply
 from .tensor import Tensor
+from .tensor_ops import numpy_aliases
 
-__all__ = ["cat", "concat", "stack", "mm", "matmul", "relu", "exp", "log", "sqrt", "abs",
-           "sigmoid", "tanh", "sum", "mean", "max", "min", "argmax", "argmin", "where", "clamp",
-           "maximum", "minimum", "reshape", "flatten", "transpose", "permute", "unsqueeze",
-           "squeeze", "allclose", "equal", "numel", "neg", "pow", "erf", "sign", "clone"]
+#: Methods that are also top-level functions with the same arguments: ``fusionnet.sum(x,
+#: dim=None, keepdim=False, dtype=None)``, ``fusionnet.max(a, b)`` (elementwise) and
+#: ``fusionnet.max(x, dim)`` (values, indices) alike.
+_METHODS = ("abs", "neg", "sign", "exp", "log", "sqrt", "erf", "sigmoid", "tanh", "relu",
+            "pow", "clamp", "maximum", "minimum", "sum", "mean", "max", "min", "argmax",
+            "argmin", "matmul", "mm", "flatten", "transpose", "unsqueeze", "squeeze", "clone",
+            "numel", "allclose", "equal")
+
+__all__ = ["cat", "concat", "stack", "where", "reshape", "permute", *_METHODS]
+
+
+def _function(name: str) -> Callable:
+    """``fusionnet.<name>(input, *args, **kwargs)``: the method ``Tensor.<name>`` as a function.
+
+    It calls the method's function directly (not ``input.<name>``), so a scalar first
+    argument reaches the op table as it would from the method (``fusionnet.pow(2, x)``).
+    """
+    method = getattr(Tensor, name)
+
+    def function(input, *args, **kwargs):  # noqa: A002 - PyTorch's name
+        return method(input, *args, **kwargs)
+
+    sig = inspect.signature(method)
+    params = list(sig.parameters.values())
+    function.__signature__ = sig.replace(parameters=[params[0].replace(name="input")]
+                                         + params[1:])
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = method.__doc__
+    return function
+
+
+globals().update({name: _function(name) for name in _METHODS})
 
 
 def _seq(tensors, name):
@@ -21,7 +56,8 @@ def _seq(tensors, name):
     return tensors
 
 
-def cat(tensors, dim: int = 0) -> Tensor:
+@numpy_aliases
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """Concatenate tensors along an existing dimension."""
     return apply("cat", *_seq(tensors, "cat"), dim=dim)
 
@@ -29,173 +65,22 @@ def cat(tensors, dim: int = 0) -> Tensor:
 concat = cat
 
 
-def stack(tensors, dim: int = 0) -> Tensor:
+@numpy_aliases
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """Stack equally shaped tensors along a new dimension."""
     return apply("stack", *_seq(tensors, "stack"), dim=dim)
 
 
-def mm(a: Tensor, b: Tensor) -> Tensor:
-    """Product of two 2-D tensors."""
-    return a.mm(b)
+def where(condition: Tensor, input, other) -> Tensor:  # noqa: A002 - PyTorch's names
+    """``input`` where ``condition`` holds, else ``other`` (either may be a scalar)."""
+    return apply("where", condition, input, other)
 
 
-def matmul(a: Tensor, b: Tensor) -> Tensor:
-    """Matrix product with NumPy/PyTorch broadcasting semantics."""
-    return apply("matmul", a, b)
+def reshape(input: Tensor, shape: Sequence[int]) -> Tensor:  # noqa: A002
+    """Same data, new shape (one -1 allowed): :meth:`Tensor.reshape`."""
+    return input.reshape(shape)
 
 
-def relu(x: Tensor) -> Tensor:
-    """max(x, 0)."""
-    return apply("relu", x)
-
-
-def exp(x: Tensor) -> Tensor:
-    """e to the x."""
-    return apply("exp", x)
-
-
-def log(x: Tensor) -> Tensor:
-    """Natural logarithm."""
-    return apply("log", x)
-
-
-def sqrt(x: Tensor) -> Tensor:
-    """Square root."""
-    return apply("sqrt", x)
-
-
-def abs(x: Tensor) -> Tensor:  # noqa: A001 - PyTorch's name
-    """Absolute value."""
-    return apply("abs", x)
-
-
-def neg(x: Tensor) -> Tensor:
-    """Negation."""
-    return apply("neg", x)
-
-
-def sign(x: Tensor) -> Tensor:
-    """Sign of each element."""
-    return apply("sign", x)
-
-
-def erf(x: Tensor) -> Tensor:
-    """Gauss error function."""
-    return apply("erf", x)
-
-
-def pow(x, exponent) -> Tensor:  # noqa: A001
-    """x ** exponent."""
-    return apply("pow", x, exponent)
-
-
-def sigmoid(x: Tensor) -> Tensor:
-    """Logistic sigmoid."""
-    return apply("sigmoid", x)
-
-
-def tanh(x: Tensor) -> Tensor:
-    """Hyperbolic tangent."""
-    return apply("tanh", x)
-
-
-def clone(x: Tensor) -> Tensor:
-    """A copy with its own storage."""
-    return x.clone()
-
-
-def sum(x: Tensor, dim=None, keepdim=False, dtype=None) -> Tensor:  # noqa: A001
-    """Sum over ``dim``."""
-    return x.sum(dim, keepdim, dtype=dtype)
-
-
-def mean(x: Tensor, dim=None, keepdim=False, dtype=None) -> Tensor:
-    """Mean over ``dim``."""
-    return x.mean(dim, keepdim, dtype=dtype)
-
-
-def max(x: Tensor, dim=None, keepdim=False):  # noqa: A001
-    """Largest value; ``max(x, dim)`` gives (values, indices); ``max(a, b)`` elementwise."""
-    return x.max(dim, keepdim)
-
-
-def min(x: Tensor, dim=None, keepdim=False):  # noqa: A001
-    """Smallest value; ``min(x, dim)`` gives (values, indices); ``min(a, b)`` elementwise."""
-    return x.min(dim, keepdim)
-
-
-def argmax(x: Tensor, dim=None, keepdim=False) -> Tensor:
-    """Index of the largest value."""
-    return x.argmax(dim, keepdim)
-
-
-def argmin(x: Tensor, dim=None, keepdim=False) -> Tensor:
-    """Index of the smallest value."""
-    return x.argmin(dim, keepdim)
-
-
-def where(condition: Tensor, x, y) -> Tensor:
-    """``x`` where ``condition`` holds, else ``y``."""
-    return apply("where", condition, x, y)
-
-
-def clamp(x: Tensor, min=None, max=None) -> Tensor:  # noqa: A002
-    """Limit values to [min, max]."""
-    return x.clamp(min, max)
-
-
-def maximum(a: Tensor, b: Tensor) -> Tensor:
-    """Elementwise maximum."""
-    return apply("maximum", a, b)
-
-
-def minimum(a: Tensor, b: Tensor) -> Tensor:
-    """Elementwise minimum."""
-    return apply("minimum", a, b)
-
-
-def reshape(x: Tensor, shape) -> Tensor:
-    """Same data, new shape."""
-    return x.reshape(shape)
-
-
-def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-    """Merge a range of dimensions."""
-    return x.flatten(start_dim, end_dim)
-
-
-def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
-    """Swap two dimensions."""
-    return x.transpose(dim0, dim1)
-
-
-def permute(x: Tensor, dims) -> Tensor:
-    """Reorder dimensions."""
-    return x.permute(*dims)
-
-
-def unsqueeze(x: Tensor, dim: int) -> Tensor:
-    """Insert a size-1 dimension."""
-    return x.unsqueeze(dim)
-
-
-def squeeze(x: Tensor, dim=None) -> Tensor:
-    """Drop size-1 dimensions."""
-    return x.squeeze(dim)
-
-
-def allclose(a: Tensor, b: Tensor, rtol: float = 1e-5, atol: float = 1e-8,
-             equal_nan: bool = False) -> bool:
-    """True when every element of ``a`` is close to ``b``."""
-    xp = a._xp
-    return bool(xp.allclose(a._data, b._data, rtol=rtol, atol=atol, equal_nan=equal_nan))
-
-
-def equal(a: Tensor, b: Tensor) -> bool:
-    """True when ``a`` and ``b`` have the same shape and elements."""
-    return tuple(a.shape) == tuple(b.shape) and bool((a._data == b._data).all())
-
-
-def numel(x: Tensor) -> int:
-    """Number of elements."""
-    return x.numel()
+def permute(input: Tensor, dims: Sequence[int]) -> Tensor:  # noqa: A002
+    """Reorder dimensions: :meth:`Tensor.permute`."""
+    return input.permute(dims)

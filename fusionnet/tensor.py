@@ -13,6 +13,7 @@ from ._format import format_tensor
 from .device import CPU, array_module, as_device, device_of_array
 from .dtypes import as_dtype, dtype, float32, unsupported
 from .ops import decode_key, encode_key
+from .ops.rules import normalize_dim
 from .tensor_ops import TensorOps
 
 __all__ = ["Tensor", "Size", "is_tensor", "DATA_VERSION"]
@@ -173,7 +174,7 @@ class Tensor(TensorOps):
         dispatch.note_shape_read(self)
         if dim is None:
             return Size(self._data.shape)
-        return self._data.shape[dim]
+        return self._data.shape[normalize_dim(dim, self._data.ndim)]
 
     @property
     def dtype(self) -> dtype:

@@ -1,18 +1,23 @@
 """The computing methods and operators of :class:`~fusionnet.tensor.Tensor`.
 
 Every method here is one call into the op table (``dispatch.apply``); this
-mixin only spells out PyTorch's argument forms. ``Tensor`` in ``tensor.py``
-owns storage, autograd state, conversions, printing, indexing and in-place ops.
+mixin only spells out PyTorch's argument forms. It is the single definition:
+the top-level functions (``fusionnet.exp(x)``, ``fusionnet.sum(x, dim)``...) are
+built from these methods in ``functions.py``. ``Tensor`` in ``tensor.py`` owns
+storage, autograd state, conversions, printing, indexing and in-place ops.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import namedtuple
 
 import numpy as np
 
 from . import dispatch
+from .ops.rules import normalize_dim
 
-__all__ = ["TensorOps", "ValuesIndices", "shape_args"]
+__all__ = ["TensorOps", "ValuesIndices", "shape_args", "numpy_aliases"]
 
 apply = dispatch.apply
 
@@ -30,8 +35,31 @@ def shape_args(args, name="shape"):
         raise TypeError(f"{name} must be integers, got {args!r}") from None
 
 
-def _dim(dim, axis):
-    return axis if dim is None else dim
+#: NumPy's argument names that PyTorch also accepts, and the names they stand for.
+_ALIASES = {"axis": "dim", "keepdims": "keepdim"}
+
+
+def numpy_aliases(fn):
+    """Let ``fn`` also take ``axis=`` for ``dim=`` and ``keepdims=`` for ``keepdim=``, as
+    PyTorch's reductions, ``cat`` and ``stack`` do."""
+    params = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+    names = [f"``{a}=``" for a, n in _ALIASES.items() if n in params]
+
+    @functools.wraps(fn)
+    def with_aliases(*args, **kwargs):
+        if kwargs and not _ALIASES.keys().isdisjoint(kwargs):
+            for alias, name in _ALIASES.items():
+                if alias in kwargs:
+                    if name in kwargs:
+                        raise TypeError(f"{fn.__name__}() got both {name!r} and its alias "
+                                        f"{alias!r}")
+                    kwargs[name] = kwargs.pop(alias)
+        return fn(*args, **kwargs)
+
+    verb = "are" if len(names) > 1 else "is"
+    with_aliases.__doc__ = (f"{inspect.cleandoc(fn.__doc__)}\n\n"
+                            f"NumPy's {' and '.join(names)} {verb} accepted too.")
+    return with_aliases
 
 
 def _ndim(x) -> int:
@@ -145,11 +173,13 @@ class TensorOps:
         """Elementwise ==."""
         return apply("eq", self, other)
 
+    @numpy_aliases
     def softmax(self, dim):
         """Softmax along ``dim``."""
         from .nn import functional as F  # noqa: PLC0415 - nn builds on tensor
         return F.softmax(self, dim)
 
+    @numpy_aliases
     def log_softmax(self, dim):
         """Log-softmax along ``dim``."""
         from .nn import functional as F  # noqa: PLC0415
@@ -157,19 +187,27 @@ class TensorOps:
 
     # reductions
 
-    def sum(self, dim=None, keepdim=False, dtype=None, axis=None):
-        """Sum over ``dim`` (all dims if None)."""
-        out = apply("sum", self, dim=_dim(dim, axis), keepdim=keepdim)
-        return out if dtype is None else out.to(dtype)
+    @numpy_aliases
+    def sum(self, dim=None, keepdim=False, dtype=None):
+        """Sum over ``dim`` (an int or a tuple; all dims if None), computed in ``dtype``."""
+        if dtype is None:
+            return apply("sum", self, dim=dim, keepdim=keepdim)
+        # Integer sums give int64 whatever the input: cast again for an integer ``dtype``.
+        return apply("sum", self.to(dtype), dim=dim, keepdim=keepdim).to(dtype)
 
-    def mean(self, dim=None, keepdim=False, dtype=None, axis=None):
-        """Mean over ``dim`` (all dims if None)."""
+    @numpy_aliases
+    def mean(self, dim=None, keepdim=False, dtype=None):
+        """Mean over ``dim`` (an int or a tuple; all dims if None), computed in ``dtype``."""
         src = self if dtype is None else self.to(dtype)
-        return apply("mean", src, dim=_dim(dim, axis), keepdim=keepdim)
+        return apply("mean", src, dim=dim, keepdim=keepdim)
 
     def _extreme(self, name, dim, keepdim, other):
-        if hasattr(dim, "_data") and other is None:  # x.max(other_tensor)
-            return apply("maximum" if name == "max" else "minimum", self, dim)
+        if other is None and hasattr(dim, "_data"):  # x.max(other_tensor)
+            dim, other = None, dim
+        if other is not None:
+            if dim is not None:
+                raise TypeError(f"{name}() takes either dim or other, not both")
+            return apply("maximum" if name == "max" else "minimum", self, other)
         # PyTorch's max() shares the gradient among ties (NaN ties NaN); max(dim) gives it
         # all to the index it returns (amax/amin use the row's default, "even").
         if dim is None:
@@ -178,37 +216,57 @@ class TensorOps:
         indices = apply("arg" + name, self, dim=dim, keepdim=keepdim)
         return ValuesIndices(values, indices)
 
+    @numpy_aliases
     def max(self, dim=None, keepdim=False, other=None):
-        """Largest value; with ``dim``, ``(values, indices)`` along it."""
+        """Largest value; with ``dim``, ``(values, indices)`` along it; with a tensor
+        (``x.max(y)``, ``other=y``), the elementwise maximum."""
         return self._extreme("max", dim, keepdim, other)
 
+    @numpy_aliases
     def min(self, dim=None, keepdim=False, other=None):
-        """Smallest value; with ``dim``, ``(values, indices)`` along it."""
+        """Smallest value; with ``dim``, ``(values, indices)`` along it; with a tensor
+        (``x.min(y)``, ``other=y``), the elementwise minimum."""
         return self._extreme("min", dim, keepdim, other)
 
+    @numpy_aliases
     def any(self, dim=None, keepdim=False):
         """True where any element along ``dim`` is non-zero (bool)."""
         return (self != 0).sum(dim, keepdim) > 0
 
+    @numpy_aliases
     def all(self, dim=None, keepdim=False):
         """True where every element along ``dim`` is non-zero (bool)."""
         return (self == 0).sum(dim, keepdim) == 0
 
+    @numpy_aliases
     def amax(self, dim=None, keepdim=False):
         """Largest values over ``dim`` (no indices)."""
         return apply("max", self, dim=dim, keepdim=keepdim)
 
+    @numpy_aliases
     def amin(self, dim=None, keepdim=False):
         """Smallest values over ``dim`` (no indices)."""
         return apply("min", self, dim=dim, keepdim=keepdim)
 
+    @numpy_aliases
     def argmax(self, dim=None, keepdim=False):
         """Index of the largest value (into the flattened tensor if dim is None)."""
         return apply("argmax", self, dim=dim, keepdim=keepdim)
 
+    @numpy_aliases
     def argmin(self, dim=None, keepdim=False):
         """Index of the smallest value (into the flattened tensor if dim is None)."""
         return apply("argmin", self, dim=dim, keepdim=keepdim)
+
+    def allclose(self, other, rtol: float = 1e-5, atol: float = 1e-8,
+                 equal_nan: bool = False) -> bool:
+        """True when every element is close to ``other``'s: ``|a - b| <= atol + rtol * |b|``."""
+        return bool(self._xp.allclose(self._data, other._data, rtol=rtol, atol=atol,
+                                      equal_nan=equal_nan))
+
+    def equal(self, other) -> bool:
+        """True when ``other`` has the same shape and elements."""
+        return tuple(self.shape) == tuple(other.shape) and bool((self._data == other._data).all())
 
     # layout
 
@@ -239,10 +297,10 @@ class TensorOps:
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1):
         """Merge dims ``start_dim..end_dim`` into one."""
-        if self._data.ndim == 0:
-            return self.reshape(1)
         n = self._data.ndim
-        s, e = start_dim % n, end_dim % n
+        s, e = normalize_dim(start_dim, n), normalize_dim(end_dim, n)
+        if n == 0:
+            return self.reshape(1)
         if s > e:
             raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
         shape = self._data.shape
@@ -257,11 +315,12 @@ class TensorOps:
 
     def transpose(self, dim0: int, dim1: int):
         """Swap two dimensions."""
-        n = max(self._data.ndim, 1)
-        dims = list(range(self._data.ndim))
-        if self._data.ndim < 2 and (dim0 % n == dim1 % n):
+        n = self._data.ndim
+        d0, d1 = normalize_dim(dim0, n), normalize_dim(dim1, n)
+        if n < 2:
             return self
-        dims[dim0 % n], dims[dim1 % n] = dims[dim1 % n], dims[dim0 % n]
+        dims = list(range(n))
+        dims[d0], dims[d1] = d1, d0
         return apply("permute", self, dims=tuple(dims))
 
     swapaxes = transpose
@@ -280,22 +339,22 @@ class TensorOps:
             return self
         return apply("permute", self, dims=tuple(range(self._data.ndim - 1, -1, -1)))
 
+    @numpy_aliases
     def unsqueeze(self, dim: int):
         """Insert a size-1 dimension at ``dim``."""
-        n = self._data.ndim + 1
-        if not -n <= dim < n:
-            raise IndexError(f"unsqueeze: dimension {dim} out of range for a result of rank {n}")
         shape = list(self._data.shape)
-        shape.insert(dim % n, 1)
+        shape.insert(normalize_dim(dim, len(shape) + 1), 1)
         return apply("reshape", self, shape=tuple(shape))
 
+    @numpy_aliases
     def squeeze(self, dim=None):
         """Drop size-1 dimensions (only ``dim`` if given)."""
         shape = self._data.shape
         if dim is None:
             new = tuple(s for s in shape if s != 1)
         else:
-            dims = {d % max(len(shape), 1) for d in ((dim,) if isinstance(dim, int) else dim)}
+            dims = {normalize_dim(d, len(shape))
+                    for d in ((dim,) if hasattr(dim, "__index__") else dim)}
             new = tuple(s for i, s in enumerate(shape) if not (i in dims and s == 1))
         return self if new == shape else apply("reshape", self, shape=new)
 
@@ -311,12 +370,12 @@ class TensorOps:
         """Matrix product."""
         return apply("matmul", self, other)
 
-    def mm(self, other):
+    def mm(self, mat2):
         """Product of two matrices (both 2-D)."""
-        if self._data.ndim != 2 or _ndim(other) != 2:
+        if self._data.ndim != 2 or _ndim(mat2) != 2:
             raise RuntimeError(f"mm: expected 2-D tensors, got shapes {tuple(self.shape)} and "
-                               f"{tuple(other.shape)}")
-        return apply("matmul", self, other)
+                               f"{tuple(mat2.shape)}")
+        return apply("matmul", self, mat2)
 
     # ---- operators ------------------------------------------------------------------
 

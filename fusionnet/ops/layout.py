@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .registry import SAVES_NONE, Kind, Op, register
-from .rules import ShapeError, broadcast, same_dtype, same_shape
+from .rules import ShapeError, broadcast, normalize_dim, same_dtype, same_shape
 
 __all__ = ["encode_key", "decode_key", "DataDependentShape"]
 
@@ -51,14 +51,14 @@ register(Op("reshape", I, 1, lambda xp, a, shape: xp.reshape(a, resolve_shape(a.
 
 
 def _check_perm(shape, dims, **_):
-    dims = tuple(d % max(len(shape), 1) for d in dims)
+    dims = tuple(normalize_dim(d, len(shape)) for d in dims)
     if sorted(dims) != list(range(len(shape))):
         raise ShapeError(f"permute dims {list(dims)} do not match a tensor of rank {len(shape)}")
     return tuple(shape[d] for d in dims)
 
 
 def _inverse_perm(dims, ndim) -> tuple:
-    dims = [d % max(ndim, 1) for d in dims]
+    dims = [normalize_dim(d, ndim) for d in dims]
     inverse = [0] * len(dims)
     for i, d in enumerate(dims):
         inverse[d] = i
@@ -268,8 +268,11 @@ register(Op("setitem", I, None, _setitem_eager, _setitem_shape, same_dtype, _set
 def _cat_shape(*shapes, dim):
     if not shapes:
         raise ShapeError("cat needs at least one tensor")
+    for i, s in enumerate(shapes):
+        if not s:
+            raise ShapeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
     first = shapes[0]
-    d = dim % max(len(first), 1)
+    d = normalize_dim(dim, len(first))
     for s in shapes[1:]:
         if len(s) != len(first) or any(a != b for i, (a, b) in enumerate(zip(s, first))
                                        if i != d):
@@ -279,7 +282,7 @@ def _cat_shape(*shapes, dim):
 
 
 def _cat_grad(g, *xs, dim, **_):
-    d = dim % max(xs[0].ndim, 1)
+    d = normalize_dim(dim, xs[0].ndim)
     grads, start = [], 0
     for x in xs:
         key = (slice(None),) * d + (slice(start, start + x.shape[d]),)
@@ -300,12 +303,12 @@ def _stack_shape(*shapes, dim):
         if tuple(s) != tuple(shapes[0]):
             raise ShapeError(f"stack expects each tensor to be equal size, but got "
                              f"{tuple(shapes[0])} and {tuple(s)}")
-    d = dim % (len(shapes[0]) + 1)
+    d = normalize_dim(dim, len(shapes[0]) + 1)
     return tuple(shapes[0][:d]) + (len(shapes),) + tuple(shapes[0][d:])
 
 
 def _stack_grad(g, *xs, dim, **_):
-    d = dim % (xs[0].ndim + 1)
+    d = normalize_dim(dim, xs[0].ndim + 1)
     return tuple(g[(slice(None),) * d + (i,)] for i in range(len(xs)))
 
 

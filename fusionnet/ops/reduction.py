@@ -15,7 +15,7 @@ import numpy as np
 
 from .elementwise import numba_wrapping
 from .registry import SAVES_INPUTS, SAVES_NONE, Kind, Op, Reduction, register
-from .rules import normalize_dims, reduced_shape, same_dtype
+from .rules import normalize_dim, normalize_dims, reduced_shape, same_dtype
 
 R = Kind.REDUCTION
 _I64 = np.dtype(np.int64)
@@ -75,7 +75,7 @@ def _one_hot(index, x, dim):
     """Bool tensor of ``x``'s shape: True where the position along ``dim`` is ``index``."""
     from ..factories import arange  # noqa: PLC0415 - factories build on the op table
 
-    (axis,) = normalize_dims(dim, x.ndim)
+    axis = normalize_dim(dim, x.ndim)
     positions = arange(x.shape[axis], device=x.device)
     return positions.reshape(tuple(-1 if i == axis else 1 for i in range(x.ndim))) == index
 
@@ -153,8 +153,9 @@ _reduction("min", _min_eager, _extreme_grad, "minimum over dim (NaN propagates)"
 
 
 def _arg_shape(shape, dim=None, keepdim=False, **_):
-    return reduced_shape(shape, dim, keepdim) if dim is not None else ((1,) * len(shape)
-                                                                       if keepdim else ())
+    if dim is None:  # an index into the flattened tensor
+        return (1,) * len(shape) if keepdim else ()
+    return reduced_shape(shape, normalize_dim(dim, len(shape)), keepdim)
 
 
 def _arg_eager(fn_name):
@@ -164,8 +165,8 @@ def _arg_eager(fn_name):
         if dim is None:  # index into the flattened tensor, as PyTorch does
             out = fn(a.reshape(-1))
             return out.reshape((1,) * a.ndim) if keepdim else out
-        return fn(a, axis=normalize_dims(dim, a.ndim)[0] if a.ndim else None,
-                  keepdims=keepdim)
+        axis = normalize_dim(dim, a.ndim)
+        return fn(a, axis=axis if a.ndim else None, keepdims=keepdim)
     return eager
 
 

@@ -1,10 +1,12 @@
 """Shared shape and dtype rules used by many rows of the op table."""
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 __all__ = ["ShapeError", "broadcast", "same_shape", "same_dtype", "float_dtype",
-           "bool_dtype", "normalize_dims", "reduced_shape"]
+           "bool_dtype", "normalize_dim", "normalize_dims", "reduced_shape"]
 
 _F32 = np.dtype(np.float32)
 _BOOL = np.dtype(np.bool_)
@@ -52,17 +54,32 @@ def bool_dtype(*_dtypes, **_attrs):
     return _BOOL
 
 
+def normalize_dim(dim, ndim: int) -> int:
+    """One ``dim`` (negatives count from the end) as an axis in ``range(ndim)``.
+
+    A 0-d tensor takes ``0`` and ``-1``, as in PyTorch. For a dim of the *result*
+    (``unsqueeze``, ``stack``) pass ``ndim + 1``. Out of range: PyTorch's IndexError.
+    """
+    dim = operator.index(dim)
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], "
+                         f"but got {dim})")
+    return dim % n
+
+
 def normalize_dims(dim, ndim: int) -> tuple:
-    """``dim`` (None, int or sequence, negatives allowed) as a sorted tuple of axes."""
+    """``dim`` (None for all, an int or a sequence; negatives allowed) as a sorted tuple of
+    axes; each is checked by :func:`normalize_dim`, and a dim given twice is refused."""
     if dim is None:
         return tuple(range(ndim))
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    out = []
-    for d in dims:
-        if not -max(ndim, 1) <= d < max(ndim, 1):
-            raise ShapeError(f"dimension {d} is out of range for a tensor of rank {ndim}")
-        out.append(d % max(ndim, 1))
-    return tuple(sorted(set(out)))
+    if hasattr(dim, "__index__"):
+        return (normalize_dim(dim, ndim),)
+    axes = [normalize_dim(d, ndim) for d in dim]
+    for i, a in enumerate(axes):
+        if a in axes[:i]:
+            raise ShapeError(f"dim {a} appears multiple times in the list of dims")
+    return tuple(sorted(axes))
 
 
 def reduced_shape(shape, dim=None, keepdim=False, **_attrs) -> tuple:

@@ -48,7 +48,6 @@ def _fuse_class(cls, options):
     __call__.__doc__ = f"Run {cls.__name__}.forward fused (see fusionnet.fuse)."
     cls.__call__ = __call__
     cls.__getstate__ = __getstate__
-    cls._fuse_options = dict(options)
     return cls
 
 
