@@ -214,3 +214,27 @@ def test_fused_sign_of_nan_matches_torch():
     with fn.no_grad():
         got = fn.fuse(Sign())(fn.tensor(data))
     np.testing.assert_array_equal(got.numpy(), (torch.tensor(data).sign() * 2 + 1).numpy())
+
+
+def test_retain_graph_semantics_match_pytorch():
+    torch_ = pytest.importorskip("torch")
+
+    def run(T):
+        outcomes = []
+        x = T.ones(3, requires_grad=True)
+        y = (x * x).sum()
+        y.backward(retain_graph=True)
+        y.backward()
+        outcomes.append(x.grad.tolist())
+        try:
+            y.backward()
+            outcomes.append("ok")
+        except RuntimeError as err:
+            outcomes.append("second time" in str(err))
+        z = (x + 1).sum()          # nothing saved: a second backward is fine
+        z.backward()
+        z.backward()
+        outcomes.append(x.grad.tolist())
+        return outcomes
+
+    assert run(torch) == run(torch_)
