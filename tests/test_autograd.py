@@ -237,4 +237,4 @@ def test_retain_graph_semantics_match_pytorch():
         outcomes.append(x.grad.tolist())
         return outcomes
 
-    assert run(torch) == run(torch_)
+    assert run(fn) == run(torch_)
