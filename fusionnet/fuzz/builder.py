@@ -109,6 +109,11 @@ class Builder:
         v = Val(self.fresh("h"), tuple(shape), dtype, grad=grad and not self.no_grad
                 and is_float(dtype), **flags)
         self.emit(f"{v.name} = {expr}")
+        self.add(v)
+        return v
+
+    def add(self, v: Val) -> Val:
+        """Put a value (whose code is already written) into the pool."""
         self.pool.append(v)
         return v
 

@@ -6,7 +6,9 @@ positions and infinities of the same sign in the same positions, and elsewhere
 ``|fused - eager| <= rtol * (|eager| + scale)`` where ``scale`` is the largest finite
 ``|eager|`` of the tensor (so the tolerance follows the tensor's magnitude, which is
 where reassociated float32 sums put their error) and ``rtol`` is ``1e-4`` for float32,
-``1e-10`` for float64. ``0.0`` and ``-0.0`` compare equal.
+``1e-10`` for float64 (a case that computes anything in float32 compares its float64
+results with float32's ``rtol``). Gradients also scale by the largest gradient of the
+same backward. ``0.0`` and ``-0.0`` compare equal.
 """
 from __future__ import annotations
 
@@ -18,8 +20,14 @@ __all__ = ["RTOL", "compare_arrays", "compare_tensors", "compare_outputs", "same
 RTOL = {"float32": 1e-4, "float64": 1e-10}
 
 
-def compare_arrays(e: np.ndarray, f: np.ndarray, dtype=None) -> str:
-    """'' if ``f`` matches ``e`` within the tolerance for ``dtype``, else what differs."""
+def compare_arrays(e: np.ndarray, f: np.ndarray, dtype=None, rtol: float | None = None,
+                   reference: float = 0.0) -> str:
+    """'' if ``f`` matches ``e`` within the tolerance, else what differs.
+
+    ``rtol`` defaults to :data:`RTOL` of ``dtype`` (``e``'s by default); the scale is the
+    larger of ``e``'s largest finite magnitude and ``reference`` (gradients pass the
+    largest gradient of the backward: a sum that cancels to rounding noise is noise
+    at the scale of its terms, not of its result)."""
     e, f = np.asarray(e), np.asarray(f)
     if e.shape != f.shape:
         return f"shape {f.shape} != eager {e.shape}"
@@ -42,15 +50,15 @@ def compare_arrays(e: np.ndarray, f: np.ndarray, dtype=None) -> str:
     finite = ~(nan_e | inf_e)
     if not finite.any():
         return ""
-    scale = float(np.abs(e64[finite]).max())
-    rtol = RTOL.get(kind.name, 1e-4)
+    scale = max(float(np.abs(e64[finite]).max()), reference)
+    rtol = RTOL.get(kind.name, 1e-4) if rtol is None else rtol
     with np.errstate(over="ignore", invalid="ignore"):
         err = np.where(finite, np.abs(f64 - e64), 0.0)
         bad = err > rtol * (np.abs(e64) + scale)
     if bad.any():
-        worst = float((err / (np.abs(e64) + scale + 1e-300)).max())
-        return _first(f"values differ (max relative error {worst:.3g}, tolerance {rtol:g})",
-                      bad, e64, f64)
+        worst = float(err.max())
+        return _first(f"values differ (max |fused - eager| {worst:.3g} at scale {scale:.3g}, "
+                      f"rtol {rtol:g})", bad, e64, f64)
     return ""
 
 
@@ -60,7 +68,7 @@ def _first(what: str, bad: np.ndarray, e: np.ndarray, f: np.ndarray) -> str:
             f"{f[idx]!r}, eager {e[idx]!r}")
 
 
-def compare_tensors(e, f, flags: bool = True) -> str:
+def compare_tensors(e, f, flags: bool = True, rtol: float | None = None) -> str:
     """Compare two fusionnet (or PyTorch) tensors: dtype, shape, values, and when
     ``flags`` also ``requires_grad`` and whether ``grad_fn`` is None; '' if they agree,
     else every difference found, joined by "; "."""
@@ -76,7 +84,7 @@ def compare_tensors(e, f, flags: bool = True) -> str:
         elif (e.grad_fn is None) != (f.grad_fn is None):
             found.append(f"grad_fn is None: fused {f.grad_fn is None}, eager "
                          f"{e.grad_fn is None}")
-    values = compare_arrays(_numpy(e), _numpy(f), de)
+    values = compare_arrays(_numpy(e), _numpy(f), de, rtol=rtol)
     return "; ".join(found + ([values] if values else []))
 
 
@@ -98,7 +106,7 @@ def flatten(result) -> tuple[str, list]:
     return type(result).__name__, []
 
 
-def compare_outputs(e, f, flags: bool = True) -> list[str]:
+def compare_outputs(e, f, flags: bool = True, rtol: float | None = None) -> list[str]:
     """Every difference between two forward results (structure first, then each tensor)."""
     se, te = flatten(e)
     sf, tf = flatten(f)
@@ -106,7 +114,7 @@ def compare_outputs(e, f, flags: bool = True) -> list[str]:
         return [f"result is {sf} of {len(tf)}, eager returned {se} of {len(te)}"]
     out = []
     for i, (a, b) in enumerate(zip(te, tf)):
-        diff = compare_tensors(a, b, flags)
+        diff = compare_tensors(a, b, flags, rtol)
         if diff:
             out.append(f"output {i}: {diff}" if len(te) > 1 else diff)
     return out

@@ -26,9 +26,7 @@ def _width_input(b: Builder, max_ndim: int = 2) -> Val | None:
 
 
 def _add(b: Builder, name: str, shape, dtype: str, grad: bool) -> Val:
-    v = Val(name, tuple(shape), dtype, grad=grad and not b.no_grad and is_float(dtype))
-    b.pool.append(v)
-    return v
+    return b.add(Val(name, tuple(shape), dtype, grad=grad and not b.no_grad and is_float(dtype)))
 
 
 def _dk(b: Builder) -> str:
@@ -219,7 +217,7 @@ _VIEWS = ["{w}.view(-1)", "{w}.reshape(-1)", "{w}[0]", "{w}[..., :1]", "{w}.unsq
 
 
 @generator("view_inplace", ops=("reshape", "getitem", "permute", "mul", "add", "clamp"),
-           weight=2.5)
+           weight=1.5)
 def view_inplace(b: Builder) -> bool:
     """An in-place write through a view (``v = h.view(-1); v *= 2``), then a read of the
     base, which eager sees changed."""

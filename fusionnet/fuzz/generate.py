@@ -3,8 +3,9 @@
 The source uses only the public API, as a user writes it (``import fusionnet as torch``,
 ``from fusionnet import nn``, ``from fusionnet.nn import functional as F``): one
 ``nn.Module`` subclass ``Block`` with ``__init__`` and ``forward``, then the case's data
-(``SEED``, ``BATCHES``, ``INPUTS``, ``MUTATIONS``, ``RANDOM_OPS``) and a ``__main__`` footer, so a saved
-case is its own reproduction script. The same seed always gives the same source.
+(``SEED``, ``BATCHES``, ``INPUTS``, ``MUTATIONS``, ``RANDOM_OPS``, ``LOWEST_FLOAT``) and a
+``__main__`` footer, so a saved case is its own reproduction script. The same seed
+always gives the same source.
 
 A case is a few (2 to 9) generator steps over a pool that starts with the inputs; about
 half the cases use only generators whose code the engine can compile ("fusable-only"),
@@ -161,6 +162,8 @@ def _render(case_seed: int, b: Builder, specs: list, outs: list[Val], structure:
     names = ", ".join(v.name for v in outs)
     ret = {"tensor": names, "tuple": names, "list": f"[{names}]"}[structure]
     used = ", ".join(dict.fromkeys(b.used)) or "none"
+    dtypes = {v.dtype for v in b.pool}  # float32 math anywhere: float32 tolerances
+    lowest = "float32" if "float32" in dtypes else "float64" if "float64" in dtypes else None
     return (f'"""fusionnet fuzz case {case_seed} (generated: {used}).\n\n'
             f"Run this file to compare eager and fused on it; it prints every mismatch.\n"
             f'"""\n'
@@ -176,7 +179,8 @@ def _render(case_seed: int, b: Builder, specs: list, outs: list[Val], structure:
             f"BATCHES = {tuple(b.batches)!r}\n"
             f"INPUTS = {specs!r}\n"
             f"MUTATIONS = {mutations!r}\n"
-            f"RANDOM_OPS = {b.random_ops!r}\n\n\n"
+            f"RANDOM_OPS = {b.random_ops!r}\n"
+            f"LOWEST_FLOAT = {lowest!r}\n\n\n"
             f'if __name__ == "__main__":\n'
             f"    import sys\n\n"
             f"    from fusionnet.fuzz.run import main_for_file\n"
@@ -193,7 +197,8 @@ def generate(seed: int) -> Case:
         b2 = rng.choice(_BATCHES) if rng.random() < 0.8 else rng.randint(1, 1000)
     b = Builder(rng, fdt, (b1, b2), fusable_only=rng.random() < 0.45)
     specs = _input_specs(b)
-    b.pool.extend(_input_vals(specs))
+    for v in _input_vals(specs):
+        b.add(v)
     for _ in range(rng.randint(2, 9)):
         _step(b)
     outs, structure = _outputs(b)

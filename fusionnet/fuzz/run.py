@@ -34,7 +34,8 @@ import numpy as np
 
 import fusionnet
 
-from .compare import compare_arrays, compare_outputs, describe_exception, flatten, same_kind
+from .compare import (RTOL, compare_arrays, compare_outputs, describe_exception, flatten,
+                      same_kind)
 from .data import make_arrays
 from .mutate import apply_mutations
 
@@ -138,6 +139,8 @@ class CaseRunner:
         self.result = result
         self.seed, self.batches = module.SEED, tuple(module.BATCHES)
         self.specs = module.INPUTS
+        lowest = getattr(module, "LOWEST_FLOAT", None)  # float32 math anywhere in the case
+        self.rtol = RTOL[lowest] if lowest in RTOL else None
         self.capture = _Capture()
         fusionnet.manual_seed(self.seed)
         self.eager = module.Block()
@@ -178,10 +181,10 @@ class CaseRunner:
             out_f, err_f = self.capture(lambda: self.fused(*xf))
         if not self.exceptions_agree(phase, err_e, err_f):
             return None
-        for diff in compare_outputs(out_e, out_f):
+        for diff in compare_outputs(out_e, out_f, rtol=self.rtol):
             self.mismatch(kind, phase, diff)
         for i, (a, b) in enumerate(zip(xe, xf)):
-            diff = compare_arrays(a.detach().numpy(), b.detach().numpy())
+            diff = compare_arrays(a.detach().numpy(), b.detach().numpy(), rtol=self.rtol)
             if diff:
                 self.mismatch(kind, phase, f"input {i} after the call: {diff}")
         return out_e, out_f, xe, xf
@@ -232,20 +235,21 @@ class CaseRunner:
         _, err_f = self.capture(lambda: run(tf))
         if not self.exceptions_agree(phase, err_e, err_f):
             return
-        for i, (a, b) in enumerate(zip(xe, xf)):
-            self.compare_grad(phase, f"input {i}", a.grad, b.grad)
         fused_params = dict(self.base.named_parameters())
-        for name, p in self.eager.named_parameters():
-            q = fused_params.get(name)
-            self.compare_grad(phase, f"parameter {name}", p.grad, None if q is None else q.grad)
+        pairs = [(f"input {i}", a.grad, b.grad) for i, (a, b) in enumerate(zip(xe, xf))]
+        pairs += [(f"parameter {name}", p.grad, getattr(fused_params.get(name), "grad", None))
+                  for name, p in self.eager.named_parameters()]
+        reference = max([_largest(ge) for _, ge, _ in pairs] + [0.0])
+        for what, ge, gf in pairs:
+            self.compare_grad(phase, what, ge, gf, reference)
 
-    def compare_grad(self, phase: str, what: str, ge, gf) -> None:
+    def compare_grad(self, phase: str, what: str, ge, gf, reference: float = 0.0) -> None:
         """Record a grad mismatch between two ``.grad`` values (either may be None)."""
         if (ge is None) != (gf is None):
             self.mismatch("grad", phase, f"{what}: .grad is {'None' if gf is None else 'set'} "
                                          f"fused, {'None' if ge is None else 'set'} eager")
         elif ge is not None:
-            diff = compare_arrays(ge.numpy(), gf.numpy())
+            diff = compare_arrays(ge.numpy(), gf.numpy(), rtol=self.rtol, reference=reference)
             if diff:
                 self.mismatch("grad", phase, f"{what}.grad: {diff}")
 
@@ -274,6 +278,15 @@ class CaseRunner:
             self.result.compiles = len(runner.compiles)
             self.result.compiled = any(e.fn is not None for e in runner.exact.values()) or \
                 any(e.fn is not None for e in runner.generic.values())
+
+
+def _largest(grad) -> float:
+    """The largest finite magnitude of a gradient (0 for None or nothing finite)."""
+    if grad is None:
+        return 0.0
+    a = np.abs(grad.numpy().astype(np.float64))
+    a = a[np.isfinite(a)]
+    return float(a.max()) if a.size else 0.0
 
 
 def run_case(path: str, source: str | None = None, torch_peer: bool = False,
