@@ -319,6 +319,19 @@ def test_a_different_exception_type_is_an_exception_mismatch(tmp_path):
     assert any(m.kind == "exception" and "KeyError" in m.detail for m in result.mismatches)
 
 
+def test_shrinking_keeps_the_mismatch_and_drops_the_rest():
+    from fusionnet.fuzz.shrink import shrink_source
+    fault = (lambda self, out: _first_float(out, lambda t: t * 1.01 + 1e-3))
+    seed = _plain_seeds(1, lambda c: c.source.count("\n        h") >= 5)[0]
+    source = generate(seed).source
+    small = shrink_source(source, "forward", fuse=lambda m: _Planted(m, fault))
+    body = small.split("def forward(")[1].split("\n\n\n")[0]
+    assert body.count("\n        ") <= 3 < source.split("def forward(")[1].count("\n        ")
+    assert "MUTATIONS = []" in small
+    module = load_case("<shrunk>", small)
+    assert hasattr(module, "Block") and module.SEED == seed
+
+
 # ---- the worker pool --------------------------------------------------------------------------
 
 def planted_run_case(path, torch_peer=False):

@@ -4,6 +4,7 @@
     python -m fusionnet.fuzz --minutes 60 --out fuzz-out        # the long run
     python -m fusionnet.fuzz --case 17                          # one case, in this process
     python -m fusionnet.fuzz --show 17                          # print a case's source
+    python -m fusionnet.fuzz --shrink fuzz-out/case_17.py       # a smaller repro
 
 A run prints progress and one line per failing case on stderr, and exactly one JSON
 summary line on stdout (fields in docs/fuzzing.md).
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
                    "fresh folder per run)")
     p.add_argument("--case", type=int, help="run the case with this seed here and print it")
     p.add_argument("--show", type=int, help="print the source of the case with this seed")
+    p.add_argument("--shrink", metavar="CASE_FILE", help="shrink a saved failing case (drop "
+                   "statements while the mismatch stays) and print the result")
+    p.add_argument("--kind", help="with --shrink: the mismatch kind to keep")
     return p
 
 
@@ -46,6 +50,10 @@ def main(argv=None) -> int:
     from .generate import generate  # noqa: PLC0415 - keep --help fast
     if args.show is not None:
         print(generate(args.show).source, end="")
+        return 0
+    if args.shrink:
+        from .shrink import main as shrink  # noqa: PLC0415
+        print(shrink(args.shrink, args.kind, log=sys.stderr), end="")
         return 0
     if args.case is not None:
         from .run import format_result, run_case  # noqa: PLC0415

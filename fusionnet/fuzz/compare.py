@@ -36,9 +36,9 @@ def compare_arrays(e: np.ndarray, f: np.ndarray, dtype=None, rtol: float | None 
         bad = e != f
         if not bad.any():
             return ""
-        i = np.argwhere(bad)[0] if e.ndim else ()
-        return (f"{int(bad.sum())} of {e.size} elements differ; first at {tuple(int(x) for x in i)}:"
-                f" fused {f[tuple(i)]!r}, eager {e[tuple(i)]!r}")
+        i = tuple(int(x) for x in np.argwhere(bad)[0]) if e.ndim else ()
+        return (f"{int(bad.sum())} of {e.size} elements differ; first at {i}: fused {f[i]!r}, "
+                f"eager {e[i]!r}")
     e64, f64 = e.astype(np.float64), f.astype(np.float64)
     nan_e, nan_f = np.isnan(e64), np.isnan(f64)
     if (nan_e != nan_f).any():

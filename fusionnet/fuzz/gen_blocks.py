@@ -417,6 +417,6 @@ def param_mask(b: Builder) -> bool:
     shape = broadcast(v.shape, m.shape)
     if shape is None or not b.fits(shape):
         return False
-    b.new(b.choice([f"{v.name} * {m.name}", f"{m.name} * {v.name}", f"{v.name} * {m.name}.float()"]),
-          shape, v.dtype, grad=v.grad)
+    form = b.choice(["{v} * {m}", "{m} * {v}", "{v} * {m}.float()"])
+    b.new(form.format(v=v.name, m=m.name), shape, v.dtype, grad=v.grad)
     return True

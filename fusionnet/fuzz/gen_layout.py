@@ -44,7 +44,8 @@ def reshape(b: Builder) -> bool:
     if r < 0.3:
         shape = (Bat(total),) if has_batch else (total,)
         b.new(b.choice([f"{v.name}.reshape(-1)", f"{v.name}.flatten()", f"{v.name}.view(-1)",
-                        f"torch.flatten({v.name})"]), shape, v.dtype, grad=v.grad, readonly=v.readonly)
+                        f"torch.flatten({v.name})"]), shape, v.dtype, grad=v.grad,
+              readonly=v.readonly)
         return True
     if r < 0.4:
         u = b.pick(lambda u: u is not v and batch_power(u.shape) == batch_power(v.shape)
@@ -55,7 +56,8 @@ def reshape(b: Builder) -> bool:
             return True
     if r < 0.5 and v.shape and v.shape[0] == Bat(1) and v.ndim >= 2:
         # The batch size read as a Python int (the engine must then compile exact sizes).
-        b.new(f"{v.name}.reshape({v.name}.shape[0], -1)", (Bat(1), total), v.dtype, grad=v.grad, readonly=v.readonly)
+        b.new(f"{v.name}.reshape({v.name}.shape[0], -1)", (Bat(1), total), v.dtype,
+              grad=v.grad, readonly=v.readonly)
         return True
     explicit = b.choice(_divisors(total)) if has_batch else total
     dims = _factor(b, explicit, b.rng.randint(1, 3)) if explicit > 1 or b.chance(0.5) else []
@@ -89,7 +91,8 @@ def _flatten(b: Builder, v: Val) -> bool:
         expr = f"{b.attr('flat', 'nn.Flatten()')}({v.name})"
     else:
         e = end - v.ndim if b.chance(0.4) else end
-        expr = b.choice([f"{v.name}.flatten({start}, {e})", f"torch.flatten({v.name}, {start}, {e})"])
+        expr = b.choice([f"{v.name}.flatten({start}, {e})",
+                         f"torch.flatten({v.name}, {start}, {e})"])
     b.new(expr, shape, v.dtype, grad=v.grad, readonly=v.readonly)
     return True
 
@@ -116,7 +119,8 @@ def permute(b: Builder) -> bool:
         perm[i], perm[j] = perm[j], perm[i]
         si = i - n if b.chance(0.4) else i
         sj = j - n if b.chance(0.4) else j
-        expr = b.choice([f"{v.name}.transpose({si}, {sj})", f"torch.transpose({v.name}, {si}, {sj})",
+        expr = b.choice([f"{v.name}.transpose({si}, {sj})",
+                         f"torch.transpose({v.name}, {si}, {sj})",
                          f"{v.name}.swapaxes({si}, {sj})"])
         shape = tuple(v.shape[p] for p in perm)
     else:
@@ -170,7 +174,8 @@ def squeeze(b: Builder) -> bool:
         return True
     ones = [i for i, s in enumerate(v.shape) if s == 1]
     if not any(isinstance(s, Bat) for s in v.shape) and b.chance(0.3):
-        b.new(f"{v.name}.squeeze()", tuple(s for s in v.shape if s != 1), v.dtype, grad=v.grad, readonly=v.readonly)
+        b.new(f"{v.name}.squeeze()", tuple(s for s in v.shape if s != 1), v.dtype, grad=v.grad,
+              readonly=v.readonly)
         return True
     d = b.choice(ones + [i for i in b.static_dims(v) if b.chance(0.2)])
     shape = tuple(s for i, s in enumerate(v.shape) if not (i == d and s == 1))
