@@ -332,6 +332,41 @@ def test_shrinking_keeps_the_mismatch_and_drops_the_rest():
     assert hasattr(module, "Block") and module.SEED == seed
 
 
+_HAND_CASE = IMPORTS + """
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 4)
+        self.w = nn.Parameter(torch.randn(4) * 0.5)
+
+    def forward(self, x0):
+        h = torch.tanh(self.lin(x0)) * self.w
+        return h.sum(-1, keepdim=True) + F.relu(h)
+
+
+SEED = 5
+BATCHES = (6, 2)
+INPUTS = [{'shape': ['B', 3], 'dtype': 'float32', 'requires_grad': True, 'regime': 'normal'}]
+MUTATIONS = ['data_mul']
+RANDOM_OPS = False
+LOWEST_FLOAT = 'float32'
+"""
+
+
+def test_the_torch_peer_compares_values_and_gradients(tmp_path):
+    pytest.importorskip("torch")
+    from fusionnet.fuzz.peer import compare_with_torch
+    path = str(tmp_path / "case_5.py")
+    module = load_case(path, _HAND_CASE)
+    assert compare_with_torch(module, path, _HAND_CASE) == []
+    off = _HAND_CASE.replace("return h.sum(-1, keepdim=True) + F.relu(h)",
+                             "return h.sum(-1, keepdim=True) + F.relu(h) * 1.01")
+    found = compare_with_torch(module, path, off)
+    assert {m.kind for m in found} == {"torch"}
+    assert any(m.phase == "call1" for m in found) and any(m.phase == "grad1" for m in found)
+
+
 # ---- the worker pool --------------------------------------------------------------------------
 
 def planted_run_case(path, torch_peer=False):

@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RTOL", "compare_arrays", "compare_tensors", "compare_outputs", "same_kind",
+__all__ = ["RTOL", "case_rtol", "compare_arrays", "compare_tensors", "compare_outputs", "same_kind",
            "flatten", "describe_exception"]
 
 RTOL = {"float32": 1e-4, "float64": 1e-10}
+
+
+def case_rtol(module) -> float | None:
+    """The ``rtol`` for all of a case's floats: float32's when the case computes anything
+    in float32 (its ``LOWEST_FLOAT``), else None (each tensor's own dtype decides)."""
+    return RTOL.get(getattr(module, "LOWEST_FLOAT", None))
 
 
 def compare_arrays(e: np.ndarray, f: np.ndarray, dtype=None, rtol: float | None = None,

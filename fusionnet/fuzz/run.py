@@ -34,7 +34,7 @@ import numpy as np
 
 import fusionnet
 
-from .compare import (RTOL, compare_arrays, compare_outputs, describe_exception, flatten,
+from .compare import (case_rtol, compare_arrays, compare_outputs, describe_exception, flatten,
                       same_kind)
 from .data import make_arrays
 from .mutate import apply_mutations
@@ -139,8 +139,7 @@ class CaseRunner:
         self.result = result
         self.seed, self.batches = module.SEED, tuple(module.BATCHES)
         self.specs = module.INPUTS
-        lowest = getattr(module, "LOWEST_FLOAT", None)  # float32 math anywhere in the case
-        self.rtol = RTOL[lowest] if lowest in RTOL else None
+        self.rtol = case_rtol(module)
         self.capture = _Capture()
         fusionnet.manual_seed(self.seed)
         self.eager = module.Block()
