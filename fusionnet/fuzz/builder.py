@@ -26,6 +26,8 @@ DTYPE_SRC = {"float32": "torch.float32", "float64": "torch.float64", "int32": "t
 NOT_REACHABLE = {
     "to_device": "a CPU-only run has one device: .cpu() / .to('cpu') / .to(x.device) on a "
                  "CPU tensor apply no op (the `device_noop` generator writes them anyway)",
+    "detach": "a graph-only row: the tracer records detach() / .data of a traced value as "
+              "it, eager detach() dispatches nothing (the `detach` generator writes both)",
 }
 
 #: Largest number of elements a value may have at the largest batch size of a case.
