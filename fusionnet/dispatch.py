@@ -144,7 +144,9 @@ def apply(name, *args, **attrs):
     out = run_eager(op, tensors, attrs)
     if op.view:  # may alias its input: share the version counter, know the base
         autograd.note_view(op, tensors, out, attrs)
-    if autograd.is_grad_enabled() and op.grad is not None:
+    # Only floating-point results carry gradients (PyTorch: ints and bools never require
+    # grad, so `x.int()` or `maximum` of ints is a constant for autograd).
+    if autograd.is_grad_enabled() and op.grad is not None and out._data.dtype.kind == "f":
         needs = tuple(t.requires_grad for t in tensors)
         if any(needs):
             _record(op, tensors, attrs, out, needs, Tensor)
@@ -156,7 +158,7 @@ def record(op, tensors, attrs, out):
     input requires grad) without computing anything; returns ``out``."""
     from .tensor import Tensor  # noqa: PLC0415
 
-    if autograd.is_grad_enabled() and op.grad is not None:
+    if autograd.is_grad_enabled() and op.grad is not None and out._data.dtype.kind == "f":
         needs = tuple(t.requires_grad for t in tensors)
         if any(needs):
             _record(op, tensors, attrs, out, needs, Tensor)

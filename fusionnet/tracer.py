@@ -232,7 +232,8 @@ class _Tracer:
                                   args=args, shape=out.shape, dtype=out._data.dtype,
                                   source=source, module=module, **extra)
         # What eager would say: recorded only when grad mode is on and an input needs it.
-        needs = grad_on and op.grad is not None and any(self.grad.get(a, False) for a in args)
+        needs = grad_on and op.grad is not None and out._data.dtype.kind == "f" and any(
+            self.grad.get(a, False) for a in args)
         self.grad[nid] = needs
         out.requires_grad = needs
         if not dynamic:

@@ -113,8 +113,13 @@ _unary("tanh", lambda xp, a: xp.tanh(_float_in(a)), lambda g, x, out, **_: (g * 
        dtype=float_dtype)
 # The gradient reads the output (relu(x) > 0 exactly where x > 0), as PyTorch's does:
 # so relu_ on a tensor that autograd needs still trains.
-_unary("relu", lambda xp, a: xp.maximum(a, 0).astype(a.dtype, copy=False),
-       lambda g, x, out, **_: (g * (out > 0),),
+def _relu_grad(g, x, out, **_):
+    # PyTorch's threshold_backward: the gradient passes unless the result is <= 0, so a
+    # NaN input passes it and a NaN gradient at a clipped element gives 0, not NaN.
+    return (g.where((out <= 0).logical_not(), 0.0),)
+
+
+_unary("relu", lambda xp, a: xp.maximum(a, 0).astype(a.dtype, copy=False), _relu_grad,
        "max(x, 0); NaN stays NaN", "({0} if not ({0} <= 0) else 0)", "(!({0} <= 0) ? {0} : 0)",
        saves=SAVES_OUTPUT)
 _unary("erf", lambda xp, a: _special(xp).erf(_float_in(a)),

@@ -81,9 +81,9 @@ def _one_hot(index, x, dim):
 
 
 def _mean_dtype(d, **_):
-    if d.kind != "f":
-        raise TypeError("mean() needs a floating point tensor, got integer or bool; "
-                        "call .float() first")
+    if d.kind != "f":  # PyTorch's error, and its type (RuntimeError)
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be "
+                           f"either a floating point or complex dtype. Got: {d}")
     return d
 
 
