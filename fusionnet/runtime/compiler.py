@@ -103,7 +103,8 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
     entry.version, entry.data_version = version, data_version
     entry.snapshot = snapshot(runner.module)
     entry.per_call, entry.on_move = python_guards(traced)
-    entry.fast = not entry.per_call and not entry.parallel
+    entry.passthrough = _passthrough(traced)
+    entry.fast = not entry.per_call and not entry.parallel and not entry.passthrough
     try:  # numba compiles on the first call: do it now, so a failure falls back
         result = entry.call([t._data for t in args])
     except Exception as err:  # noqa: BLE001 - any compiler error means "run eagerly"
@@ -140,6 +141,19 @@ def _check_side_effects(traced: Graph) -> None:
     if traced.input_mutations:
         raise Fallback("forward writes into its input in place (the compiled code would "
                        "not)", traced.input_mutations[0], traced=traced)
+
+
+def _passthrough(traced: Graph) -> dict:
+    """Output leaves that *are* an input or a parameter in the trace: eager returns that
+    object itself (``return x.flatten()`` of a 1-D x), so the runtime does too."""
+    out = {}
+    for i, a in enumerate(traced.node(traced.output)["args"]):
+        d = traced.node(a)
+        if d["kind"] == "input":
+            out[i] = ("input", d["target"])
+        elif "ref" in d and not d.get("detach") and not d.get("external"):
+            out[i] = ("ref", d["ref"])
+    return out
 
 
 def _entry(module, compiled, program, analysis, optimized, traced) -> Entry:
