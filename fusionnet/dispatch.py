@@ -15,7 +15,7 @@ import threading
 import numpy as np
 
 from . import autograd
-from .dtypes import promote, scalar_dtype
+from .dtypes import promote_all, scalar_dtype
 from .ops import ShapeError, get_op
 
 __all__ = ["apply", "run_eager", "record", "set_trace_hook", "trace_hook", "note_python_value",
@@ -78,9 +78,7 @@ def _to_tensors(op, args, Tensor):
     like = tensors[0]
     if len(tensors) == len(args):
         return args, like
-    ref = tensors[0]._data.dtype
-    for t in tensors[1:]:
-        ref = promote(ref, t._data.dtype)
+    ref = promote_all([t._data.dtype for t in tensors])
     xp = like._xp
     out = []
     for a in args:
@@ -103,14 +101,12 @@ def _check_devices(op, tensors, like):
 
 
 def _promoted(op, arrays):
-    idx = range(len(arrays)) if op.promote == "all" else op.promote
-    if len(idx) < 2:
+    if not op.promote:
         return arrays
-    common = arrays[idx[0]].dtype
-    for i in idx[1:]:
-        common = promote(common, arrays[i].dtype)
-    return [a.astype(common) if i in idx and a.dtype != common else a
-            for i, a in enumerate(arrays)]
+    casts = op.casts([a.dtype for a in arrays])
+    if not casts:
+        return arrays
+    return [a.astype(casts[i]) if i in casts else a for i, a in enumerate(arrays)]
 
 
 def _explain_failure(op, arrays, attrs, err):
