@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 
-__all__ = ["kernel_module", "kernels_dir", "kernels_hash"]
+__all__ = ["kernel_module", "kernel_module_name", "kernels_dir", "kernels_hash"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _PREFIX = "_fusionnet_kernels."
@@ -32,6 +32,13 @@ def kernels_dir() -> str:
     return os.path.join(os.path.dirname(_HERE), "kernels")
 
 
+def kernel_module_name(name: str) -> str:
+    """The private module name kernel module ``name`` is loaded under. Compiled code that
+    calls the kernels refers to them by it, so generated modules name it (a change of name
+    must not reuse machine code compiled against the old one)."""
+    return _PREFIX + name
+
+
 def kernel_module(name: str):
     """The kernel-library module ``<name>.py``, loaded once per process from its file, its
     numba functions cached on disk with checksums."""
@@ -41,7 +48,7 @@ def kernel_module(name: str):
     with _LOCK:
         if name not in _loaded:
             path = os.path.join(kernels_dir(), f"{name}.py")
-            spec = importlib.util.spec_from_file_location(_PREFIX + name, path)
+            spec = importlib.util.spec_from_file_location(kernel_module_name(name), path)
             if spec is None or not os.path.isfile(path):
                 raise ImportError(f"fusionnet: no kernel module {name!r} in {kernels_dir()}")
             module = importlib.util.module_from_spec(spec)
