@@ -117,3 +117,18 @@ def test_asking_a_backend_and_optimizing_load_no_numba():
             "lower(fusionnet.optimize(fusionnet.trace(net, x)))\n"
             "assert 'numba' not in sys.modules, 'numba was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_fused_op_without_a_spelling_runs_eagerly_and_says_why(new_rows):
+    import fusionnet as fn
+    from fusionnet.dispatch import apply
+    from fusionnet.runtime import FusionFallbackWarning, fuse
+
+    new_rows(Op("test_twice", Kind.ELEMENTWISE, 1, lambda xp, a: a * 2, same_shape, same_dtype,
+                None, "2 * x, spelled by no backend"))
+    block = fn.nn.Module()
+    block.forward = lambda t: apply("test_twice", t.exp())
+    x = fn.tensor([0.0, 1.0])
+    with pytest.warns(FusionFallbackWarning, match="no spelling for elementwise op 'test_twice'"):
+        got = fuse(block)(x)
+    np.testing.assert_array_equal(got.numpy(), 2 * np.exp(x.numpy()))

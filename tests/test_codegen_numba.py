@@ -316,6 +316,21 @@ def test_user_defined_view_ops_match_pytorch(view_rows):
     np.testing.assert_array_equal(h.numpy(), th.numpy())
 
 
+# ---- reductions combine like NumPy's ---------------------------------------------------------
+
+
+def test_max_and_min_keep_the_last_of_tied_signed_zeros_like_eager():
+    # acc = maximum(acc, x): on a tie NumPy's maximum keeps its second argument, the later
+    # element (np.max([0.0, -0.0]) is -0.0); the old combine kept the earlier one.
+    x = np.array([[0.0, -0.0], [-0.0, 0.0], [0.0, -0.0]], dtype=np.float32)
+    got, want = _compiled(lambda t: (t.amax(dim=1), t.amin(dim=1), t.amax(), t.amin()),
+                          fn.from_numpy(x))
+    refs = [x.max(axis=1), x.min(axis=1), x.max(), x.min()]
+    for g, w, r in zip(got, want, refs, strict=True):
+        np.testing.assert_array_equal(np.signbit(g), np.signbit(w))
+        np.testing.assert_array_equal(np.signbit(g), np.signbit(r))
+
+
 # ---- literals -----------------------------------------------------------------------------
 
 
