@@ -10,16 +10,19 @@ A tracer can install itself with :func:`set_trace_hook` to see every call.
 """
 from __future__ import annotations
 
+import operator
 import threading
 
 import numpy as np
 
 from . import autograd
-from .dtypes import promote_all, scalar_dtype
+from .dtypes import promote, scalar_dtype
 from .ops import ShapeError, get_op
 
 __all__ = ["apply", "run_eager", "record", "set_trace_hook", "trace_hook", "note_python_value",
            "note_random", "note_shape_read"]
+
+_DTYPE = operator.attrgetter("dtype")
 
 # The hook is per thread: tracing in one thread never captures another thread's ops.
 _local = threading.local()
@@ -78,7 +81,9 @@ def _to_tensors(op, args, Tensor):
     like = tensors[0]
     if len(tensors) == len(args):
         return args, like
-    ref = promote_all([t._data.dtype for t in tensors])
+    ref = tensors[0]._data.dtype
+    for t in tensors[1:]:
+        ref = promote(ref, t._data.dtype)
     xp = like._xp
     out = []
     for a in args:
@@ -103,7 +108,7 @@ def _check_devices(op, tensors, like):
 def _promoted(op, arrays):
     if not op.promote:
         return arrays
-    casts = op.casts([a.dtype for a in arrays])
+    casts = op.casts(list(map(_DTYPE, arrays)))
     if not casts:
         return arrays
     return [a.astype(casts[i]) if i in casts else a for i, a in enumerate(arrays)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["dtype", "float32", "float64", "int32", "int64", "bool_", "as_dtype",
-           "promote", "promote_all", "scalar_dtype", "get_default_dtype", "SUPPORTED", "unsupported",
+           "promote", "scalar_dtype", "get_default_dtype", "SUPPORTED", "unsupported",
            "require_native"]
 
 
@@ -137,16 +137,6 @@ def promote(a: np.dtype, b: np.dtype) -> np.dtype:
     if ca != cb:
         return a if ca > cb else b
     return np.promote_types(a, b)
-
-
-def promote_all(dtypes) -> np.dtype:
-    """The common dtype of several tensors (:func:`promote`, folded left to right); the
-    one rule eager dispatch and the code generators both use (``Op.casts``)."""
-    it = iter(dtypes)
-    common = np.dtype(next(it))
-    for d in it:
-        common = promote(common, np.dtype(d))
-    return common
 
 
 def scalar_dtype(value, other: np.dtype) -> np.dtype:

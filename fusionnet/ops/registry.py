@@ -15,7 +15,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..dtypes import promote_all
+from ..dtypes import promote
 
 __all__ = ["Kind", "Op", "Reduction", "OPS", "register", "get_op",
            "SAVES_NONE", "SAVES_INPUTS", "SAVES_OUTPUT", "SAVES_OTHERS"]
@@ -128,8 +128,8 @@ class Op:
             shape is given). Backends spell the steps, so a new view op is one row.
             ``None``: no such decomposition (``getitem``).
         returns_input: the eager result may be the first input itself, without being a view
-            autograd tracks (``to_device`` to the input's own device). Buffer planning
-            keeps that input alive as long as the result, as for a view's base.
+            autograd tracks (``to_device`` to the input's own device, ``detach``). Buffer
+            planning keeps that input alive as long as the result, as for a view's base.
         neutral: for binary rows, ``{position: value}``: the op returns its other operand
             when the operand at ``position`` is all ``value`` and the result has the other
             operand's shape and dtype (``mul``: 1 on either side; ``sub``: 0 on the right).
@@ -163,12 +163,19 @@ class Op:
 
     def casts(self, dtypes) -> dict:
         """The inputs eager converts before computing: ``{index: common dtype}`` for each
-        ``promote`` input whose dtype (in ``dtypes``, one per input) differs from the
-        inputs' common dtype under PyTorch's promotion; empty when nothing changes."""
+        ``promote`` input whose dtype (``dtypes``: one NumPy dtype per input) differs from
+        the inputs' common dtype under PyTorch's promotion; empty when nothing changes.
+        Eager dispatch and the code generators both ask this (one rule)."""
         idx = range(len(dtypes)) if self.promote == "all" else self.promote
         if len(idx) < 2:
             return {}
-        common = promote_all([dtypes[i] for i in idx])
+        common, mixed = dtypes[idx[0]], False
+        for i in idx:  # written out: eager dispatch asks this for every binary op
+            d = dtypes[i]
+            if d is not common and d != common:
+                common, mixed = promote(common, d), True
+        if not mixed:
+            return {}
         return {i: common for i in idx if dtypes[i] != common}
 
     @property
