@@ -21,7 +21,7 @@ from ..nn.module import STRUCTURE_VERSION
 from ..passes import optimize
 from ..tensor import DATA_VERSION
 from ..tracer import TraceError, materialise_lazy, trace
-from .guards import on_main_thread, python_guards, snapshot
+from .guards import python_guards, snapshot
 from .signature import describe_args
 from .symbolic import analyse_batch
 
@@ -65,10 +65,8 @@ class Entry:
         return self.spec == "T"
 
     def call(self, arrays):
-        """Run the compiled driver on input arrays."""
-        if self.parallel:
-            return self.fn(*arrays, *self.tail, on_main_thread())
-        return self.fn(*arrays, *self.tail)
+        """Run the compiled driver on input arrays (the backend adds any flags it takes)."""
+        return self.compiled.call(arrays, self.tail)
 
 
 class Fallback(Exception):
