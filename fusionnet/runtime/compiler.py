@@ -136,6 +136,11 @@ def _trace(runner, args) -> Graph:
 
 
 def _check_side_effects(traced: Graph) -> None:
+    if traced.backward_error and any(traced.node(traced.output).get("requires_grad", ())):
+        # Eager raises this at backward(); running eagerly keeps that (a functional
+        # compiled graph would give a gradient instead).
+        raise Fallback("forward modifies in place a tensor its own backward needs (eager's "
+                       f"backward raises: {traced.backward_error})", traced=traced)
     if traced.input_mutations:
         raise Fallback("forward writes into its input in place (the compiled code would "
                        "not)", traced.input_mutations[0], traced=traced)
