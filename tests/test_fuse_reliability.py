@@ -588,3 +588,18 @@ def test_forward_that_modifies_a_saved_tensor_raises_at_backward_like_eager():
             out.sum().backward()
     with torch.no_grad():  # without grad there is no backward to refuse: it compiles
         _same(fuse(block)(torch.ones(3)), block(torch.ones(3)))
+
+
+@pytest.mark.parametrize("fn", [lambda t: t.sigmoid(), lambda t: t.exp(), lambda t: t.tanh(),
+                                lambda t: t.sqrt(), lambda t: t / t.logical_not()])
+def test_float_math_on_bools_compiles_and_matches_eager(fn):
+    """fuzz case 7000720: sigmoid of a bool reduction failed numba typing (fallback)."""
+    class Block(nn.Module):
+        def forward(self, x):
+            return fn(x.any(1))
+
+    block = Block()
+    x = torch.tensor([[True, False], [False, False]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 1 / False
+        _same(fuse(block, fallback=False)(x), block(x))

@@ -21,12 +21,16 @@ E = Kind.ELEMENTWISE
 
 
 def _unary(name, eager, grad, doc, *, saves=SAVES_INPUTS, dtype=same_dtype):
-    return register(Op(name, E, 1, eager, same_shape, dtype, grad, doc, saves=saves))
+    # Float math converts bool inputs to float32 first (eager and generated code alike).
+    bools = "float32" if dtype is float_dtype else None
+    return register(Op(name, E, 1, eager, same_shape, dtype, grad, doc, saves=saves,
+                       bools_as=bools))
 
 
 def _binary(name, eager, grad, doc, *, saves=SAVES_INPUTS, dtype=same_dtype, neutral=None):
+    bools = "float32" if dtype is float_dtype else None
     return register(Op(name, E, 2, eager, broadcast, dtype, grad, doc, saves=saves,
-                       promote=(0, 1), neutral=neutral or {}))
+                       promote=(0, 1), neutral=neutral or {}, bools_as=bools))
 
 
 def _float_in(a):

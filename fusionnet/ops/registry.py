@@ -15,6 +15,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from ..dtypes import promote
 
 __all__ = ["Kind", "Op", "Reduction", "OPS", "register", "get_op",
@@ -135,6 +137,9 @@ class Op:
             operand's shape and dtype (``mul``: 1 on either side; ``sub``: 0 on the right).
         same_type_is_identity: the op returns its first input unchanged whenever the result
             has that input's shape and dtype (``cast`` to the input's own dtype).
+        bools_as: a dtype name: bool inputs are converted to it before computing
+            (``"float32"`` for float math such as ``exp``: NumPy would take its float16
+            loop for bools, and code generators must not call float functions on bools).
     """
 
     name: str
@@ -154,6 +159,7 @@ class Op:
     returns_input: bool = False
     neutral: dict = field(default_factory=dict)
     same_type_is_identity: bool = False
+    bools_as: str | None = None
 
     @property
     def may_alias(self) -> bool:
@@ -166,6 +172,11 @@ class Op:
         ``promote`` input whose dtype (``dtypes``: one NumPy dtype per input) differs from
         the inputs' common dtype under PyTorch's promotion; empty when nothing changes.
         Eager dispatch and the code generators both ask this (one rule)."""
+        if self.bools_as is not None:
+            return self._promoted_then_bools(dtypes)
+        return self._promoted(dtypes)
+
+    def _promoted(self, dtypes) -> dict:
         idx = range(len(dtypes)) if self.promote == "all" else self.promote
         if len(idx) < 2:
             return {}
@@ -177,6 +188,19 @@ class Op:
         if not mixed:
             return {}
         return {i: common for i in idx if dtypes[i] != common}
+
+    def _promoted_then_bools(self, dtypes) -> dict:
+        """``casts`` for rows with ``bools_as``: promotion first, then bools converted."""
+        plain = self._promoted(dtypes)
+        if not any(d.kind == "b" for d in dtypes):
+            return plain  # the common case, kept cheap: eager asks this on every call
+        after = [plain.get(i, d) for i, d in enumerate(dtypes)]
+        target = np.dtype(self.bools_as)
+        out = dict(plain)
+        for i, d in enumerate(after):
+            if d.kind == "b":
+                out[i] = target
+        return out
 
     @property
     def differentiable(self) -> bool:
