@@ -3,7 +3,7 @@
 The kernel is a typical fused elementwise chain, out = tanh(x * 2 + 1), over N
 float32 elements. Prints median microseconds per size; the smallest N from which
 the parallel loop wins sets ``PARALLEL_MIN_ELEMENTS`` in
-fusionnet/codegen/numba_backend.py.
+fusionnet/codegen/numba/kernels.py.
 
     python benchmarks/parallel_crossover.py
 """

@@ -25,7 +25,7 @@ from .functions import (abs, allclose, argmax, argmin, cat, clamp, clone, concat
                         exp, flatten, log, matmul, max, maximum, mean, min, minimum, mm, neg,
                         numel, permute, pow, relu, reshape, sigmoid, sign, sqrt, squeeze,
                         stack, sum, tanh, transpose, unsqueeze, where)
-from .random import initial_seed, manual_seed, seed
+from .random import Generator, default_generator, initial_seed, manual_seed, seed
 from .tensor import Size, Tensor, is_tensor
 
 from . import cuda, nn, optim
@@ -66,7 +66,8 @@ __all__ = [
     "where", "clamp", "maximum", "minimum", "reshape", "flatten", "transpose", "permute",
     "unsqueeze", "squeeze", "allclose", "equal", "numel", "clone", "is_tensor",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "manual_seed", "seed",
-    "initial_seed", "device", "dtype", "float32", "float64", "int32", "int64", "bool_",
+    "initial_seed", "Generator", "default_generator", "device", "dtype", "float32",
+    "float64", "int32", "int64", "bool_",
     "get_default_dtype", "ops", "Graph", "GraphBreak", "TraceError", "trace", "explain",
     "optimize", "fuse", "FusedModule", "FusionFallbackWarning", "FuseInputError",
     "export_graph", "save", "load", "SerializationError", "nn", "optim", "cuda",

@@ -1,23 +1,27 @@
-"""Find the kernel library (``kernels/`` in the repository, ``fusionnet/kernels`` in a wheel).
+"""Find and load the kernel library (``kernels/`` in the repository, ``fusionnet/kernels``
+in a wheel).
 
-Generated code imports ``fusionnet.kernels.<name>``. In an installed wheel
-that package exists; in a source checkout (editable install) the kernels live
-in the top-level ``kernels/`` folder, so we register them under the same name.
-The numba functions of a kernel module get the checked on-disk cache of
-``fusionnet/codegen/numba_cache.py`` when it is first imported here.
+Generated numba code calls ``kernel_module("numba_kernels").dot_nt`` and friends. The
+module is loaded from its file, wherever the library lives, under a private module name
+(``_fusionnet_kernels.<name>``): no package is faked, and the same code runs in a source
+checkout and in an installed wheel. Its numba functions get the checked on-disk cache of
+``fusionnet/codegen/numba/cache.py``.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import importlib.util
 import os
 import sys
+import threading
 
-__all__ = ["kernel_module", "kernels_dir", "kernels_hash"]
+__all__ = ["kernel_module", "kernel_module_name", "kernels_dir", "kernels_hash"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+_PREFIX = "_fusionnet_kernels."
+_LOCK = threading.Lock()
+_loaded: dict = {}
 
 
 def kernels_dir() -> str:
@@ -28,25 +32,38 @@ def kernels_dir() -> str:
     return os.path.join(os.path.dirname(_HERE), "kernels")
 
 
+def kernel_module_name(name: str) -> str:
+    """The private module name kernel module ``name`` is loaded under. Compiled code that
+    calls the kernels refers to them by it, so generated modules name it (a change of name
+    must not reuse machine code compiled against the old one)."""
+    return _PREFIX + name
+
+
 def kernel_module(name: str):
-    """Import ``fusionnet.kernels.<name>`` from wherever the kernels live, its numba
-    functions cached on disk with checksums."""
-    full = f"fusionnet.kernels.{name}"
-    if full in sys.modules:
-        return sys.modules[full]
-    folder = kernels_dir()
-    if "fusionnet.kernels" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "fusionnet.kernels", os.path.join(folder, "__init__.py"),
-            submodule_search_locations=[folder])
-        pkg = importlib.util.module_from_spec(spec)
-        sys.modules["fusionnet.kernels"] = pkg
-        if os.path.exists(os.path.join(folder, "__init__.py")):
-            spec.loader.exec_module(pkg)
-    module = importlib.import_module(full)
-    from .codegen.numba_cache import install  # noqa: PLC0415 - numba loads lazily
-    install(module)
-    return module
+    """The kernel-library module ``<name>.py``, loaded once per process from its file, its
+    numba functions cached on disk with checksums."""
+    module = _loaded.get(name)
+    if module is not None:
+        return module
+    with _LOCK:
+        if name not in _loaded:
+            path = os.path.join(kernels_dir(), f"{name}.py")
+            spec = importlib.util.spec_from_file_location(kernel_module_name(name), path)
+            if spec is None or not os.path.isfile(path):
+                raise ImportError(f"fusionnet: no kernel module {name!r} in {kernels_dir()}")
+            module = importlib.util.module_from_spec(spec)
+            # Registered under its own private name: numba rebuilds a cached function's
+            # globals by importing the function's module by name.
+            sys.modules[spec.name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[spec.name]
+                raise
+            from .codegen.numba.cache import install  # noqa: PLC0415 - numba loads lazily
+            install(module)
+            _loaded[name] = module
+    return _loaded[name]
 
 
 @functools.lru_cache(maxsize=None)

@@ -383,7 +383,18 @@ def _write_back(base, chain, value):
 # ---- the engine -----------------------------------------------------------------------
 
 
+#: What a node's ``saved`` becomes once a backward without ``retain_graph`` has used it.
+FREED = ("freed",)
+
+
 def _check_saved(node: Node):
+    if node.saved is FREED:
+        raise RuntimeError(
+            "Trying to backward through the graph a second time (or directly access saved "
+            "tensors after they have already been freed). Saved intermediate values of the "
+            "graph are freed when you call .backward() or autograd.grad(). Specify "
+            "retain_graph=True if you need to backward through the graph a second time or "
+            f"if you need to access saved tensors after calling backward ({node.name()}).")
     for tensor, version, label in node.saved:
         if tensor._version[0] != version:
             raise RuntimeError(
@@ -432,8 +443,11 @@ def _accumulate(leaf, g, Tensor) -> None:  # noqa: N803 - the class, passed in
     leaf.grad = Tensor._wrap(g._data.copy()) if leaf.grad is None else leaf.grad + g
 
 
-def backward(root, gradient=None):
-    """Accumulate d(root)/d(leaf) into every leaf's ``.grad``."""
+def backward(root, gradient=None, retain_graph: bool = False):
+    """Accumulate d(root)/d(leaf) into every leaf's ``.grad``.
+
+    Unless ``retain_graph``, the saved values of every node used are released, as in
+    PyTorch: a second backward through a node that saved values raises."""
     from .tensor import Tensor  # noqa: PLC0415 - tensor imports this module
 
     if not root.requires_grad:
@@ -465,6 +479,8 @@ def backward(root, gradient=None):
             _check_saved(node)
             extra = {"out": node.out} if node.out is not None else {}
             in_grads = node.op.grad(g, *node.inputs, needs=node.needs, **extra, **node.attrs)
+            if not retain_graph and (node.saved or node.out is not None):
+                node.saved = FREED
             for edge, inp, gi in zip(node.edges, node.inputs, in_grads):
                 if edge is None or gi is None:
                     continue

@@ -10,6 +10,7 @@ A tracer can install itself with :func:`set_trace_hook` to see every call.
 """
 from __future__ import annotations
 
+import operator
 import threading
 
 import numpy as np
@@ -20,6 +21,8 @@ from .ops import ShapeError, get_op
 
 __all__ = ["apply", "run_eager", "record", "set_trace_hook", "trace_hook", "note_python_value",
            "note_random", "note_shape_read"]
+
+_DTYPE = operator.attrgetter("dtype")
 
 # The hook is per thread: tracing in one thread never captures another thread's ops.
 _local = threading.local()
@@ -103,14 +106,12 @@ def _check_devices(op, tensors, like):
 
 
 def _promoted(op, arrays):
-    idx = range(len(arrays)) if op.promote == "all" else op.promote
-    if len(idx) < 2:
+    if not op.promote:
         return arrays
-    common = arrays[idx[0]].dtype
-    for i in idx[1:]:
-        common = promote(common, arrays[i].dtype)
-    return [a.astype(common) if i in idx and a.dtype != common else a
-            for i, a in enumerate(arrays)]
+    casts = op.casts(list(map(_DTYPE, arrays)))
+    if not casts:
+        return arrays
+    return [a.astype(casts[i]) if i in casts else a for i, a in enumerate(arrays)]
 
 
 def _explain_failure(op, arrays, attrs, err):
@@ -144,7 +145,9 @@ def apply(name, *args, **attrs):
     out = run_eager(op, tensors, attrs)
     if op.view:  # may alias its input: share the version counter, know the base
         autograd.note_view(op, tensors, out, attrs)
-    if autograd.is_grad_enabled() and op.grad is not None:
+    # Only floating-point results carry gradients (PyTorch: ints and bools never require
+    # grad, so `x.int()` or `maximum` of ints is a constant for autograd).
+    if autograd.is_grad_enabled() and op.grad is not None and out._data.dtype.kind == "f":
         needs = tuple(t.requires_grad for t in tensors)
         if any(needs):
             _record(op, tensors, attrs, out, needs, Tensor)
@@ -156,7 +159,7 @@ def record(op, tensors, attrs, out):
     input requires grad) without computing anything; returns ``out``."""
     from .tensor import Tensor  # noqa: PLC0415
 
-    if autograd.is_grad_enabled() and op.grad is not None:
+    if autograd.is_grad_enabled() and op.grad is not None and out._data.dtype.kind == "f":
         needs = tuple(t.requires_grad for t in tensors)
         if any(needs):
             _record(op, tensors, attrs, out, needs, Tensor)
@@ -168,7 +171,7 @@ def run_eager(op, tensors, attrs):
     from .tensor import Tensor  # noqa: PLC0415
 
     like = tensors[0]
-    if op.name != "to_device" and len(tensors) > 1:
+    if len(tensors) > 1:  # (a device copy has one input: nothing to compare)
         _check_devices(op, tensors, like)
     arrays = _promoted(op, [t._data for t in tensors])
     out_dtype = op.dtype(*[a.dtype for a in arrays], **attrs)

@@ -102,22 +102,23 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tens
 
 
 def rand(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw) -> Tensor:
-    """Uniform samples from [0, 1)."""
+    """Uniform samples from [0, 1) (from ``generator``, default the default stream)."""
     shape = _size(size, kw.pop("size", None))
-    arr = _on(device, lambda xp: _random.generator(xp).random(shape, dtype=np.float64).astype(
-        _float_dtype(dtype)))
+    arr = _on(device, lambda xp: _random.generator(xp, generator).random(
+        shape, dtype=_float_dtype(dtype)))
     return _make(arr, requires_grad)
 
 
 def randn(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw) -> Tensor:
-    """Standard normal samples."""
+    """Standard normal samples (from ``generator``, default the default stream)."""
     shape = _size(size, kw.pop("size", None))
-    arr = _on(device, lambda xp: _random.generator(xp).standard_normal(
-        shape, dtype=np.float64).astype(_float_dtype(dtype)))
+    arr = _on(device, lambda xp: _random.generator(xp, generator).standard_normal(
+        shape, dtype=_float_dtype(dtype)))
     return _make(arr, requires_grad)
 
 
-def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=False,
+            generator=None) -> Tensor:
     """Random integers in [low, high) (``randint(high, size)`` also works)."""
     if size is None and isinstance(high, (tuple, list)):
         low, high, size = 0, low, high
@@ -127,8 +128,8 @@ def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=Fa
         raise TypeError("randint() needs a size")
     dt = as_dtype(int) if dtype is None else as_dtype(dtype)
     shape = _shape_args((size,))
-    arr = _on(device, lambda xp: _random.generator(xp).integers(low, high, shape,
-                                                                dtype=np.int64))
+    arr = _on(device, lambda xp: _random.generator(xp, generator).integers(low, high, shape,
+                                                                           dtype=np.int64))
     return _make(arr.astype(dt.np), requires_grad)
 
 

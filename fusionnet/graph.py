@@ -139,6 +139,7 @@ class Graph:
         self.shape_reads: list[str] = []  # user-code lines that read traced sizes
         self.input_mutations: list[str] = []  # lines where forward wrote into an input
         self.grad_enabled = False  # the grad mode the graph was traced under
+        self.backward_error = ""  # eager's error for a backward through this forward, if any
         self.reads = None  # what the trace read from Python (a pystate.Recorder), if traced
         self.converted: dict = {}  # function name -> converted source (autograph), if any
         self._next_id = 0
@@ -188,6 +189,7 @@ class Graph:
         g.shape_reads = list(self.shape_reads)
         g.input_mutations = list(self.input_mutations)
         g.grad_enabled = self.grad_enabled
+        g.backward_error = self.backward_error
         g.reads = self.reads
         g.converted = dict(self.converted)
         g._next_id = self._next_id

@@ -242,7 +242,7 @@ class Tensor(TensorOps):
         if create_graph:
             raise NotImplementedError("create_graph=True (higher-order gradients) is not "
                                       "supported yet")
-        autograd.backward(self, gradient)
+        autograd.backward(self, gradient, retain_graph=bool(retain_graph))
 
     def detach(self):
         """A tensor sharing this one's data and version counter, cut from the autograd

@@ -272,10 +272,8 @@ class TensorOps:
 
     def reshape(self, *shape):
         """Same data, new shape (one -1 allowed)."""
-        shape = shape_args(shape)
-        if shape == self._data.shape:
-            return self if dispatch.trace_hook() is None else apply("reshape", self, shape=shape)
-        return apply("reshape", self, shape=shape)
+        # Always a new view, as in PyTorch (even to the same shape: it has a grad_fn).
+        return apply("reshape", self, shape=shape_args(shape))
 
     def view(self, *shape):
         """Same data, new shape; like PyTorch, refuses when that would need a copy."""
@@ -303,6 +301,8 @@ class TensorOps:
             return self.reshape(1)
         if s > e:
             raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+        if s == e:
+            return self  # nothing to merge: PyTorch returns the input itself
         shape = self._data.shape
         merged = 1
         for d in shape[s:e + 1]:
@@ -356,7 +356,7 @@ class TensorOps:
             dims = {normalize_dim(d, len(shape))
                     for d in ((dim,) if hasattr(dim, "__index__") else dim)}
             new = tuple(s for i, s in enumerate(shape) if not (i in dims and s == 1))
-        return self if new == shape else apply("reshape", self, shape=new)
+        return apply("reshape", self, shape=new)  # a new view even when nothing drops
 
     def expand(self, *sizes):
         """Broadcast to a larger shape (-1 keeps a dim) without copying."""

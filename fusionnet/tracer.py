@@ -114,6 +114,7 @@ class _Tracer(RegionTracing):
         self.keep: list = []                # keeps traced tensors alive so ids stay unique
         self.live: dict[int, tuple] = {}    # id(array) -> (kind, name, tensor) of module state
         self.inputs: set[int] = set()       # ids of the input tensors forward received
+        self.saved_for_backward: list = []  # (node, op, label, storage, version) per save
         self.external: ObjectIndex | None = None
         self.module = module
         self.module_names = {id(m): name for name, m in module.named_modules()}
@@ -291,7 +292,8 @@ class _Tracer(RegionTracing):
                                   args=args, shape=out.shape, dtype=out._data.dtype,
                                   source=source, module=module, **extra)
         # What eager would say: recorded only when grad mode is on and an input needs it.
-        needs = grad_on and op.grad is not None and any(self.grad.get(a, False) for a in args)
+        needs = grad_on and op.grad is not None and out._data.dtype.kind == "f" and any(
+            self.grad.get(a, False) for a in args)
         self.grad[nid] = needs
         out.requires_grad = needs
         if not dynamic:
@@ -299,7 +301,45 @@ class _Tracer(RegionTracing):
         self.bind(out, nid)
         if op.view and len(tensors) == 1 and np.may_share_memory(out._data, tensors[0]._data):
             self._note_alias(out, tensors[0], (op, tuple(attrs.items())))
+        if needs:
+            self._note_saved(op, nid, tensors, out)
         return out
+
+    # ---- what eager's backward would check -----------------------------------------------
+
+    def _storage(self, t: Tensor) -> int:
+        """The id of the root base whose version counter ``t`` shares."""
+        return id(self.alias.get(id(t), (t,))[0])
+
+    def _note_saved(self, op, nid: int, tensors, out) -> None:
+        """Remember which storages (at which version) this op's gradient will read."""
+        flags = tuple(bool(self.grad.get(self.node_of.get(id(t)), False)) for t in tensors)
+        inputs, saves_out = op.saves(flags)
+        saved = [(f"input {i}", tensors[i]) for i in inputs]
+        if saves_out:
+            saved.append(("output 0", out))
+        for label, t in saved:
+            key = self._storage(t)
+            self.saved_for_backward.append((nid, op, label, key,
+                                            self.base_version.get(key, 0)))
+
+    def backward_error(self, graph: Graph) -> str:
+        """Eager's error if a backward from ``graph``'s outputs would meet a saved tensor
+        that forward modified in place afterwards; '' if none would."""
+        reach, todo = set(), [a for a in graph.node(graph.output)["args"]]
+        while todo:
+            n = todo.pop()
+            if n in reach or not self.grad.get(n, False):
+                continue
+            reach.add(n)
+            todo.extend(graph.node(n)["args"])
+        for nid, op, label, key, version in self.saved_for_backward:
+            now = self.base_version.get(key, 0)
+            if nid in reach and now != version:
+                return ("one of the variables needed for gradient computation has been "
+                        f"modified by an inplace operation: {label} of {op.backward_name} is "
+                        f"at version {now}; expected version {version} instead")
+        return ""
 
     def _note_alias(self, view: Tensor, src: Tensor, step) -> None:
         """``view`` shares ``src``'s storage: remember its root base and how to get it."""
@@ -328,6 +368,10 @@ class _Tracer(RegionTracing):
             # the runtime can refuse to compile it (the graph itself stays valid).
             self.graph.input_mutations.append(self.where()[0])
         new = self._written_back(base, chain, result)
+        if base._data.flags.c_contiguous and not new._data.flags.c_contiguous:
+            # Eager writes into the base's own (contiguous) storage: keep its layout, so a
+            # later `.view()` of it works as in eager.
+            new = dispatch.apply("copy", new)
         base._data = new._data
         base.requires_grad = new.requires_grad
         self.bind(base, self.node_of[id(new)])
@@ -490,11 +534,14 @@ def _trace_once(module, example_inputs, on_break, name, conversions, convert, mo
     try:
         with recorder:
             result = module(*inputs)
+        # Still traced: an output that is a view of a base written since is re-derived
+        # from the base with recorded ops.
+        _add_output(graph, tracer, result)
     finally:
         dispatch.set_trace_hook(prev)
     graph.reads = recorder
     graph.converted = conversions.sources()
-    _add_output(graph, tracer, result)
+    graph.backward_error = tracer.backward_error(graph)
     return graph
 
 

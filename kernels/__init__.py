@@ -1,1 +1,1 @@
-"""fusionnet's kernel library (installed as ``fusionnet.kernels``; see README.md here)."""
+"""fusionnet's kernel library (shipped in a wheel as ``fusionnet/kernels``; see README.md here)."""

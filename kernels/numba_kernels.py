@@ -1,4 +1,4 @@
-"""Hand-written numba kernels that generated code calls (shipped as fusionnet.kernels).
+"""Hand-written numba kernels that generated code calls (shipped in a wheel as fusionnet/kernels).
 
 ``dot_nt(a, w, out)`` computes ``out = a @ w.T`` (``w`` stored as PyTorch's
 Linear keeps it, (out_features, in_features)); ``dot_nn(a, b, out)`` computes
@@ -10,7 +10,7 @@ overflow as NumPy does.
 
 The functions are compiled lazily and cached on disk by ``fusionnet._kernels.kernel_module``,
 which gives each one numba's cache with a checksum on every file (see
-``fusionnet/codegen/numba_cache.py``); hence no ``cache=True`` here.
+``fusionnet/codegen/numba/cache.py``); hence no ``cache=True`` here.
 """
 import math
 

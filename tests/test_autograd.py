@@ -214,3 +214,53 @@ def test_fused_sign_of_nan_matches_torch():
     with fn.no_grad():
         got = fn.fuse(Sign())(fn.tensor(data))
     np.testing.assert_array_equal(got.numpy(), (torch.tensor(data).sign() * 2 + 1).numpy())
+
+
+def test_retain_graph_semantics_match_pytorch():
+    torch_ = pytest.importorskip("torch")
+
+    def run(T):
+        outcomes = []
+        x = T.ones(3, requires_grad=True)
+        y = (x * x).sum()
+        y.backward(retain_graph=True)
+        y.backward()
+        outcomes.append(x.grad.tolist())
+        try:
+            y.backward()
+            outcomes.append("ok")
+        except RuntimeError as err:
+            outcomes.append("second time" in str(err))
+        z = (x + 1).sum()          # nothing saved: a second backward is fine
+        z.backward()
+        z.backward()
+        outcomes.append(x.grad.tolist())
+        return outcomes
+
+    assert run(fn) == run(torch_)
+
+
+def test_integer_and_bool_results_never_require_grad_as_in_pytorch():
+    torch_ = pytest.importorskip("torch")
+    for T in (fn, torch_):
+        x = T.tensor([1.5, -2.0, 3.0], requires_grad=True)
+        outs = [x.int(), x.long(), x.bool(), T.maximum(x.int(), x.int()), x > 0,
+                (x * 2).argmax()]
+        assert [o.requires_grad for o in outs] == [False] * 6, T.__name__
+
+
+def test_relu_gradient_at_nan_matches_pytorch():
+    torch_ = pytest.importorskip("torch")
+    grads = []
+    for T in (fn, torch_):
+        x = T.tensor([1.5, -2.0, float("nan"), 0.0], requires_grad=True)
+        x.relu().backward(T.tensor([1.0, float("nan"), 2.0, 3.0]))
+        grads.append(x.grad.numpy())
+    np.testing.assert_array_equal(*grads)
+
+
+def test_mean_of_integers_raises_pytorchs_error_type():
+    torch_ = pytest.importorskip("torch")
+    for T in (fn, torch_):
+        with pytest.raises(RuntimeError, match="mean\\(\\): could not infer output dtype"):
+            T.tensor([1, 2]).mean()

@@ -1,7 +1,8 @@
 """What the numba code generator computes: fused results equal eager for the cases that
-went wrong before (sigmoid far below zero, integer overflow, a reduction defined outside
-the package, literals such as inf), with ``fallback=False`` so a block that falls back to
-eager fails the test instead of passing by running eagerly.
+went wrong before (sigmoid far below zero, integer overflow, literals such as inf) and for
+ops defined outside the package as rows only (a ``prod`` reduction, a ``movedim`` view op,
+a two-step view op), with ``fallback=False`` so a block that falls back to eager fails
+the test instead of passing by running eagerly.
 
 References: PyTorch where it defines the semantics (sigmoid), NumPy's wrapping integer
 arithmetic otherwise (written here independently of the op table).
@@ -18,8 +19,11 @@ import pytest
 
 import fusionnet as fn
 from fusionnet import nn
+from fusionnet.codegen import BACKENDS, get_backend
 from fusionnet.dispatch import apply
-from fusionnet.ops import OPS
+from fusionnet.ops import OPS, Kind, Op
+from fusionnet.ops.registry import SAVES_NONE, register
+from fusionnet.ops.rules import same_dtype
 from fusionnet.runtime import FusionFallbackWarning, fuse
 
 I64 = np.iinfo(np.int64)
@@ -132,10 +136,10 @@ def test_integer_and_bool_matmul_wraps_like_eager(dtype):
 # ---- a reduction row defined outside the package (docs/adding-an-op.md) -------------------
 
 
-def _docs_prod_row() -> str:
+def _docs_block(marker: str) -> str:
     text = DOCS.read_text()
-    block = re.search(r"<!-- prod-row -->\n```python\n(.*?)```", text, re.S)
-    assert block, "docs/adding-an-op.md lost its prod example"
+    block = re.search(rf"<!-- {marker} -->\n```python\n(.*?)```", text, re.S)
+    assert block, f"docs/adding-an-op.md lost its {marker} example"
     return block.group(1)
 
 
@@ -143,11 +147,18 @@ def _docs_prod_row() -> str:
 def prod_row():
     """The ``prod`` row registered exactly as docs/adding-an-op.md writes it, then removed."""
     assert "prod" not in OPS
-    exec(compile(_docs_prod_row(), str(DOCS), "exec"), {})  # noqa: S102 - our own docs
+    exec(compile(_docs_block("prod-row"), str(DOCS), "exec"), {})  # noqa: S102 - our docs
     try:
         yield OPS["prod"]
     finally:
         OPS.pop("prod", None)
+
+
+def test_user_defined_prod_is_a_row_only_and_every_backend_supports_it(prod_row):
+    for backend in BACKENDS:
+        b = get_backend(backend)
+        assert "prod" not in b.elementwise and "prod" not in b.unsupported
+        assert b.supports(prod_row)
 
 
 def _prods(t):
@@ -196,6 +207,128 @@ def test_reduction_row_without_its_facts_runs_eagerly_and_says_why(prod_row):
     with pytest.warns(FusionFallbackWarning, match="Op.reduction"):
         got = fuse(block)(x)
     np.testing.assert_array_equal(got.numpy(), [6, 120])
+
+
+# ---- view ops defined outside the package (docs/adding-an-op.md) -----------------------------
+
+
+def _repeat_shape(shape, dim, size):
+    return tuple(shape[:dim]) + (size,) + tuple(shape[dim:])
+
+
+def _repeat_row() -> Op:
+    """``repeat_new_dim(x, dim, size)``: x with a new dimension of ``size`` copies at ``dim``,
+    as a read-only view made of two layout steps (insert a size-1 dim, then expand it)."""
+    return Op("repeat_new_dim", Kind.INJECTIVE, 1,
+              lambda xp, a, dim, size: xp.broadcast_to(xp.expand_dims(a, dim),
+                                                       _repeat_shape(a.shape, dim, size)),
+              _repeat_shape, same_dtype, lambda g, x, dim, size, **_: (g.sum(dim=dim),),
+              "size copies of x along a new dim", saves=SAVES_NONE, view=True,
+              layout=lambda src, out, dim, size: (("reshape", _repeat_shape(src, dim, 1)),
+                                                  ("expand", out)))
+
+
+@pytest.fixture
+def view_rows():
+    """``movedim`` exactly as docs/adding-an-op.md writes it, and ``repeat_new_dim``; both
+    removed afterwards."""
+    assert "movedim" not in OPS and "repeat_new_dim" not in OPS
+    exec(compile(_docs_block("view-row"), str(DOCS), "exec"), {})  # noqa: S102 - our docs
+    register(_repeat_row())
+    try:
+        yield OPS["movedim"], OPS["repeat_new_dim"]
+    finally:
+        OPS.pop("movedim", None)
+        OPS.pop("repeat_new_dim", None)
+
+
+class ViewOps(nn.Module):
+    """The new view ops between kernels, as a GEMM operand (a transpose of the weight) and
+    as a no-op that simplification removes."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(fn.randn(5, 4))
+
+    def forward(self, x, v):  # x: (B, 3, 4), v: (B, 4)
+        moved = apply("movedim", x.exp(), source=1, destination=2)              # (B, 4, 3)
+        same = apply("movedim", moved, source=0, destination=0)                # no-op
+        copies = apply("repeat_new_dim", same.sum(dim=2), dim=1, size=2)        # (B, 2, 4)
+        wt = apply("movedim", self.w, source=1, destination=0)                 # (4, 5) = w.T
+        return moved.tanh(), copies * 2 + 1, (v @ wt).relu()
+
+
+def _view_ops_run(block, x, v, fused=None):
+    """Outputs and the gradients of x, v and w for sum(out_i * weights_i)."""
+    for t in (x, v, block.w):
+        t.grad = None
+    outs = (fused or block)(x, v)
+    rng = np.random.default_rng(11)
+    loss = sum((o * fn.from_numpy(rng.standard_normal(tuple(o.shape)).astype(np.float32))).sum()
+               for o in outs)
+    loss.backward()
+    return [o.detach().numpy() for o in outs], [t.grad.numpy() for t in (x, v, block.w)]
+
+
+def test_user_defined_view_ops_fused_equal_eager_forward_and_gradient(view_rows):
+    block = ViewOps()
+    fused = fuse(block, fallback=False)
+    rng = np.random.default_rng(7)
+    for batch in (3, 5):  # the second batch size reuses the batch-generic compile
+        x = fn.from_numpy(rng.standard_normal((batch, 3, 4)).astype(np.float32))
+        v = fn.from_numpy(rng.standard_normal((batch, 4)).astype(np.float32))
+        x.requires_grad_(True)
+        v.requires_grad_(True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FusionFallbackWarning)
+            got, got_grads = _view_ops_run(block, x, v, fused)
+        want, want_grads = _view_ops_run(block, x, v)
+        for g, w in zip(got + got_grads, want + want_grads, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    runner = fused._fusion_runner
+    assert len(runner.compiles) == 1 and all(e.fn is not None for e in runner.exact.values())
+    (entry,) = set(runner.exact.values())
+    source = entry.compiled.source
+    assert "dot_nt(" in source                     # movedim(w) read in place as w.T
+    assert "np.broadcast_to(" in source and ".transpose(" in source  # lowered steps
+    assert not any(
+        entry.optimized.node(n).get("op") == "movedim" and
+        entry.optimized.node(n)["attrs"] == (("destination", 0), ("source", 0))
+        for n in entry.optimized.order())      # the no-op movedim was simplified away
+
+
+def test_user_defined_view_ops_match_pytorch(view_rows):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(2).standard_normal((2, 3, 4))
+    ours = fn.from_numpy(x.copy()).requires_grad_(True)
+    theirs = torch.from_numpy(x.copy()).requires_grad_(True)
+    a = apply("repeat_new_dim", apply("movedim", ours, source=-1, destination=0), dim=2, size=3)
+    b = theirs.movedim(-1, 0).unsqueeze(2).expand(4, 2, 3, 3)
+    np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
+    weights = np.random.default_rng(3).standard_normal(tuple(b.shape))
+    (a * fn.from_numpy(weights)).sum().backward()
+    (b * torch.from_numpy(weights)).sum().backward()
+    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-12)
+    # an in-place write through the movedim view reaches its input, as in PyTorch
+    h, th = fn.from_numpy(x.copy()) * 1, torch.from_numpy(x.copy()) * 1
+    apply("movedim", h, source=0, destination=2).mul_(3)
+    th.movedim(0, 2).mul_(3)
+    np.testing.assert_array_equal(h.numpy(), th.numpy())
+
+
+# ---- reductions combine like NumPy's ---------------------------------------------------------
+
+
+def test_max_and_min_keep_the_last_of_tied_signed_zeros_like_eager():
+    # acc = maximum(acc, x): on a tie NumPy's maximum keeps its second argument, the later
+    # element (np.max([0.0, -0.0]) is -0.0); the old combine kept the earlier one.
+    x = np.array([[0.0, -0.0], [-0.0, 0.0], [0.0, -0.0]], dtype=np.float32)
+    got, want = _compiled(lambda t: (t.amax(dim=1), t.amin(dim=1), t.amax(), t.amin()),
+                          fn.from_numpy(x))
+    refs = [x.max(axis=1), x.min(axis=1), x.max(), x.min()]
+    for g, w, r in zip(got, want, refs, strict=True):
+        np.testing.assert_array_equal(np.signbit(g), np.signbit(w))
+        np.testing.assert_array_equal(np.signbit(g), np.signbit(r))
 
 
 # ---- literals -----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""The op table's CUDA templates compile: every elementwise and reduction template is
-rendered into a small kernel per dtype and built with ``nvcc -c`` (no GPU needed).
+"""The CUDA backend's spellings compile: every elementwise spelling, and every reduction's
+combine step (the elementwise op its row names), is rendered into a small kernel per
+dtype and built with ``nvcc -c`` (no GPU needed).
 
-The CUDA code generator is still planned; this keeps the table's ``emit["cuda"]`` slots
-honest until it lands. Skipped when ``nvcc`` is not installed.
+The CUDA code generator is still planned; this keeps its spelling table
+(``fusionnet/codegen/cuda/spellings.py``) honest until it lands. Skipped when ``nvcc`` is
+not installed.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import subprocess
 import numpy as np
 import pytest
 
+from fusionnet.codegen import get_backend
+from fusionnet.codegen.cuda.spellings import render_op
 from fusionnet.ops import OPS, Kind
 
 NVCC = shutil.which("nvcc")
@@ -29,9 +33,9 @@ def _elementwise_kernel(name, op, ctype):
                 ("bool" if name.startswith("logical") else ctype) for i in range(arity)]
     params = ", ".join(f"const {t}* a{i}" for i, t in enumerate(in_types))
     loads = " ".join(f"{t} v{i} = a{i}[i];" for i, t in enumerate(in_types))
-    expr = op.emit["cuda"].format(*[f"v{i}" for i in range(arity)], min="-1.5", max="2.5")
-    if name == "cast":
-        expr = f"({ctype})({expr})"
+    target = {"float": "float32", "double": "float64"}[ctype]
+    attrs = {"min": "-1.5", "max": "2.5"} | ({"dtype": np.dtype(target)} if name == "cast" else {})
+    expr = render_op(name, [f"v{i}" for i in range(arity)], attrs, target)
     return (f'extern "C" __global__ void k_{name}_{ctype}({params}, {out_type}* out, int n) '
             f"{{ int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) {{ {loads} "
             f"out[i] = {expr}; }} }}")
@@ -45,8 +49,7 @@ def _c_literal(value):
 
 
 def _reduction_kernel(name, op, ctype):
-    t = op.emit["cuda"]
-    combine = t["combine"].format(acc="acc", x="a[i]")
+    combine = render_op(op.reduction.combine, ["acc", "a[i]"], {}, "float64")
     start = _c_literal(op.reduction.start_value(np.dtype(np.float64)))
     return (f'extern "C" __global__ void r_{name}_{ctype}(const {ctype}* a, {ctype}* out, '
             f"int n) {{ {ctype} acc = {start}; for (int i = 0; i < n; ++i) "
@@ -55,11 +58,14 @@ def _reduction_kernel(name, op, ctype):
 
 def test_cuda_templates_compile(tmp_path):
     kernels = []
+    cuda = get_backend("cuda")
     for name, op in sorted(OPS.items()):
+        if not cuda.supports(op):
+            continue
         for ctype in CTYPES.values():
             if op.kind is Kind.ELEMENTWISE:
                 kernels.append(_elementwise_kernel(name, op, ctype))
-            elif op.kind is Kind.REDUCTION and op.emit["cuda"] is not None:
+            elif op.kind is Kind.REDUCTION:
                 kernels.append(_reduction_kernel(name, op, ctype))
     assert len(kernels) > 60
     source = tmp_path / "templates.cu"

@@ -474,7 +474,7 @@ class BigElementwise(nn.Module):
 
 
 def test_large_kernels_run_parallel_loops_from_the_main_thread_only():
-    from fusionnet.codegen.numba_backend import PARALLEL_MIN_ELEMENTS
+    from fusionnet.codegen.numba import PARALLEL_MIN_ELEMENTS
 
     block = BigElementwise()
     fused = fuse(block)

@@ -537,3 +537,69 @@ def test_tracer_sources_do_not_depend_on_the_repository_folder_name(tmp_path):
                            "tests/test_passes_cleanup.py", "-k", "fold"],
                           capture_output=True, text=True, timeout=300, cwd=clone, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+# ---- found by the fuzzer -------------------------------------------------------------------
+
+def test_an_output_view_of_a_base_written_later_is_rederived():
+    """fuzz case 7000562: h3 views h1, a later write through another view changes h1."""
+    class Block(nn.Module):
+        def forward(self, x0):
+            h1 = (x0 * 1).sum(-1)
+            h3 = h1.reshape(-1, 1)
+            view1 = h1.reshape(1, 1).transpose(0, -1)
+            view1 *= 2.0
+            return h1 + 0, h3
+
+    block = Block()
+    x = torch.randn(7, requires_grad=True)
+    for got, want in zip(fuse(block)(x), block(x), strict=True):
+        _same(got, want)
+
+
+def test_a_written_back_base_keeps_its_layout_for_view():
+    """fuzz case 7000272: a write through a transpose, then .view() of the base."""
+    class Block(nn.Module):
+        def forward(self, x):
+            h = x.sqrt()
+            h.transpose(0, -1).zero_()
+            return h.view(-1) + 1
+
+    block = Block()
+    x = torch.rand(4, 2)
+    _same(fuse(block)(x), block(x))
+
+
+def test_forward_that_modifies_a_saved_tensor_raises_at_backward_like_eager():
+    """fuzz cases 7000022 and friends: eager's backward refuses, so fused must too."""
+    class Block(nn.Module):
+        def forward(self, x):
+            h = x.exp()
+            y = h * 2
+            h += 1            # exp's gradient reads its output: now modified
+            return y + h
+
+    block = Block()
+    with pytest.warns(FusionFallbackWarning, match="its own backward needs"):
+        got = fuse(block)(torch.ones(3, requires_grad=True))
+    want = block(torch.ones(3, requires_grad=True))
+    for out in (got, want):
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
+    with torch.no_grad():  # without grad there is no backward to refuse: it compiles
+        _same(fuse(block)(torch.ones(3)), block(torch.ones(3)))
+
+
+@pytest.mark.parametrize("fn", [lambda t: t.sigmoid(), lambda t: t.exp(), lambda t: t.tanh(),
+                                lambda t: t.sqrt(), lambda t: t / t.logical_not()])
+def test_float_math_on_bools_compiles_and_matches_eager(fn):
+    """fuzz case 7000720: sigmoid of a bool reduction failed numba typing (fallback)."""
+    class Block(nn.Module):
+        def forward(self, x):
+            return fn(x.any(1))
+
+    block = Block()
+    x = torch.tensor([[True, False], [False, False]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 1 / False
+        _same(fuse(block, fallback=False)(x), block(x))

@@ -168,7 +168,7 @@ def test_damaged_cache_files_are_rebuilt_once_and_never_trusted(tmp_path):
 
 def test_checked_cache_file_rejects_damage():
     pytest.importorskip("numba")
-    from fusionnet.codegen.numba_cache import DamagedCacheFile, seal, unseal
+    from fusionnet.codegen.numba.cache import DamagedCacheFile, seal, unseal
 
     blob = seal(b"payload")
     assert unseal(blob) == b"payload"
@@ -185,7 +185,7 @@ def test_without_any_writable_folder_modules_compile_in_memory(tmp_path, monkeyp
     import numpy as np
 
     import fusionnet as fn
-    from fusionnet.codegen import numba_backend
+    from fusionnet.codegen.numba import loader
     from fusionnet.codegen.backend import CompileCacheWarning
 
     def no_temp(*args, **kwargs):
@@ -194,8 +194,8 @@ def test_without_any_writable_folder_modules_compile_in_memory(tmp_path, monkeyp
     a_file = tmp_path / "not-a-folder"
     a_file.write_text("")
     monkeypatch.setenv("FUSIONNET_CACHE_DIR", str(a_file))
-    monkeypatch.setattr(numba_backend, "_usable", {})
-    monkeypatch.setattr(numba_backend, "_private", [])
+    monkeypatch.setattr(loader, "_usable", {})
+    monkeypatch.setattr(loader, "_private", [])
     monkeypatch.setattr(tempfile, "mkdtemp", no_temp)
     x = fn.from_numpy(np.linspace(-2, 2, 6, dtype=np.float32))
     block = fn.nn.Module()

@@ -12,7 +12,7 @@ import scipy.special
 
 import fusionnet as fn
 from fusionnet.dispatch import apply
-from fusionnet.ops import BACKENDS, OPS, Kind, encode_key
+from fusionnet.ops import LAYOUT_STEPS, OPS, Kind, encode_key, layout_steps
 
 rng = np.random.default_rng(1234)
 
@@ -116,19 +116,51 @@ def test_row_is_complete(name):
     assert callable(op.saves)
     assert op.grad is None or callable(op.grad)
     assert op.doc.strip()
-    assert set(op.emit) == set(BACKENDS), f"{name} must declare a slot for each backend"
-    if op.kind is Kind.ELEMENTWISE:  # elementwise ops are always fusable by template
-        arity = op.arity or 1
-        for b in BACKENDS:
-            slot = op.emit[b]
-            assert isinstance(slot, str) or callable(slot)
-            attrs = {"dtype": np.dtype(np.float32), "min": 0, "max": 1}
-            text = (slot(["v"] * arity, attrs, "float32") if callable(slot)
-                    else slot.format(*["v"] * arity, min=0, max=1))  # placeholders well formed
-            assert "v" in text
-    if op.kind is Kind.REDUCTION and op.emit["numba"] is not None:
-        # the template combines; the row's facts say how the accumulator starts and ends
-        assert "combine" in op.emit["numba"] and op.reduction is not None
+    # The facts stages read instead of the op's name (how backends spell an op is
+    # checked by tests/test_backends.py).
+    if op.reduction is not None:
+        assert op.kind is Kind.REDUCTION
+        combine = OPS[op.reduction.combine]
+        assert combine.kind is Kind.ELEMENTWISE and combine.arity == 2
+    assert not op.neutral or (op.arity == 2 and set(op.neutral) <= {0, 1})
+    if op.layout is not None:
+        assert op.kind is Kind.INJECTIVE and op.view and op.arity == 1
+        assert all(step in LAYOUT_STEPS for step, _ in op.layout(
+            SAMPLES[name][0][0].shape, op.shape(SAMPLES[name][0][0].shape, **SAMPLES[name][1]),
+            **SAMPLES[name][1]))
+    assert op.write_back is None or op.view
+
+
+@pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if op.layout is not None))
+def test_layout_steps_reproduce_eager(name):
+    """A view row's primitive steps, applied one by one with the steps' own rows, give
+    exactly the row's eager result (what fused code computes from the steps)."""
+    arrays, attrs, _ = SAMPLES[name]
+    want = apply(name, *_tensors(arrays), **attrs).numpy()
+    got = fn.from_numpy(arrays[0].copy())
+    for step, arg in layout_steps(OPS[name], arrays[0].shape, want.shape, attrs):
+        got = apply(step, got, **{LAYOUT_STEPS[step].attr: arg})
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if op.neutral))
+def test_neutral_elements_give_the_other_operand(name):
+    x = _any(3, 4)
+    for pos, value in OPS[name].neutral.items():
+        args = [x, x]
+        args[pos] = np.full_like(x, value)
+        np.testing.assert_array_equal(apply(name, *_tensors(args)).numpy(), x)
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_may_alias_says_whether_eager_shares_memory(name):
+    """``Op.may_alias`` (buffer planning reads it) is true exactly for the rows whose eager
+    result shares memory with the first input on their sample."""
+    arrays, attrs, _ = SAMPLES[name]
+    inputs = _tensors(arrays)
+    out = apply(name, *inputs, **attrs)
+    assert np.may_share_memory(out._data, inputs[0]._data) == OPS[name].may_alias
 
 
 def _tensors(arrays, requires_grad=False):

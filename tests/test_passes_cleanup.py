@@ -12,11 +12,12 @@ import fusionnet as torch
 from fusionnet import nn, zoo
 from fusionnet.dispatch import apply
 from fusionnet.graph import Graph
+from fusionnet.ops import get_op
 from fusionnet.passes import verify
 from fusionnet.passes.eliminate_common_subexpressions import eliminate_common_subexpressions
 from fusionnet.passes.eliminate_dead_code import eliminate_dead_code
 from fusionnet.passes.fold_constants import fold_constants
-from fusionnet.passes.plan_buffers import VIEW_OPS, plan_buffers
+from fusionnet.passes.plan_buffers import plan_buffers
 from fusionnet.passes.simplify_algebra import simplify_algebra
 from fusionnet.tracer import trace
 
@@ -352,7 +353,7 @@ def recomputed_lifetimes(g: Graph) -> dict[int, tuple[int, int]]:
         changed = False
         for n in order:
             d = g.node(n)
-            if d["kind"] == "op" and d["op"] in VIEW_OPS and end[d["args"][0]] < end[n]:
+            if d["kind"] == "op" and get_op(d["op"]).may_alias and end[d["args"][0]] < end[n]:
                 end[d["args"][0]] = end[n]
                 changed = True
     return {n: (pos[n], end[n]) for n in order}

@@ -1,12 +1,14 @@
 """Code generation: optimized Graph -> backend-neutral Program -> backend source -> callable.
 
-``lower`` (in ``lower.py``) is shared by every backend; each backend module
-(``numba_backend.py``; a CUDA backend later) implements :class:`Backend`
-and differs from the others only in how it renders a Program.
+``lower`` (in ``lower.py``) is shared by every backend; each backend is a folder
+(``numba/``; ``cuda/``, whose code generator is planned) that implements :class:`Backend`:
+its tables say how it spells each op, and ``supports(op)`` answers from them and the op
+rows' facts. Importing this package loads neither numba nor CuPy.
 """
 from __future__ import annotations
 
-from .backend import Backend, CompiledProgram, get_backend
+from .backend import BACKENDS, Backend, CompiledProgram, default_backend, get_backend
 from .lower import Program, Unsupported, lower
 
-__all__ = ["Backend", "CompiledProgram", "get_backend", "Program", "Unsupported", "lower"]
+__all__ = ["Backend", "BACKENDS", "CompiledProgram", "default_backend", "get_backend",
+           "Program", "Unsupported", "lower"]

@@ -1,12 +1,30 @@
-"""The interface every code generator implements, and the registry of backends."""
+"""The interface every code generator implements, and the registry of backends.
+
+A backend owns how ops are *spelled* (its tables); the op rows own what they mean. Passes
+and the runtime ask :meth:`Backend.supports` instead of reading any spelling, and a
+backend answers from its tables and the rows' facts:
+
+* an elementwise op is supported when the backend spells it;
+* a reduction when its row says how it accumulates (``Op.reduction``) and the backend
+  spells the elementwise op it combines with: a new reduction needs no spelling;
+* a layout op when its row decomposes into layout steps (``Op.layout``) and the backend
+  spells every step: a new view op needs no spelling either;
+* a matmul when the backend names a GEMM kernel for it.
+
+Whatever a backend does not support is *stated*, with the reason, in its ``unsupported``
+table (``tests/test_backends.py`` walks the op table and fails on an op that is neither).
+"""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..ops import LAYOUT_STEPS, Kind, Op, get_op
 from .lower import Program, Unsupported
 
-__all__ = ["Backend", "CompiledProgram", "CompileCacheWarning", "get_backend"]
+__all__ = ["Backend", "CompiledProgram", "CompileCacheWarning", "BACKENDS", "get_backend",
+           "default_backend"]
 
 
 class CompileCacheWarning(UserWarning):
@@ -16,14 +34,20 @@ class CompileCacheWarning(UserWarning):
 
 @dataclass
 class CompiledProgram:
-    """A compiled forward: ``fn(*inputs, *params, *constants)`` returns the output array(s)."""
+    """A compiled forward: ``call(arrays, tail)`` runs it on the input arrays and the tail
+    (parameter arrays, then constants) and returns the output array(s)."""
 
     fn: Callable
     program: Program
     source: str
     kernel_sources: dict = field(default_factory=dict)  # kernel name -> its source
     path: str = ""
-    parallel: bool = False  # fn takes a trailing ``par`` flag: may it launch threads?
+    parallel: bool = False  # fn takes a trailing flag: may it launch threads now?
+
+    def call(self, arrays, tail):
+        """Run the compiled forward. Where ``parallel`` is False this is exactly
+        ``fn(*arrays, *tail)``, which a hot path may call itself."""
+        return self.fn(*arrays, *tail)
 
     def compile_stats(self) -> dict:
         """Compilation counters from the backend (cache hits and misses)."""
@@ -31,22 +55,69 @@ class CompiledProgram:
 
 
 class Backend:
-    """Renders a :class:`Program` and compiles it. Subclasses fill in the emitter."""
+    """Renders a :class:`Program` and compiles it; says which ops it can generate.
+
+    Subclasses fill in the tables (op name or layout step -> spelling) and ``compile``."""
 
     name = "abstract"
+    #: elementwise op name -> spelling (a format string or a function; backend-specific)
+    elementwise: dict = {}
+    #: layout step (:data:`fusionnet.ops.LAYOUT_STEPS`) -> spelling
+    layout: dict = {}
+    #: matmul-kind op name -> the GEMM kernel the backend calls for it
+    gemm: dict = {}
+    #: op name -> why this backend runs it eagerly (stated, so never silently missing)
+    unsupported: dict = {}
 
-    def available(self) -> bool:
-        """Whether this backend can run here."""
-        return False
+    def why_unsupported(self, op: Op) -> str:
+        """Why this backend cannot generate ``op`` (a row), or ``""`` when it can."""
+        if op.name in self.unsupported:
+            return self.unsupported[op.name]
+        if op.kind is Kind.ELEMENTWISE:
+            return "" if op.name in self.elementwise else \
+                f"{self.name} has no spelling for elementwise op {op.name!r}"
+        if op.kind is Kind.REDUCTION:
+            if op.reduction is None:
+                return (f"reduction {op.name!r} does not say how it accumulates "
+                        "(Op.reduction)")
+            why = self.why_unsupported(get_op(op.reduction.combine))
+            return f"reduction {op.name!r} combines with {why}" if why else ""
+        if op.kind is Kind.MATMUL:
+            return "" if op.name in self.gemm else f"{self.name} has no GEMM kernel for {op.name!r}"
+        if op.layout is not None:
+            missing = [s for s in LAYOUT_STEPS if s not in self.layout]
+            return f"{self.name} does not spell the layout steps {missing}" if missing else ""
+        return f"{self.name} has no code for {op.kind.value} op {op.name!r}"
+
+    def supports(self, op: Op) -> bool:
+        """Whether this backend can generate ``op`` (a row of the op table)."""
+        return not self.why_unsupported(op)
 
     def compile(self, program: Program) -> CompiledProgram:
         """Generate source for ``program`` and compile it."""
         raise Unsupported(f"backend {self.name!r} cannot compile")
 
 
+#: backend name -> "module:class", imported on first use (numba loads only to compile).
+_REGISTRY = {"numba": "fusionnet.codegen.numba:NumbaBackend",
+             "cuda": "fusionnet.codegen.cuda:CudaBackend"}
+#: Every backend's name.
+BACKENDS = tuple(_REGISTRY)
+_instances: dict[str, Backend] = {}
+
+
 def get_backend(name: str) -> Backend:
-    """The backend called ``name`` (``"numba"``; ``"cuda"`` is not built yet)."""
-    if name == "numba":
-        from .numba_backend import NumbaBackend  # noqa: PLC0415 - numba loads lazily
-        return NumbaBackend()
-    raise Unsupported(f"no code generator for backend {name!r} yet")
+    """The backend called ``name`` (one of :data:`BACKENDS`). The CUDA backend answers
+    ``supports`` but cannot compile yet (its ``compile`` raises :class:`Unsupported`)."""
+    backend = _instances.get(name)
+    if backend is None:
+        if name not in _REGISTRY:
+            raise Unsupported(f"no code generator for backend {name!r}; known: {BACKENDS}")
+        module, cls = _REGISTRY[name].split(":")
+        backend = _instances[name] = getattr(importlib.import_module(module), cls)()
+    return backend
+
+
+def default_backend() -> Backend:
+    """The backend fusion plans for and ``fuse`` compiles with (numba, on the CPU)."""
+    return get_backend("numba")

@@ -1,10 +1,12 @@
 """Lower an optimized :class:`~fusionnet.graph.Graph` to a backend-neutral :class:`Program`.
 
-A Program is a straight list of steps over named arrays; every backend
-(numba today, CUDA later) renders the same Program and differs only in its
-emitter. Sizes are symbolic where the graph allows: a dim is either an int or
-a string expression in the batch size ``B`` (see ``runtime/symbolic.py``), so
-the generated code reads sizes at run time.
+A Program is a straight list of steps over named arrays: a :class:`Kernel` per fused
+group and a :class:`View` per primitive layout step (a layout op left between groups is
+lowered to the steps its row is made of, ``Op.layout``). Every backend (numba today, CUDA
+later) renders the same Program and differs only in how it spells it. Sizes are
+symbolic where the graph allows: a dim is either an int or a string expression in the
+batch size ``B`` (see ``runtime/symbolic.py``), so the generated code reads sizes at
+run time.
 
 Kernel bodies are SSA statement lists evaluated at one index of the loop nest:
 
@@ -12,9 +14,9 @@ Kernel bodies are SSA statement lists evaluated at one index of the loop nest:
   ``"0"`` (a broadcast dimension) per array dimension;
 * ``("const", var, value, dtype)`` — a literal scalar;
 * ``("cast", var, src_var, dtype)`` — a conversion eager's type promotion does;
-* ``("op", var, op_name, attrs, arg_vars, dtype)`` — one op-table row, rendered from
-  the row's ``emit`` template by the backend; its result is rounded to ``dtype``
-  as eager rounds every intermediate.
+* ``("op", var, op_name, attrs, arg_vars, dtype)`` — one elementwise op-table row,
+  spelled by the backend; its result is rounded to ``dtype`` as eager rounds every
+  intermediate.
 """
 from __future__ import annotations
 
@@ -22,14 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..dtypes import promote
 from ..graph import Graph
-from ..ops import Kind, get_op
+from ..ops import LAYOUT_STEPS, Kind, get_op, is_transpose, layout_steps
 
 __all__ = ["Program", "Kernel", "View", "Param", "Unsupported", "lower"]
-
-#: Layout ops every backend can express as array views.
-VIEW_OPS = ("reshape", "permute", "expand")
 
 
 class Unsupported(Exception):
@@ -70,12 +68,14 @@ class Kernel:
 
 @dataclass
 class View:
-    """A layout step: ``out = op(src)`` as a view (reshape, permute, expand)."""
+    """A primitive layout step, ``out = step(src, arg)`` as an array view: ``step`` is one
+    of :data:`fusionnet.ops.LAYOUT_STEPS` (``reshape``/``expand``: ``arg`` is the new
+    shape; ``permute``: the dims); ``shape`` is the result's (symbolic) shape."""
 
     out: str
-    op: str
+    step: str
     src: str
-    attrs: dict
+    arg: tuple
     shape: tuple
     dtype: str
 
@@ -104,8 +104,11 @@ def _sym(d: dict) -> tuple:
     return tuple(d.get("sym_shape", d["shape"]))
 
 
-def lower(graph: Graph, symbols=None) -> Program:
-    """Build the Program for ``graph``; ``symbols`` maps ``"B"`` to (input name, dim)."""
+def lower(graph: Graph, symbols=None, backend=None) -> Program:
+    """Build the Program for ``graph``; ``symbols`` maps ``"B"`` to (input name, dim).
+
+    ``backend`` (default: :func:`~fusionnet.codegen.backend.default_backend`) only words
+    the :class:`Unsupported` error for an op that is left unfused and is no layout op."""
     prog = Program(graph.name, symbols=dict(symbols or {}))
     names: dict[int, str] = {}
     returned = set(graph.node(graph.output)["args"])
@@ -138,11 +141,7 @@ def lower(graph: Graph, symbols=None) -> Program:
             prog.steps.append(_lower_group(prog, d, name, operands, shape))
         elif kind == "op":
             name = f"t{nid}"
-            if d["op"] not in VIEW_OPS:
-                raise Unsupported(f"op {d['op']!r} (at {d.get('source', '?')}) has no "
-                                  "code-generation emitter yet")
-            prog.steps.append(View(name, d["op"], names[d["args"][0]], dict(d["attrs"]),
-                                   shape, d["dtype"]))
+            _lower_layout(prog, graph, d, name, names, shape, backend)
         elif kind == "output":
             prog.outputs = [names[a] for a in d["args"]]
             prog.spec = d.get("spec", "T")
@@ -154,6 +153,34 @@ def lower(graph: Graph, symbols=None) -> Program:
         prog.shapes[name] = shape
         prog.dtypes[name] = d["dtype"]
     return prog
+
+
+def _lower_layout(prog: Program, graph: Graph, d: dict, name: str, names: dict, shape: tuple,
+                  backend) -> None:
+    """A layout op left between groups -> one :class:`View` per primitive step of its row
+    (``Op.layout``); anything else left unfused raises :class:`Unsupported`."""
+    op = get_op(d["op"])
+    steps = None
+    if len(d["args"]) == 1:
+        src_shape = _sym(graph.node(d["args"][0]))
+        steps = layout_steps(op, src_shape, shape, d["attrs"])
+    if steps is None:
+        if backend is None:
+            from .backend import default_backend  # noqa: PLC0415 - backend imports lower
+            backend = default_backend()
+        why = backend.why_unsupported(op) or "it is not part of a fused kernel"
+        raise Unsupported(f"op {d['op']!r} (at {d.get('source', '?')}) has no "
+                          f"code-generation emitter yet ({why})")
+    if not steps:  # changes nothing (simplification was off): still a fresh name
+        steps = (("reshape", shape),)
+    src = names[d["args"][0]]
+    for k, (step, arg) in enumerate(steps):
+        last = k == len(steps) - 1
+        out = name if last else f"{name}_{k}"
+        src_shape = shape if last else LAYOUT_STEPS[step].result(src_shape, arg)
+        prog.steps.append(View(out, step, src, arg, src_shape, d["dtype"]))
+        prog.shapes[out], prog.dtypes[out] = src_shape, d["dtype"]
+        src = out
 
 
 def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple) -> Kernel:
@@ -170,7 +197,8 @@ def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple
         kernel.gemm = _gemm_operands(bg, matmul, operands)
         var[matmul] = "acc"  # the GEMM result at the current (i0, i1)
         kernel.dtypes["acc"] = bg.node(matmul)["dtype"]
-        order = [n for n in order if n != matmul and bg.node(n)["op"] != "permute"]
+        prologue = {a for a in bg.node(matmul)["args"] if _transposed_input(bg, a) is not None}
+        order = [n for n in order if n != matmul and n not in prologue]
     elif kernel.kind == "reduction":
         reduction = order.pop()
         rd = bg.node(reduction)
@@ -196,20 +224,14 @@ def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple
 
 def _promote_args(kernel: Kernel, n: int, op, args: list) -> list:
     """Cast arguments to the op's promoted dtype, as eager does before computing
-    (an int64 compared with a float32 compares in float32, not float64)."""
-    idx = range(len(args)) if op.promote == "all" else op.promote
-    if len(idx) < 2:
-        return args
-    common = np.dtype(kernel.dtypes[args[idx[0]]])
-    for i in idx[1:]:
-        common = promote(common, np.dtype(kernel.dtypes[args[i]]))
+    (an int64 compared with a float32 compares in float32, not float64): ``Op.casts``."""
+    casts = op.casts([np.dtype(kernel.dtypes[a]) for a in args])
     out = list(args)
-    for i in idx:
-        if np.dtype(kernel.dtypes[args[i]]) != common:
-            cast = f"p{n}_{i}"
-            kernel.body.append(("cast", cast, args[i], common.name))
-            kernel.dtypes[cast] = common.name
-            out[i] = cast
+    for i, common in casts.items():
+        cast = f"p{n}_{i}"
+        kernel.body.append(("cast", cast, args[i], common.name))
+        kernel.dtypes[cast] = common.name
+        out[i] = cast
     return out
 
 
@@ -252,11 +274,23 @@ def _gemm_operands(bg: Graph, matmul: int, operands: list) -> dict:
     return {"a": a, "b": b, "transposed": b_transposed, "a_transposed": a_transposed}
 
 
+def _transposed_input(bg: Graph, n: int) -> int | None:
+    """The body input that node ``n`` is the 2-D transpose of (its row's layout steps are
+    one transpose), or None."""
+    d = bg.node(n)
+    if d["kind"] != "op" or len(d["args"]) != 1 or bg.node(d["args"][0])["kind"] != "input":
+        return None
+    src = d["args"][0]
+    steps = layout_steps(get_op(d["op"]), bg.node(src)["shape"], d["shape"], d["attrs"])
+    return src if steps is not None and is_transpose(steps) else None
+
+
 def _input_or_transposed(bg: Graph, n: int, operands: list):
     """(operand name, transposed?) for a matmul argument, or (None, False)."""
     d = bg.node(n)
     if d["kind"] == "input":
         return operands[d["target"]], False
-    if d["kind"] == "op" and d["op"] == "permute" and bg.node(d["args"][0])["kind"] == "input":
-        return operands[bg.node(d["args"][0])["target"]], True
+    src = _transposed_input(bg, n)
+    if src is not None:
+        return operands[bg.node(src)["target"]], True
     return None, False

@@ -5,9 +5,11 @@ Rows live in small modules by kind: ``elementwise``, ``reduction``,
 copies). ``registry`` defines the :class:`Op` row itself.
 """
 from . import elementwise, layout, linalg, reduction  # noqa: F401 - registers the rows
-from .layout import DataDependentShape, decode_key, encode_key
-from .registry import BACKENDS, OPS, Kind, Op, get_op, register
+from .layout import (LAYOUT_STEPS, DataDependentShape, decode_key, encode_key, is_transpose,
+                     layout_steps)
+from .registry import OPS, Kind, Op, Reduction, get_op, register
 from .rules import ShapeError
 
-__all__ = ["OPS", "Op", "Kind", "BACKENDS", "get_op", "register", "ShapeError",
-           "DataDependentShape", "encode_key", "decode_key"]
+__all__ = ["OPS", "Op", "Kind", "Reduction", "get_op", "register", "ShapeError",
+           "DataDependentShape", "encode_key", "decode_key", "LAYOUT_STEPS", "layout_steps",
+           "is_transpose"]

@@ -1,13 +1,10 @@
 """Elementwise rows of the op table: unary math, binary arithmetic, comparisons.
 
 Every row here is ``Kind.ELEMENTWISE``: output element i depends only on
-input element i after broadcasting. The ``emit`` templates are scalar
-expressions over ``{0}``, ``{1}``, ... (the inputs' element values); the
-code generators wrap them in loops. Where a plain template cannot say it (a cast,
-optional clamp bounds, integer powers, integer arithmetic that must wrap around), the
-slot is a function ``emit(arg_vars, attrs, dtype) -> str``. Scalar attributes reach a
-template already spelled by the backend as literals of the first operand's dtype (eager
-converts them the same way); the templates never spell numbers themselves. Gradient
+input element i after broadcasting. How each backend spells these ops as scalar
+expressions lives in the backend (``fusionnet/codegen/numba/emitters.py``,
+``fusionnet/codegen/cuda/spellings.py``); the rows keep what the ops mean, including
+the facts the passes read (``neutral`` elements, ``same_type_is_identity``). Gradient
 rules are written with Tensor methods, which themselves go through this table.
 """
 from __future__ import annotations
@@ -23,14 +20,17 @@ from .rules import bool_dtype, broadcast, float_dtype, same_dtype, same_shape
 E = Kind.ELEMENTWISE
 
 
-def _unary(name, eager, grad, doc, numba, cuda, *, saves=SAVES_INPUTS, dtype=same_dtype):
+def _unary(name, eager, grad, doc, *, saves=SAVES_INPUTS, dtype=same_dtype):
+    # Float math converts bool inputs to float32 first (eager and generated code alike).
+    bools = "float32" if dtype is float_dtype else None
     return register(Op(name, E, 1, eager, same_shape, dtype, grad, doc, saves=saves,
-                       emit={"numba": numba, "cuda": cuda}))
+                       bools_as=bools))
 
 
-def _binary(name, eager, grad, doc, numba, cuda, *, saves=SAVES_INPUTS, dtype=same_dtype):
+def _binary(name, eager, grad, doc, *, saves=SAVES_INPUTS, dtype=same_dtype, neutral=None):
+    bools = "float32" if dtype is float_dtype else None
     return register(Op(name, E, 2, eager, broadcast, dtype, grad, doc, saves=saves,
-                       promote=(0, 1), emit={"numba": numba, "cuda": cuda}))
+                       promote=(0, 1), neutral=neutral or {}, bools_as=bools))
 
 
 def _float_in(a):
@@ -54,30 +54,14 @@ def _special(xp):
     return cupyx.scipy.special
 
 
-def numba_wrapping(template: str, int_template: str):
-    """A numba slot that spells ``template``, or ``int_template`` for signed integers.
-
-    numba marks signed integer ``+ - *`` "no signed wrap", which lets LLVM assume they never
-    overflow (it folds ``x + 1 > x`` to True); NumPy wraps around. Unsigned arithmetic
-    wraps, so ``int_template`` computes in ``np.uint64`` and the backend converts the
-    result back to the signed dtype, keeping the low bits, exactly as NumPy's result."""
-    def emit(args, attrs, dtype):
-        chosen = int_template if np.dtype(dtype).kind == "i" else template
-        return chosen.format(*args)
-    return emit
-
-
-def _u64(expr: str) -> str:
-    return f"np.uint64({expr})"
-
-
 # ---- unary math -------------------------------------------------------------------------
 
 _unary("neg", lambda xp, a: xp.negative(a), lambda g, x, **_: (-g,),
-       "negation -x", numba_wrapping("(-{0})", f"(np.uint64(0) - {_u64('{0}')})"), "(-{0})",
-       saves=SAVES_NONE)
+       "negation -x", saves=SAVES_NONE)
 _unary("abs", lambda xp, a: xp.abs(a), lambda g, x, **_: (g * x.sign(),),
-       "absolute value", "abs({0})", "fabs({0})")
+       "absolute value")
+
+
 def _sign_eager(xp, a):
     if a.dtype.kind == "b":
         return a.copy()
@@ -93,62 +77,31 @@ def _zero_grad(g, x, **_):
 
 
 _unary("sign", _sign_eager, _zero_grad,
-       "sign: -1, 0 or 1; NaN gives 0 (as PyTorch); its gradient is zero",
-       "(({0} > 0) - ({0} < 0))", "(({0} > 0) - ({0} < 0))", saves=SAVES_NONE)
+       "sign: -1, 0 or 1; NaN gives 0 (as PyTorch); its gradient is zero", saves=SAVES_NONE)
 _unary("exp", lambda xp, a: xp.exp(_float_in(a)), lambda g, x, out, **_: (g * out,),
-       "e to the x", "math.exp({0})", "exp({0})", saves=SAVES_OUTPUT, dtype=float_dtype)
+       "e to the x", saves=SAVES_OUTPUT, dtype=float_dtype)
 _unary("log", lambda xp, a: xp.log(_float_in(a)), lambda g, x, **_: (g / x,),
-       "natural logarithm", "math.log({0})", "log({0})", dtype=float_dtype)
+       "natural logarithm", dtype=float_dtype)
 _unary("sqrt", lambda xp, a: xp.sqrt(_float_in(a)), lambda g, x, out, **_: (g * 0.5 / out,),
-       "square root", "math.sqrt({0})", "sqrt({0})", saves=SAVES_OUTPUT, dtype=float_dtype)
+       "square root", saves=SAVES_OUTPUT, dtype=float_dtype)
 _unary("sigmoid", _sigmoid,
        lambda g, x, out, **_: (g * out * (1 - out),),
-       # The stable form eager uses (kernels/numba_kernels.py: stable_sigmoid); the tanh form
-       # underflows to 0 below about -37, so log(sigmoid(x)) became -inf.
-       "logistic sigmoid 1 / (1 + e^-x)", "stable_sigmoid({0})",
-       "({0} >= 0 ? 1 / (1 + exp(-{0})) : exp({0}) / (1 + exp({0})))",
-       saves=SAVES_OUTPUT, dtype=float_dtype)
+       "logistic sigmoid 1 / (1 + e^-x)", saves=SAVES_OUTPUT, dtype=float_dtype)
 _unary("tanh", lambda xp, a: xp.tanh(_float_in(a)), lambda g, x, out, **_: (g * (1 - out * out),),
-       "hyperbolic tangent", "math.tanh({0})", "tanh({0})", saves=SAVES_OUTPUT,
-       dtype=float_dtype)
+       "hyperbolic tangent", saves=SAVES_OUTPUT, dtype=float_dtype)
 # The gradient reads the output (relu(x) > 0 exactly where x > 0), as PyTorch's does:
 # so relu_ on a tensor that autograd needs still trains.
-_unary("relu", lambda xp, a: xp.maximum(a, 0).astype(a.dtype, copy=False),
-       lambda g, x, out, **_: (g * (out > 0),),
-       "max(x, 0); NaN stays NaN", "({0} if not ({0} <= 0) else 0)", "(!({0} <= 0) ? {0} : 0)",
-       saves=SAVES_OUTPUT)
+def _relu_grad(g, x, out, **_):
+    # PyTorch's threshold_backward: the gradient passes unless the result is <= 0, so a
+    # NaN input passes it and a NaN gradient at a clipped element gives 0, not NaN.
+    return (g.where((out <= 0).logical_not(), 0.0),)
+
+
+_unary("relu", lambda xp, a: xp.maximum(a, 0).astype(a.dtype, copy=False), _relu_grad,
+       "max(x, 0); NaN stays NaN", saves=SAVES_OUTPUT)
 _unary("erf", lambda xp, a: _special(xp).erf(_float_in(a)),
        lambda g, x, **_: (g * (2 / math.sqrt(math.pi)) * (-(x * x)).exp(),),
-       "Gauss error function (for exact GELU)", "math.erf({0})", "erf({0})",
-       dtype=float_dtype)
-
-
-def _numba_cast(args, attrs, dtype):
-    target = np.dtype(attrs["dtype"])
-    return f"({args[0]} != 0)" if target.kind == "b" else f"np.{target.name}({args[0]})"
-
-
-# NaN-aware, like NumPy: a NaN on either side wins; on a tie the second argument is kept
-# (np.maximum(-0.0, 0.0) is 0.0). Python's max() and C's fmax do neither.
-_NUMBA_MAXIMUM = "({0} if ({0} > {1} or {0} != {0}) else {1})"
-_NUMBA_MINIMUM = "({0} if ({0} < {1} or {0} != {0}) else {1})"
-
-
-def _numba_clamp(args, attrs, dtype):
-    # np.maximum then np.minimum, as eager. A missing bound is left out. The bounds arrive
-    # spelled by the backend as literals of the operand's dtype (converted as eager does).
-    expr = args[0]
-    if attrs.get("min") is not None:
-        expr = _NUMBA_MAXIMUM.format(expr, attrs["min"])
-    if attrs.get("max") is not None:
-        expr = _NUMBA_MINIMUM.format(expr, attrs["max"])
-    return expr
-
-
-def _numba_pow(args, attrs, dtype):
-    if np.dtype(dtype).kind in "iu":  # raises on negative exponents, as NumPy does
-        return f"int_pow({args[0]}, {args[1]})"
-    return f"({args[0]} ** {args[1]})"
+       "Gauss error function (for exact GELU)", dtype=float_dtype)
 
 
 def _cast_grad(g, x, dtype, **_):
@@ -157,7 +110,7 @@ def _cast_grad(g, x, dtype, **_):
 
 register(Op("cast", E, 1, lambda xp, a, dtype: a.astype(dtype), same_shape,
             lambda d, dtype: np.dtype(dtype), _cast_grad, "convert to another dtype",
-            saves=SAVES_NONE, emit={"numba": _numba_cast, "cuda": "{0}"}))
+            saves=SAVES_NONE, same_type_is_identity=True))
 
 
 def _clamp_eager(xp, a, min=None, max=None):  # noqa: A002 - PyTorch's keyword names
@@ -179,24 +132,16 @@ def _clamp_grad(g, x, min=None, max=None, **_):  # noqa: A002
 
 
 register(Op("clamp", E, 1, _clamp_eager, same_shape, same_dtype, _clamp_grad,
-            "clamp(x, min, max); attributes min and max may be None",
-            emit={"numba": _numba_clamp,
-                  # bounds cast to the operand's type (fmax(float, double) picks a host
-                  # overload); fmin/fmax drop NaN, NumPy keeps it
-                  "cuda": "({0} != {0} ? {0} : fmin(fmax({0}, (decltype({0}))({min})), "
-                          "(decltype({0}))({max})))"}))
+            "clamp(x, min, max); attributes min and max may be None"))
 
 # ---- binary arithmetic ------------------------------------------------------------------
 
 _binary("add", lambda xp, a, b: xp.add(a, b), lambda g, a, b, **_: (g, g),
-        "a + b", numba_wrapping("({0} + {1})", f"({_u64('{0}')} + {_u64('{1}')})"),
-        "({0} + {1})", saves=SAVES_NONE)
+        "a + b", saves=SAVES_NONE, neutral={0: 0, 1: 0})
 _binary("sub", lambda xp, a, b: xp.subtract(a, b), lambda g, a, b, **_: (g, -g),
-        "a - b", numba_wrapping("({0} - {1})", f"({_u64('{0}')} - {_u64('{1}')})"),
-        "({0} - {1})", saves=SAVES_NONE)
+        "a - b", saves=SAVES_NONE, neutral={1: 0})
 _binary("mul", lambda xp, a, b: xp.multiply(a, b), lambda g, a, b, **_: (g * b, g * a),
-        "a * b", numba_wrapping("({0} * {1})", f"({_u64('{0}')} * {_u64('{1}')})"),
-        "({0} * {1})", saves=SAVES_OTHERS)
+        "a * b", saves=SAVES_OTHERS, neutral={0: 1, 1: 1})
 
 
 def _div_grad(g, a, b, needs=(True, True), **_):
@@ -212,8 +157,8 @@ def _div_saves(needs):
 
 
 _binary("div", lambda xp, a, b: xp.true_divide(_float_in(a), _float_in(b)), _div_grad,
-        "true division a / b (integers give float32)", "({0} / {1})", "({0} / {1})",
-        saves=_div_saves, dtype=float_dtype)
+        "true division a / b (integers give float32)", saves=_div_saves, dtype=float_dtype,
+        neutral={1: 1})
 
 
 def _pow_grad(g, a, b, out=None, needs=(True, True), **_):
@@ -226,8 +171,8 @@ def _pow_saves(needs):
     return (0, 1), needs[1]
 
 
-_binary("pow", lambda xp, a, b: xp.power(a, b), _pow_grad, "a ** b",
-        _numba_pow, "pow({0}, {1})", saves=_pow_saves)
+_binary("pow", lambda xp, a, b: xp.power(a, b), _pow_grad,
+        "a ** b", saves=_pow_saves)
 
 
 def _minmax_grad(first_wins):
@@ -239,13 +184,10 @@ def _minmax_grad(first_wins):
     return grad
 
 
-# NaN-aware, like NumPy: a NaN on either side wins (Python's max() and C's fmax do not).
 _binary("maximum", lambda xp, a, b: xp.maximum(a, b), _minmax_grad(True),
-        "elementwise maximum (NaN propagates)", _NUMBA_MAXIMUM,
-        "(({0} > {1} || {0} != {0}) ? {0} : {1})")
+        "elementwise maximum (NaN propagates)")
 _binary("minimum", lambda xp, a, b: xp.minimum(a, b), _minmax_grad(False),
-        "elementwise minimum (NaN propagates)", _NUMBA_MINIMUM,
-        "(({0} < {1} || {0} != {0}) ? {0} : {1})")
+        "elementwise minimum (NaN propagates)")
 
 # ---- comparisons and logic (not differentiable; give bool) ------------------------------
 
@@ -253,15 +195,14 @@ for _name, _fn, _sym in [("eq", np.equal, "=="), ("ne", np.not_equal, "!="),
                          ("lt", np.less, "<"), ("le", np.less_equal, "<="),
                          ("gt", np.greater, ">"), ("ge", np.greater_equal, ">=")]:
     _binary(_name, (lambda ufunc: lambda xp, a, b: getattr(xp, ufunc)(a, b))(_fn.__name__),
-            None, f"a {_sym} b (bool result)", f"({{0}} {_sym} {{1}})",
-            f"({{0}} {_sym} {{1}})", saves=SAVES_NONE, dtype=bool_dtype)
+            None, f"a {_sym} b (bool result)", saves=SAVES_NONE, dtype=bool_dtype)
 
 _binary("logical_and", lambda xp, a, b: xp.logical_and(a, b), None, "a and b (bool)",
-        "({0} and {1})", "({0} && {1})", saves=SAVES_NONE, dtype=bool_dtype)
+        saves=SAVES_NONE, dtype=bool_dtype)
 _binary("logical_or", lambda xp, a, b: xp.logical_or(a, b), None, "a or b (bool)",
-        "({0} or {1})", "({0} || {1})", saves=SAVES_NONE, dtype=bool_dtype)
+        saves=SAVES_NONE, dtype=bool_dtype)
 _unary("logical_not", lambda xp, a: xp.logical_not(a), None, "not a (bool)",
-       "(not {0})", "(!{0})", saves=SAVES_NONE, dtype=bool_dtype)
+       saves=SAVES_NONE, dtype=bool_dtype)
 
 
 def _where_grad(g, cond, a, b, **_):
@@ -275,5 +216,4 @@ def _where_dtype(cond, a, b, **_):
 
 register(Op("where", E, 3, lambda xp, c, a, b: xp.where(c, a, b), broadcast, _where_dtype,
             _where_grad, "where(cond, a, b): a where cond is true, else b",
-            saves=lambda needs: ((0,), False), promote=(1, 2),
-            emit={"numba": "({1} if {0} else {2})", "cuda": "({0} ? {1} : {2})"}))
+            saves=lambda needs: ((0,), False), promote=(1, 2)))

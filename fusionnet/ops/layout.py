@@ -4,23 +4,94 @@ indexing, concatenation; plus the opaque device copy.
 Index keys are stored as plain data (tuples of tagged items), never as live
 slices or arrays, so a graph that holds them stays hashable and printable;
 index *tensors* are ordinary op inputs.
+
+View rows that a backend can build as array views say what they are made of
+(``Op.layout``): a short list of the primitive steps in :data:`LAYOUT_STEPS`
+(``reshape``, ``permute``, ``expand``), which every backend spells. Passes read the
+steps (:func:`layout_steps`) to drop steps that change nothing, compose chains and
+recognise a 2-D transpose (:func:`is_transpose`); code generators lower the steps.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from .registry import SAVES_NONE, Kind, Op, register
 from .rules import ShapeError, broadcast, normalize_dim, same_dtype, same_shape
 
-__all__ = ["encode_key", "decode_key", "DataDependentShape"]
+__all__ = ["encode_key", "decode_key", "DataDependentShape", "LayoutStep", "LAYOUT_STEPS",
+           "layout_steps", "is_transpose"]
 
 I = Kind.INJECTIVE
 
 
 class DataDependentShape(ShapeError):
     """The output shape depends on tensor values (boolean-mask indexing)."""
+
+
+# ---- layout steps: what view rows are made of -------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayoutStep:
+    """A primitive layout step; the row of the same name is that one step.
+
+    Attributes:
+        attr: the attribute of that row that holds the step's argument.
+        result: ``result(src_shape, arg) -> shape`` (sizes may be symbolic).
+        noop: ``noop(src_shape, arg) -> bool``: the step changes nothing.
+        compose: ``compose(inner_arg, outer_arg) -> arg`` of one step that does both in
+            turn, or None when two such steps do not merge into one.
+    """
+
+    attr: str
+    result: Callable[[tuple, tuple], tuple]
+    noop: Callable[[tuple, tuple], bool]
+    compose: Callable[[tuple, tuple], tuple] | None = None
+
+
+def _same_shape_step(src, shape) -> bool:
+    return tuple(shape) == tuple(src)
+
+
+#: The layout steps every backend spells: ``reshape`` (arg: the new shape), ``permute``
+#: (arg: the dims, non-negative) and ``expand`` (arg: the broadcast shape).
+LAYOUT_STEPS = {
+    "reshape": LayoutStep("shape", lambda src, shape: tuple(shape), _same_shape_step,
+                          compose=lambda inner, outer: outer),
+    "permute": LayoutStep("dims", lambda src, dims: tuple(src[d] for d in dims),
+                          lambda src, dims: tuple(dims) == tuple(range(len(dims))),
+                          compose=lambda inner, outer: tuple(inner[q] for q in outer)),
+    "expand": LayoutStep("shape", lambda src, shape: tuple(shape), _same_shape_step),
+}
+
+
+def layout_steps(op, src_shape, out_shape, attrs) -> tuple | None:
+    """``op``'s primitive layout steps from ``src_shape`` to ``out_shape`` (ints, or
+    symbolic sizes), the steps that change nothing left out: ``((step, arg), ...)``.
+    ``None`` when the row has no layout decomposition (``Op.layout``)."""
+    if op.layout is None:
+        return None
+    shape, steps = tuple(src_shape), []
+    for step, arg in op.layout(tuple(src_shape), tuple(out_shape), **dict(attrs)):
+        rule = LAYOUT_STEPS[step]
+        arg = tuple(arg)
+        if not rule.noop(shape, arg):
+            steps.append((step, arg))
+        shape = rule.result(shape, arg)
+    if shape != tuple(out_shape):
+        raise ValueError(f"{op.name}: its layout steps give shape {shape}, not "
+                         f"{tuple(out_shape)}")
+    return tuple(steps)
+
+
+def is_transpose(steps) -> bool:
+    """Whether layout ``steps`` (from :func:`layout_steps`) are one 2-D transpose, which a
+    GEMM reads in place."""
+    return steps == (("permute", (1, 0)),)
 
 
 # ---- reshape / permute / expand ---------------------------------------------------------
@@ -45,7 +116,7 @@ register(Op("reshape", I, 1, lambda xp, a, shape: xp.reshape(a, resolve_shape(a.
             lambda s, shape: resolve_shape(s, shape), same_dtype,
             lambda g, x, shape, **_: (g.reshape(x.shape),),
             "reshape to `shape` (one -1 allowed)", saves=SAVES_NONE,
-            emit={"numba": "reshape", "cuda": "reshape"}, view=True,
+            view=True, layout=lambda src, out, shape: (("reshape", out),),
             write_back=lambda parent, value, shape: ("reshape", (value,),
                                                      {"shape": tuple(parent.shape)})))
 
@@ -69,14 +140,17 @@ def _permute_grad(g, x, dims, **_):
     return (g.permute(*_inverse_perm(dims, x.ndim)),)
 
 
+def _permute_layout(src, out, dims):
+    return (("permute", tuple(d % max(len(src), 1) for d in dims)),)
+
+
 def _permute_write_back(parent, value, dims):
     return "permute", (value,), {"dims": _inverse_perm(dims, parent.ndim)}
 
 
 register(Op("permute", I, 1, lambda xp, a, dims: xp.transpose(a, dims), _check_perm,
             same_dtype, _permute_grad, "reorder dimensions", saves=SAVES_NONE,
-            emit={"numba": "permute", "cuda": "permute"}, view=True,
-            write_back=_permute_write_back))
+            view=True, layout=_permute_layout, write_back=_permute_write_back))
 
 
 def _expand_shape(s, shape, **_):
@@ -100,15 +174,14 @@ def _expand_shape(s, shape, **_):
 register(Op("expand", I, 1, lambda xp, a, shape: xp.broadcast_to(a, _expand_shape(a.shape, shape)),
             _expand_shape, same_dtype, lambda g, x, shape, **_: (g,),  # engine sums back
             "broadcast to a larger shape without copying", saves=SAVES_NONE,
-            emit={"numba": "broadcast", "cuda": "broadcast"}, view=True))  # read-only view
+            view=True, layout=lambda src, out, shape: (("expand", out),)))  # read-only view
 
 register(Op("copy", Kind.ELEMENTWISE, 1, lambda xp, a: a.copy(), same_shape, same_dtype,
-            lambda g, x, **_: (g,), "a fresh copy (clone)", saves=SAVES_NONE,
-            emit={"numba": "{0}", "cuda": "{0}"}))
+            lambda g, x, **_: (g,), "a fresh copy (clone)", saves=SAVES_NONE))
 
 register(Op("detach", Kind.ELEMENTWISE, 1, lambda xp, a: a, same_shape, same_dtype, None,
             "the same values, cut from autograd (`detach()`, `.data` inside forward)",
-            saves=SAVES_NONE, emit={"numba": "{0}", "cuda": "{0}"}))
+            saves=SAVES_NONE, returns_input=True))
 
 # ---- indexing ---------------------------------------------------------------------------
 
@@ -205,7 +278,7 @@ def _getitem_write_back(parent, value, key):
 register(Op("getitem", I, None, _getitem_eager,
             _getitem_shape, same_dtype, _getitem_grad,
             "x[key]: ints, slices, None, ..., integer and boolean index tensors",
-            saves=SAVES_NONE, emit={"numba": "getitem", "cuda": "getitem"}, view=True,
+            saves=SAVES_NONE, view=True,
             write_back=_getitem_write_back))
 
 
@@ -234,7 +307,7 @@ def _getitem_grad_grad(gg, g, *index, key, shape, **_):
 register(Op("getitem_grad", I, None, _getitem_grad_eager,
             lambda gs, *i, key, shape: tuple(shape), same_dtype, _getitem_grad_grad,
             "gradient of getitem: zeros of `shape` with g added at key",
-            saves=SAVES_NONE, emit={"numba": "scatter_add", "cuda": "scatter_add"}))
+            saves=SAVES_NONE))
 
 
 def _setitem_eager(xp, a, v, *idx, key):
@@ -260,7 +333,7 @@ def _setitem_grad(g, x, v, *index, key, **_):
 
 register(Op("setitem", I, None, _setitem_eager, _setitem_shape, same_dtype, _setitem_grad,
             "functional x[key] = v: a copy of x with v written at key",
-            saves=SAVES_NONE, emit={"numba": "setitem", "cuda": "setitem"}))
+            saves=SAVES_NONE))
 
 # ---- concatenation ----------------------------------------------------------------------
 
@@ -293,7 +366,7 @@ def _cat_grad(g, *xs, dim, **_):
 
 register(Op("cat", I, None, lambda xp, *arrays, dim: xp.concatenate(arrays, axis=dim),
             _cat_shape, same_dtype, _cat_grad, "concatenate along an existing dim",
-            saves=SAVES_NONE, promote="all", emit={"numba": "concat", "cuda": "concat"}))
+            saves=SAVES_NONE, promote="all"))
 
 
 def _stack_shape(*shapes, dim):
@@ -314,7 +387,7 @@ def _stack_grad(g, *xs, dim, **_):
 
 register(Op("stack", I, None, lambda xp, *arrays, dim: xp.stack(arrays, axis=dim),
             _stack_shape, same_dtype, _stack_grad, "stack along a new dim",
-            saves=SAVES_NONE, promote="all", emit={"numba": "concat", "cuda": "concat"}))
+            saves=SAVES_NONE, promote="all"))
 
 # ---- device copy ------------------------------------------------------------------------
 
@@ -332,4 +405,4 @@ def _to_device_eager(xp, a, device):
 register(Op("to_device", Kind.OPAQUE, 1, _to_device_eager, same_shape, same_dtype,
             lambda g, x, device, **_: (g.to(x.device),),
             "copy to another device ('cpu', 'cuda:N')", saves=SAVES_NONE,
-            emit={"numba": None, "cuda": None}))
+            returns_input=True))  # to the device the input is on: the input itself

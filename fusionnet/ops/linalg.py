@@ -1,8 +1,8 @@
 """Matrix multiplication: the one ``Kind.MATMUL`` row.
 
 ``matmul`` follows NumPy/PyTorch semantics (1-D operands, batch
-broadcasting). Its ``emit`` slots name the kernel a code generator calls
-before applying any fused elementwise epilogue.
+broadcasting). A code generator calls its GEMM kernel for it (the backend's table
+names the kernel), then applies any fused elementwise epilogue.
 """
 from __future__ import annotations
 
@@ -49,5 +49,4 @@ def _matmul_grad(g, a, b, needs=(True, True), **_):
 
 register(Op("matmul", Kind.MATMUL, 2, lambda xp, a, b: xp.matmul(a, b), _matmul_shape,
             same_dtype, _matmul_grad, "matrix product a @ b (NumPy/PyTorch semantics)",
-            saves=SAVES_OTHERS, promote=(0, 1),
-            emit={"numba": "gemm", "cuda": "gemm"}))
+            saves=SAVES_OTHERS, promote=(0, 1)))

@@ -2,10 +2,11 @@
 
 Attributes: ``dim`` (None for all axes, an int, or a tuple) and ``keepdim``; ``max``
 and ``min`` also take ``ties`` (how their gradient treats ties, see :data:`TIES`).
-The ``emit`` slots give each backend's combine step over ``{acc}`` and ``{x}``; the row's
-``reduction`` facts (:class:`~fusionnet.ops.registry.Reduction`) say where the accumulator
-starts, what an empty input does and how the result finishes. Together they let a code
-generator fold elementwise producers into the reduction loop.
+The row's ``reduction`` facts (:class:`~fusionnet.ops.registry.Reduction`) say which
+elementwise op folds an element into the accumulator, where the accumulator starts, what
+an empty input does and how the result finishes. A code generator needs nothing else to
+fold elementwise producers into the reduction loop: it spells the ``combine`` op as it
+spells any elementwise op.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import math
 
 import numpy as np
 
-from .elementwise import numba_wrapping
 from .registry import SAVES_INPUTS, SAVES_NONE, Kind, Op, Reduction, register
 from .rules import normalize_dim, normalize_dims, reduced_shape, same_dtype
 
@@ -81,9 +81,9 @@ def _one_hot(index, x, dim):
 
 
 def _mean_dtype(d, **_):
-    if d.kind != "f":
-        raise TypeError("mean() needs a floating point tensor, got integer or bool; "
-                        "call .float() first")
+    if d.kind != "f":  # PyTorch's error, and its type (RuntimeError)
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be "
+                           f"either a floating point or complex dtype. Got: {d}")
     return d
 
 
@@ -97,16 +97,9 @@ def _highest(acc_dtype):
     return math.inf if acc_dtype.kind == "f" else int(np.iinfo(acc_dtype).max)
 
 
-def _reduction(name, eager, grad, doc, facts, combine_numba, combine_cuda, dtype=same_dtype,
-               saves=SAVES_INPUTS):
+def _reduction(name, eager, grad, doc, facts, dtype=same_dtype, saves=SAVES_INPUTS):
     return register(Op(name, R, 1, eager, reduced_shape, dtype, grad, doc, saves=saves,
-                       emit={"numba": {"combine": combine_numba},
-                             "cuda": {"combine": combine_cuda}},
                        reduction=facts))
-
-
-# Integer sums wrap around on overflow, as NumPy's do (see numba_wrapping).
-_NUMBA_ADD = numba_wrapping("({0} + {1})", "(np.uint64({0}) + np.uint64({1}))")
 
 
 def _sum_eager(xp, a, dim=None, keepdim=False):
@@ -114,12 +107,14 @@ def _sum_eager(xp, a, dim=None, keepdim=False):
     return out.astype(_sum_dtype(a.dtype), copy=False)
 
 
-_reduction("sum", _sum_eager, _sum_grad, "sum over dim", Reduction(start=0), _NUMBA_ADD,
-           "{acc} + {x}", dtype=_sum_dtype, saves=SAVES_NONE)
+# Integer sums wrap around on overflow, as NumPy's do (``add`` of int64 wraps).
+_reduction("sum", _sum_eager, _sum_grad, "sum over dim", Reduction(combine="add", start=0),
+           dtype=_sum_dtype, saves=SAVES_NONE)
 _reduction("mean", lambda xp, a, dim=None, keepdim=False:
            xp.mean(a, axis=_axes(a, dim), keepdims=keepdim).astype(a.dtype, copy=False),
-           _mean_grad, "mean over dim", Reduction(start=0, divide_by_count=True), _NUMBA_ADD,
-           "{acc} + {x}", dtype=_mean_dtype, saves=SAVES_NONE)
+           _mean_grad, "mean over dim",
+           Reduction(combine="add", start=0, divide_by_count=True),
+           dtype=_mean_dtype, saves=SAVES_NONE)
 
 
 def _check_nonempty(a, name):
@@ -141,15 +136,13 @@ def _saves_input_and_output(needs):
     return (0,), True
 
 
-# NaN-aware combines: once a NaN is seen it stays (as in NumPy); fmax/max would drop it.
+# NaN-aware combines (maximum/minimum): once a NaN is seen it stays, as in NumPy.
 _reduction("max", _max_eager, _extreme_grad, "maximum over dim (NaN propagates)",
-           Reduction(start=_lowest, empty_raises=True),
-           "({x} if ({x} > {acc} or {x} != {x}) else {acc})",
-           "(({x} > {acc} || {x} != {x}) ? {x} : {acc})", saves=_saves_input_and_output)
+           Reduction(combine="maximum", start=_lowest, empty_raises=True),
+           saves=_saves_input_and_output)
 _reduction("min", _min_eager, _extreme_grad, "minimum over dim (NaN propagates)",
-           Reduction(start=_highest, empty_raises=True),
-           "({x} if ({x} < {acc} or {x} != {x}) else {acc})",
-           "(({x} < {acc} || {x} != {x}) ? {x} : {acc})", saves=_saves_input_and_output)
+           Reduction(combine="minimum", start=_highest, empty_raises=True),
+           saves=_saves_input_and_output)
 
 
 def _arg_shape(shape, dim=None, keepdim=False, **_):
@@ -173,4 +166,4 @@ def _arg_eager(fn_name):
 for _name in ("argmax", "argmin"):
     register(Op(_name, R, 1, _arg_eager(_name), _arg_shape, lambda d, **_: _I64, None,
                 f"index of the {_name[3:]}imum along dim (int64; flattened if dim is None)",
-                saves=SAVES_NONE, emit={"numba": None, "cuda": None}))
+                saves=SAVES_NONE))  # an index, not an accumulated value: no Reduction

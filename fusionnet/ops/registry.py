@@ -1,10 +1,13 @@
 """The op table: one :class:`Op` declaration per operation.
 
-Everything that needs to know what an op *means* reads its row here:
-eager execution and autograd (``fusionnet.dispatch``), and later the tracer,
-shape inference, constant folding and the code generators. A new op is one
-``register(Op(...))`` call plus its tests; ``tests/test_op_table.py`` fails on
-an incomplete row.
+Everything that needs to know what an op *means* reads its row here: eager execution
+and autograd (``fusionnet.dispatch``), the tracer, shape inference, the passes and the
+code generators. A row says what an op means (its kind, its rules, its gradient, and
+facts such as "may alias its input", "how a reduction accumulates", "the neutral
+elements", "the layout steps it is made of"); how a backend *spells* an op lives in
+that backend (``fusionnet/codegen/<backend>/``), never in the row. A new op is one
+``register(Op(...))`` call plus its tests; ``tests/test_op_table.py`` fails on an
+incomplete row.
 """
 from __future__ import annotations
 
@@ -12,11 +15,12 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["Kind", "Op", "Reduction", "OPS", "register", "get_op", "BACKENDS",
-           "SAVES_NONE", "SAVES_INPUTS", "SAVES_OUTPUT", "SAVES_OTHERS"]
+import numpy as np
 
-#: Code generators that every op row must declare a slot for.
-BACKENDS = ("numba", "cuda")
+from ..dtypes import promote
+
+__all__ = ["Kind", "Op", "Reduction", "OPS", "register", "get_op",
+           "SAVES_NONE", "SAVES_INPUTS", "SAVES_OUTPUT", "SAVES_OTHERS"]
 
 
 class Kind(enum.Enum):
@@ -55,13 +59,16 @@ def SAVES_OTHERS(needs):  # noqa: N802
 
 @dataclass(frozen=True)
 class Reduction:
-    """What a reduction row means to a code generator, beyond its ``combine`` template.
+    """What a reduction row means to a code generator: how it accumulates.
 
     A generated reduction keeps one accumulator per output element (float64 for float
-    results, int64 otherwise), sets it to ``start``, folds every input element in with the
-    row's ``combine`` template and then finishes it.
+    results, int64 otherwise), sets it to ``start``, folds every input element in with
+    ``acc = combine(acc, x)`` and then finishes it. Every backend that spells the
+    ``combine`` op can therefore generate the reduction: a new reduction is one row.
 
     Attributes:
+        combine: the name of a binary elementwise row that folds one element into the
+            accumulator (``"add"`` for a sum, ``"mul"`` for a product, ``"maximum"``).
         start: the accumulator's first value: a number (``0`` for a sum, ``1`` for a
             product), or a function of the accumulator's dtype (``np.dtype``) that returns
             one (a maximum starts from ``-inf`` for floats and the smallest integer
@@ -72,6 +79,7 @@ class Reduction:
             reduced elements (a mean).
     """
 
+    combine: str
     start: Any
     empty_raises: bool = False
     divide_by_count: bool = False
@@ -101,16 +109,10 @@ class Op:
         saves: which forward tensors ``grad`` reads (``SAVES_*``).
         promote: indices of inputs cast to one common dtype before ``eager``
             (PyTorch's type promotion); Python scalars are weakly typed.
-        emit: one code template per backend in :data:`BACKENDS` (a format string, or
-            a function ``(arg_vars, attrs, dtype) -> str`` where a string cannot say
-            it); ``None`` in a slot means "no emitter: this op runs eagerly" (stated,
-            not missing). Templates spell structure only: the backend spells numbers
-            (scalar attributes arrive as literals of the first operand's dtype).
-            Reduction slots hold ``{"combine": ...}``; the rest is in ``reduction``.
         doc: one line for docs and ``explain``.
-        reduction: for ``REDUCTION`` rows with an emitter, how the accumulator starts,
-            what an empty input does and how the result finishes (:class:`Reduction`);
-            ``None`` for every other row.
+        reduction: for ``REDUCTION`` rows a kernel can accumulate, how
+            (:class:`Reduction`); ``None`` for every other row (``argmax`` returns an
+            index, not an accumulated value: it runs eagerly).
         view: the result may be a view of the first input (share its memory, as
             NumPy's reshape, transpose, broadcast_to and basic indexing do). Autograd
             then treats it as a view only when NumPy really returned one.
@@ -119,6 +121,25 @@ class Op:
             (op name, inputs, attrs)``; applying that op gives the input with the
             view's elements replaced by ``value``. ``None`` on a ``view`` row means
             a read-only view (``expand``: several elements share one location).
+        layout: for layout rows that are array views a backend can build, the primitive
+            layout steps the op is made of: ``layout(src_shape, out_shape, **attrs) ->
+            ((step, arg), ...)``, applied in order to the input, each step one of
+            :data:`fusionnet.ops.layout.LAYOUT_STEPS` (``("reshape", shape)``,
+            ``("permute", dims)``, ``("expand", shape)``). Sizes may be symbolic (``"B"``):
+            the function moves them around and never computes with them (the result's
+            shape is given). Backends spell the steps, so a new view op is one row.
+            ``None``: no such decomposition (``getitem``).
+        returns_input: the eager result may be the first input itself, without being a view
+            autograd tracks (``to_device`` to the input's own device, ``detach``). Buffer
+            planning keeps that input alive as long as the result, as for a view's base.
+        neutral: for binary rows, ``{position: value}``: the op returns its other operand
+            when the operand at ``position`` is all ``value`` and the result has the other
+            operand's shape and dtype (``mul``: 1 on either side; ``sub``: 0 on the right).
+        same_type_is_identity: the op returns its first input unchanged whenever the result
+            has that input's shape and dtype (``cast`` to the input's own dtype).
+        bools_as: a dtype name: bool inputs are converted to it before computing
+            (``"float32"`` for float math such as ``exp``: NumPy would take its float16
+            loop for bools, and code generators must not call float functions on bools).
     """
 
     name: str
@@ -130,11 +151,56 @@ class Op:
     grad: Callable[..., tuple] | None
     doc: str
     saves: Callable = SAVES_INPUTS
-    promote: tuple = ()
-    emit: dict = field(default_factory=dict)
+    promote: tuple | str = ()
     reduction: Reduction | None = None
     view: bool = False
     write_back: Callable | None = None
+    layout: Callable | None = None
+    returns_input: bool = False
+    neutral: dict = field(default_factory=dict)
+    same_type_is_identity: bool = False
+    bools_as: str | None = None
+
+    @property
+    def may_alias(self) -> bool:
+        """Whether the eager result may share memory with the first input (a view, or the
+        input itself)."""
+        return self.view or self.returns_input
+
+    def casts(self, dtypes) -> dict:
+        """The inputs eager converts before computing: ``{index: common dtype}`` for each
+        ``promote`` input whose dtype (``dtypes``: one NumPy dtype per input) differs from
+        the inputs' common dtype under PyTorch's promotion; empty when nothing changes.
+        Eager dispatch and the code generators both ask this (one rule)."""
+        if self.bools_as is not None:
+            return self._promoted_then_bools(dtypes)
+        return self._promoted(dtypes)
+
+    def _promoted(self, dtypes) -> dict:
+        idx = range(len(dtypes)) if self.promote == "all" else self.promote
+        if len(idx) < 2:
+            return {}
+        common, mixed = dtypes[idx[0]], False
+        for i in idx:  # written out: eager dispatch asks this for every binary op
+            d = dtypes[i]
+            if d is not common and d != common:
+                common, mixed = promote(common, d), True
+        if not mixed:
+            return {}
+        return {i: common for i in idx if dtypes[i] != common}
+
+    def _promoted_then_bools(self, dtypes) -> dict:
+        """``casts`` for rows with ``bools_as``: promotion first, then bools converted."""
+        plain = self._promoted(dtypes)
+        if not any(d.kind == "b" for d in dtypes):
+            return plain  # the common case, kept cheap: eager asks this on every call
+        after = [plain.get(i, d) for i, d in enumerate(dtypes)]
+        target = np.dtype(self.bools_as)
+        out = dict(plain)
+        for i, d in enumerate(after):
+            if d.kind == "b":
+                out[i] = target
+        return out
 
     @property
     def differentiable(self) -> bool:
@@ -152,9 +218,15 @@ OPS: dict[str, Op] = {}
 
 
 def register(op: Op) -> Op:
-    """Add ``op`` to the table (names are unique)."""
+    """Add ``op`` to the table (names are unique; a reduction combines with a binary
+    elementwise row that is already registered)."""
     if op.name in OPS:
         raise ValueError(f"op {op.name!r} registered twice")
+    if op.reduction is not None:
+        combine = OPS.get(op.reduction.combine)
+        if combine is None or combine.kind is not Kind.ELEMENTWISE or combine.arity != 2:
+            raise ValueError(f"reduction {op.name!r}: combine={op.reduction.combine!r} must "
+                             "name a registered binary elementwise op")
     OPS[op.name] = op
     return op
 

@@ -4,7 +4,9 @@ Before::  W -> permute -> matmul(X, .) -> add(., b) -> relu -> ...
 After::   group[gemm_epilogue](X, W, b) = relu(add(matmul(X, permute(W)), b))
 
 The transposed-weight ``permute`` that ``Linear`` produces is absorbed as a
-prologue (BLAS reads a transposed operand for free). The epilogue grows one
+prologue (BLAS reads a transposed operand for free): any op whose row's layout steps
+(``Op.layout``) are one 2-D transpose is, whatever its name (``t``, ``transpose``, a
+user's ``movedim``). The epilogue grows one
 reader at a time while the matmul's value has exactly one reader, that reader
 is elementwise, and it keeps the matmul's output shape and dtype. Every
 decision is noted for ``explain``.
@@ -12,24 +14,28 @@ decision is noted for ``explain``.
 from __future__ import annotations
 
 from ..graph import Graph
-from ..ops import Kind
+from ..ops import Kind, get_op, is_transpose, layout_steps
 from ._groups import is_op, make_group, op_kind
 
 __all__ = ["fuse_gemm_epilogues"]
 
 
 def _transposed_operand(graph: Graph, a: int, matmul: int) -> int | None:
-    """The 2-D ``permute`` feeding ``matmul`` at ``a``, private to it (or None).
+    """The 2-D transpose feeding ``matmul`` at ``a``, private to it (or None).
 
     A transpose of weights shared by two layers (tied weights, after CSE) is
     duplicated so that each GEMM gets its own: a transpose is a free view.
     """
     d = graph.node(a)
-    if not (is_op(graph, a) and d["op"] == "permute" and len(d["shape"]) == 2):
+    if not (is_op(graph, a) and len(d["args"]) == 1 and len(d["shape"]) == 2):
+        return None
+    steps = layout_steps(get_op(d["op"]), graph.node(d["args"][0])["shape"], d["shape"],
+                         d["attrs"])
+    if steps is None or not is_transpose(steps):
         return None
     if graph.users(a) == [matmul]:
         return a
-    twin = graph.add_node("op", op="permute", attrs=d["attrs"], args=d["args"],
+    twin = graph.add_node("op", op=d["op"], attrs=d["attrs"], args=d["args"],
                           shape=d["shape"], dtype=d["dtype"], source=d.get("source", ""),
                           module=d.get("module", ""))
     args = graph.node(matmul)["args"]

@@ -11,9 +11,10 @@ Walking :meth:`Graph.order`, a value is live from its definition to its last
 use. A node takes the lowest free slot of exactly its byte size and dtype
 (exact matches keep code generation simple), else opens a new one; slots free
 up only *after* a value's last use, so an op never writes over its own input.
-Views (reshape/permute/expand/getitem, and a same-device ``to_device``) may
-alias their source in NumPy, so a source stays live until its views' last use;
-a value the output aliases through views is not planned at all (it escapes).
+Ops whose row says the result may share memory with the first input
+(``Op.may_alias``: views such as reshape/permute/expand/getitem, and a same-device
+``to_device``) keep their source live until their last use; a value the output
+aliases through them is not planned at all (it escapes).
 Sets node attribute ``buffer`` and ``g.buffers = {slot: (nbytes, dtype)}``.
 """
 from __future__ import annotations
@@ -23,11 +24,9 @@ import math
 import numpy as np
 
 from ..graph import Graph
+from ..ops import get_op
 
-__all__ = ["plan_buffers", "lifetimes", "VIEW_OPS"]
-
-#: Ops whose result may share memory with their first argument.
-VIEW_OPS = frozenset({"reshape", "permute", "expand", "getitem", "to_device"})
+__all__ = ["plan_buffers", "lifetimes"]
 
 
 def _nbytes(d: dict) -> int:
@@ -35,7 +34,8 @@ def _nbytes(d: dict) -> int:
 
 
 def _is_view(d: dict) -> bool:
-    return d["kind"] == "op" and d["op"] in VIEW_OPS and bool(d["args"])
+    """The node's value may share memory with its first argument (the row says so)."""
+    return d["kind"] == "op" and bool(d["args"]) and get_op(d["op"]).may_alias
 
 
 def lifetimes(g: Graph) -> dict[int, tuple[int, int]]:

@@ -21,7 +21,7 @@ from ..nn.module import STRUCTURE_VERSION
 from ..passes import optimize
 from ..tensor import DATA_VERSION
 from ..tracer import TraceError, materialise_lazy, trace
-from .guards import on_main_thread, python_guards, snapshot
+from .guards import python_guards, snapshot
 from .signature import describe_args
 from .symbolic import analyse_batch
 
@@ -66,10 +66,8 @@ class Entry:
         return self.spec == "T"
 
     def call(self, arrays):
-        """Run the compiled driver on input arrays."""
-        if self.parallel:
-            return self.fn(*arrays, *self.tail, on_main_thread())
-        return self.fn(*arrays, *self.tail)
+        """Run the compiled driver on input arrays (the backend adds any flags it takes)."""
+        return self.compiled.call(arrays, self.tail)
 
 
 class Fallback(Exception):
@@ -107,7 +105,8 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
     entry.version, entry.data_version = version, data_version
     entry.snapshot = snapshot(runner.module)
     entry.per_call, entry.on_move = python_guards(traced)
-    entry.fast = not entry.per_call and not entry.parallel
+    entry.passthrough = _passthrough(traced)
+    entry.fast = not entry.per_call and not entry.parallel and not entry.passthrough
     try:  # numba compiles on the first call: do it now, so a failure falls back
         result = entry.call([t._data for t in args])
     except Exception as err:  # noqa: BLE001 - any compiler error means "run eagerly"
@@ -141,9 +140,27 @@ def _trace(runner, args) -> Graph:
 
 
 def _check_side_effects(traced: Graph) -> None:
+    if traced.backward_error and any(traced.node(traced.output).get("requires_grad", ())):
+        # Eager raises this at backward(); running eagerly keeps that (a functional
+        # compiled graph would give a gradient instead).
+        raise Fallback("forward modifies in place a tensor its own backward needs (eager's "
+                       f"backward raises: {traced.backward_error})", traced=traced)
     if traced.input_mutations:
         raise Fallback("forward writes into its input in place (the compiled code would "
                        "not)", traced.input_mutations[0], traced=traced)
+
+
+def _passthrough(traced: Graph) -> dict:
+    """Output leaves that *are* an input or a parameter in the trace: eager returns that
+    object itself (``return x.flatten()`` of a 1-D x), so the runtime does too."""
+    out = {}
+    for i, a in enumerate(traced.node(traced.output)["args"]):
+        d = traced.node(a)
+        if d["kind"] == "input":
+            out[i] = ("input", d["target"])
+        elif "ref" in d and not d.get("detach") and not d.get("external"):
+            out[i] = ("ref", d["ref"])
+    return out
 
 
 def _entry(module, compiled, program, analysis, optimized, traced) -> Entry:

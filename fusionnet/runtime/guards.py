@@ -8,14 +8,11 @@ and find the user's frame for warnings.
 from __future__ import annotations
 
 import sys
-import threading
 
 from ..pystate import build_guard, is_user_frame
 
-__all__ = ["snapshot", "resolve", "resolve_or_none", "on_main_thread", "user_stacklevel",
-           "python_guards", "unwrap"]
-
-_MAIN_THREAD = threading.main_thread().ident
+__all__ = ["snapshot", "resolve", "resolve_or_none", "user_stacklevel", "python_guards",
+           "unwrap"]
 
 
 def unwrap(module):
@@ -43,11 +40,6 @@ def python_guards(graph):
     if graph.reads is None:
         return [], []
     return build_guard(graph.reads)
-
-
-def on_main_thread() -> bool:
-    """Parallel loops are launched from the main thread only (see numba_backend)."""
-    return threading.get_ident() == _MAIN_THREAD
 
 
 def user_stacklevel() -> int:

@@ -193,6 +193,8 @@ class FusionRunner:
         return True
 
     def _outputs(self, entry: Entry, result, args):
+        if entry.passthrough:
+            return self._with_passthrough(entry, result, args)
         if entry.single:
             out = Tensor._wrap(result)
             if entry.out_grad and entry.out_grad[0]:
@@ -204,6 +206,24 @@ class FusionRunner:
             # its own history (the values are the same; this is the slow path).
             return run_with_grad(self, entry, args)
         return unflatten(entry.spec, outs)
+
+    def _with_passthrough(self, entry: Entry, result, args):
+        """Outputs where some leaves are the caller's inputs or parameters themselves."""
+        arrays = [result] if entry.single else list(result)
+        outs = []
+        for i, r in enumerate(arrays):
+            how = entry.passthrough.get(i)
+            if how is None:
+                outs.append(Tensor._wrap(r))
+            else:
+                outs.append(args[how[1]] if how[0] == "input" else how[1])
+        computed = [i for i in range(len(outs)) if i not in entry.passthrough]
+        if any(entry.out_grad[i] for i in computed):
+            if entry.single:
+                attach(self, entry, outs, args)
+            else:
+                return run_with_grad(self, entry, args)
+        return outs[0] if entry.single else unflatten(entry.spec, outs)
 
     def _non_tensor_call(self, args):
         """Only tensors are traced: other arguments run the block eagerly, with a warning

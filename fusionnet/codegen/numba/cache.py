@@ -10,8 +10,8 @@ so that plain numba cache files are never read as ours, nor ours by plain numba.
 
 ``install(module)`` gives every numba function defined in ``module`` this cache (the
 generated modules and ``kernels/numba_kernels.py`` are written without ``cache=True``
-for that reason). Where numba finds no writable place for a cache, the function is
-compiled in memory, with one warning.
+for that reason; ``loader.py`` and ``fusionnet._kernels`` call it). Where numba finds no
+writable place for a cache, the function is compiled in memory, with one warning.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import warnings
 from numba.core.caching import FunctionCache, IndexDataCacheFile
 from numba.core.dispatcher import Dispatcher
 
-from .backend import CompileCacheWarning
+from ..backend import CompileCacheWarning
 
 __all__ = ["install", "warn_once"]
 

@@ -1,0 +1,68 @@
+"""The numba backend: which ops it generates (its tables) and how a Program becomes a
+compiled ``forward``."""
+from __future__ import annotations
+
+import threading
+
+from ...ops import get_op
+from ..backend import Backend, CompiledProgram
+from ..lower import Program, Unsupported, View
+from .emitters import ELEMENTWISE, GEMM, LAYOUT, UNSUPPORTED
+
+__all__ = ["NumbaBackend", "NumbaCompiled"]
+
+_MAIN_THREAD = threading.main_thread().ident
+
+
+class NumbaCompiled(CompiledProgram):
+    """A compiled numba module; ``compile_stats`` reads numba's cache counters."""
+
+    def call(self, arrays, tail):
+        """Run the driver. A driver with parallel loops takes a trailing flag: only the
+        main thread may launch them (numba's default thread pool must not be entered from
+        two threads at once)."""
+        if self.parallel:
+            return self.fn(*arrays, *tail, threading.get_ident() == _MAIN_THREAD)
+        return self.fn(*arrays, *tail)
+
+    def compile_stats(self) -> dict:
+        """numba's cache hits and misses of the driver."""
+        stats = self.fn.stats
+        return {"cache_hits": sum(stats.cache_hits.values()),
+                "cache_misses": sum(stats.cache_misses.values())}
+
+
+class NumbaBackend(Backend):
+    """CPU code generation with numba (loaded only when something is compiled)."""
+
+    name = "numba"
+    elementwise = ELEMENTWISE
+    layout = LAYOUT
+    gemm = GEMM
+    unsupported = UNSUPPORTED
+
+    def check(self, program: Program) -> None:
+        """Raise :class:`Unsupported`, with the reason, for any op or layout step in
+        ``program`` this backend does not generate."""
+        for step in program.steps:
+            if isinstance(step, View):
+                if step.step not in self.layout:
+                    raise Unsupported(f"numba does not spell the layout step {step.step!r}")
+                continue
+            for name in dict.fromkeys(step.ops):
+                why = self.why_unsupported(get_op(name))
+                if why:
+                    raise Unsupported(f"kernel {step.name} ({' + '.join(step.ops)}): {why}")
+
+    def compile(self, program: Program) -> CompiledProgram:
+        """Render ``program`` as a module, load it from the compile cache folder (writing
+        it there first) and return its ``forward``; numba compiles on the first call."""
+        from .driver import render  # noqa: PLC0415 - render imports numba
+        from .kernels import uses_parallel  # noqa: PLC0415
+        from .loader import load  # noqa: PLC0415
+
+        self.check(program)
+        source, kernel_sources = render(program)
+        module = load(source)
+        return NumbaCompiled(module.forward, program, source, kernel_sources, module.__file__,
+                             parallel=uses_parallel(program))

@@ -1,0 +1,191 @@
+"""How numba spells things: the table from op name to a scalar expression, the layout
+steps, the GEMM kernels, and the one place literals and conversions are spelled.
+
+An elementwise spelling is a format string over ``{0}``, ``{1}``, ... (the operands'
+element values; attributes by name, e.g. ``{min}``) or, where a string cannot say it, a
+function ``(arg_vars, attrs, dtype) -> str`` with ``dtype`` the result's dtype name.
+Scalar attributes reach a spelling already spelled by :func:`literal` as literals of the
+first operand's dtype (eager converts them the same way), so a spelling never formats a
+number itself. Every op's result is converted to the node's dtype by :func:`convert`
+afterwards, as eager rounds every intermediate.
+
+numba marks signed integer ``+ - *`` "no signed wrap", which lets LLVM assume they never
+overflow (it folds ``x + 1 > x`` to True); NumPy wraps around. Integer arithmetic that
+must wrap is therefore spelled with :func:`wrapping`: in ``np.uint64``, whose arithmetic
+wraps, and converted back to the signed dtype, keeping the low bits: NumPy's result.
+
+Nothing here imports numba: the tables are plain data that ``Backend.supports`` reads.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..lower import Unsupported
+
+__all__ = ["ELEMENTWISE", "LAYOUT", "GEMM", "UNSUPPORTED", "literal", "convert", "wrapping",
+           "render_op", "render_layout", "dims"]
+
+
+def literal(value, dtype) -> str:
+    """``value`` as numba source for a scalar of ``dtype``: the one place literals are spelled.
+
+    The value is first converted as eager converts it (``np.asarray(value, dtype)``: a
+    float bound of an integer tensor truncates, an out-of-range or non-finite one raises,
+    which becomes :class:`Unsupported` so the block runs eagerly and raises there). inf,
+    nan and -0.0 are spelled so that numba reads them back exactly."""
+    dt = np.dtype(dtype)
+    try:
+        with np.errstate(over="ignore"):  # eager converted it too, and warned if it overflowed
+            v = np.asarray(value, dtype=dt).item()
+    except (OverflowError, ValueError, TypeError) as err:
+        raise Unsupported(f"the constant {value!r} cannot be converted to {dt.name}: "
+                          f"{err}") from err
+    if dt.kind == "b":
+        return "True" if v else "False"
+    if dt.kind in "iu":
+        return f"np.{dt.name}({int(v)})"
+    if math.isnan(v):
+        text = "np.nan"
+    elif math.isinf(v):
+        text = "np.inf" if v > 0 else "-np.inf"
+    else:
+        text = repr(float(v))  # shortest round-trip text; keeps the sign of -0.0
+    return f"np.{dt.name}({text})"
+
+
+def convert(expr: str, dtype) -> str:
+    """``expr`` as a scalar of ``dtype``: the one place conversions are spelled (the result
+    of every op, a ``cast``, and the casts of type promotion)."""
+    dt = np.dtype(dtype)
+    return f"bool({expr})" if dt.kind == "b" else f"np.{dt.name}({expr})"
+
+
+def wrapping(template: str, int_template: str):
+    """A spelling that is ``template``, or ``int_template`` (computing in ``np.uint64``)
+    when the result is a signed integer, so that it wraps around as NumPy's does."""
+    def spell(args, attrs, dtype):
+        chosen = int_template if np.dtype(dtype).kind == "i" else template
+        return chosen.format(*args)
+    return spell
+
+
+def _u64(expr: str) -> str:
+    return f"np.uint64({expr})"
+
+
+def _wrapping_binary(symbol: str):
+    return wrapping(f"({{0}} {symbol} {{1}})", f"({_u64('{0}')} {symbol} {_u64('{1}')})")
+
+
+# NaN-aware, like NumPy: a NaN on either side wins; on a tie the second argument is kept
+# (np.maximum(-0.0, 0.0) is 0.0). Python's max() and C's fmax do neither.
+_MAXIMUM = "({0} if ({0} > {1} or {0} != {0}) else {1})"
+_MINIMUM = "({0} if ({0} < {1} or {0} != {0}) else {1})"
+
+
+def _clamp(args, attrs, dtype):
+    # np.maximum then np.minimum, as eager. A missing bound is left out.
+    expr = args[0]
+    if attrs.get("min") is not None:
+        expr = _MAXIMUM.format(expr, attrs["min"])
+    if attrs.get("max") is not None:
+        expr = _MINIMUM.format(expr, attrs["max"])
+    return expr
+
+
+def _pow(args, attrs, dtype):
+    if np.dtype(dtype).kind in "iu":  # raises on negative exponents, as NumPy does
+        return f"int_pow({args[0]}, {args[1]})"
+    return f"({args[0]} ** {args[1]})"
+
+
+#: Elementwise op name -> numba spelling.
+ELEMENTWISE = {
+    "neg": wrapping("(-{0})", f"(np.uint64(0) - {_u64('{0}')})"),
+    "abs": "abs({0})",
+    "sign": "(({0} > 0) - ({0} < 0))",
+    "exp": "math.exp({0})",
+    "log": "math.log({0})",
+    "sqrt": "math.sqrt({0})",
+    # The stable form eager uses (kernels/numba_kernels.py: stable_sigmoid); the tanh form
+    # underflows to 0 below about -37, so log(sigmoid(x)) became -inf.
+    "sigmoid": "stable_sigmoid({0})",
+    "tanh": "math.tanh({0})",
+    "relu": "({0} if not ({0} <= 0) else 0)",
+    "erf": "math.erf({0})",
+    "cast": "{0}",  # the conversion itself is convert(), applied to every op's result
+    "clamp": _clamp,
+    "add": _wrapping_binary("+"),
+    "sub": _wrapping_binary("-"),
+    "mul": _wrapping_binary("*"),
+    "div": "({0} / {1})",
+    "pow": _pow,
+    "maximum": _MAXIMUM,
+    "minimum": _MINIMUM,
+    "eq": "({0} == {1})",
+    "ne": "({0} != {1})",
+    "lt": "({0} < {1})",
+    "le": "({0} <= {1})",
+    "gt": "({0} > {1})",
+    "ge": "({0} >= {1})",
+    "logical_and": "({0} and {1})",
+    "logical_or": "({0} or {1})",
+    "logical_not": "(not {0})",
+    "where": "({1} if {0} else {2})",
+    "copy": "{0}",
+    "detach": "{0}",
+}
+
+#: Layout step -> numba spelling in the driver (NumPy views; ``{arg}`` is a shape or dims).
+LAYOUT = {
+    "reshape": "np.ascontiguousarray({src}).reshape({arg})",
+    "permute": "{src}.transpose({arg})",
+    "expand": "np.broadcast_to({src}, {arg})",
+}
+
+#: Matmul op -> the kernel-library GEMM family (``dot_nt``/``dot_nn``, ``_int`` variants).
+GEMM = {"matmul": "dot"}
+
+#: Ops numba does not generate, and why (they run eagerly: ``fuse`` falls back).
+UNSUPPORTED = {
+    "argmax": "it returns an index, not an accumulated value (no Op.reduction)",
+    "argmin": "it returns an index, not an accumulated value (no Op.reduction)",
+    "getitem": "indexing is not generated yet",
+    "getitem_grad": "scatter-add (the gradient of indexing) is not generated yet",
+    "setitem": "indexed writes are not generated yet",
+    "cat": "concatenation is not generated yet",
+    "stack": "stacking is not generated yet",
+    "to_device": "a device copy is never compiled",
+}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (bool, int, float, np.number, np.bool_))
+
+
+def render_op(name: str, attrs: dict, args: list, dtype: str, operand_dtype: str) -> str:
+    """The spelling of elementwise op ``name`` over ``args`` (variable names), before the
+    conversion to ``dtype``; numeric attributes become literals of ``operand_dtype``."""
+    spelling = ELEMENTWISE.get(name)
+    if spelling is None:
+        raise Unsupported(f"numba has no spelling for elementwise op {name!r}")
+    spelled = {k: literal(v, operand_dtype) if _is_number(v) else v for k, v in attrs.items()}
+    if callable(spelling):
+        return spelling(args, spelled, dtype)
+    return spelling.format(*args, **spelled)
+
+
+def dims(shape) -> str:
+    """A shape or dims tuple as source (``(3,)``, ``(B, 256)``)."""
+    inner = ", ".join(str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def render_layout(step: str, src: str, arg) -> str:
+    """A layout step applied to array ``src`` (a view in NumPy)."""
+    spelling = LAYOUT.get(step)
+    if spelling is None:
+        raise Unsupported(f"numba has no spelling for layout step {step!r}")
+    return spelling.format(src=src, arg=dims(tuple(arg)))

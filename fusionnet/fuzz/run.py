@@ -1,0 +1,338 @@
+"""Run one case: eager vs fused, call by call, and report every difference.
+
+The case's ``Block`` is built twice from the same seed: one copy runs eagerly, the other
+through ``fusionnet.fuse``. The phases, in order:
+
+1. ``call1``: the first call at ``BATCHES[0]`` with grad enabled (inputs that the spec
+   marks ``requires_grad``), then ``grad1``: backward of a random weighting of the float
+   outputs, comparing every input's and parameter's ``.grad``;
+2. ``call2`` at ``BATCHES[1]`` (a new batch size; under ``no_grad`` for some seeds),
+   then ``grad2`` when grad was on;
+3. the ``MUTATIONS`` applied to both copies alike (``p.data.mul_``, ``no_grad`` +
+   ``p.add_``, a replaced ``Parameter``, ``load_state_dict``, ``p.data = ...``, an SGD
+   step, buffer/constant writes), then ``call3`` at ``BATCHES[0]`` (+ ``grad3``) and
+   ``call4`` at ``BATCHES[1]`` under ``no_grad``: the fused module must see the changes.
+
+Each call compares the output structure, every tensor's dtype, shape, values,
+``requires_grad`` and ``grad_fn is None``, and the inputs afterwards (a forward may write
+into them). If eager raises, fused must raise an exception of the same kind
+(:func:`compare.same_kind`) and the phases that depend on the call are skipped.
+"""
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import linecache
+import re
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+import fusionnet
+
+from .compare import (case_rtol, compare_arrays, compare_outputs, describe_exception, flatten,
+                      same_kind)
+from .data import make_arrays
+from .mutate import apply_mutations
+
+__all__ = ["Mismatch", "CaseResult", "run_case", "load_case", "main_for_file",
+           "normalise_reason", "KINDS"]
+
+#: Mismatch kinds, as counted in the summary.
+KINDS = ("forward", "grad", "mutation", "exception", "torch")
+
+_counter = itertools.count()
+
+
+@dataclass
+class Mismatch:
+    """One difference: its kind (see :data:`KINDS`), the phase and what differed."""
+
+    kind: str
+    phase: str
+    detail: str
+
+
+@dataclass
+class CaseResult:
+    """What running one case found."""
+
+    seed: int
+    mismatches: list = field(default_factory=list)
+    fallback_reasons: list = field(default_factory=list)
+    eager_errors: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    compiled: bool = False
+    compiles: int = 0
+    seconds: float = 0.0
+    harness_error: str = ""
+
+    def as_dict(self) -> dict:
+        """Plain data (for the pipe to the driver and ``results.jsonl``)."""
+        return asdict(self)
+
+
+def load_case(path: str, source: str | None = None, name: str | None = None):
+    """Import a case file as a fresh module (never cached in ``sys.modules``)."""
+    name = name or f"fusionnet_fuzz_case_{next(_counter)}"
+    if source is not None:
+        module = type(sys)(name)
+        module.__file__ = path
+        exec(compile(source, path, "exec"), module.__dict__)  # noqa: S102 - generated code
+        return module
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_SOURCE_REF = re.compile(r"(\S+?\.py):(\d+): ")
+
+
+def normalise_reason(message: str) -> str:
+    """A fallback warning's reason without the block name, file paths, line numbers and
+    source text, so that equal reasons group in the histogram."""
+    text = message.split(" runs eagerly: ", 1)[-1]
+    out, pos = [], 0
+    for m in _SOURCE_REF.finditer(text):
+        if m.start() < pos:
+            continue
+        line = linecache.getline(m.group(1), int(m.group(2))).strip()
+        end = m.end()
+        if line and text.startswith(line, end):
+            end += len(line)
+        out.append(text[pos:m.start()] + "<source>")
+        pos = end
+    text = "".join(out) + text[pos:]
+    text = text.replace(" (at <source>)", "").replace(" at <source>", "")
+    return text.splitlines()[0][:200] if text else text
+
+
+class _Capture:
+    """Runs a call, keeping its result or exception and any fallback warnings."""
+
+    def __init__(self):
+        self.reasons: list[str] = []
+
+    def __call__(self, fn):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("always", fusionnet.FusionFallbackWarning)
+            try:
+                out = fn(), None
+            except Exception as exc:  # noqa: BLE001 - the block's error is data here
+                out = None, exc
+        self.reasons += [normalise_reason(str(w.message)) for w in seen
+                         if issubclass(w.category, fusionnet.FusionFallbackWarning)]
+        return out
+
+
+class CaseRunner:
+    """The eager and fused copies of one case's block and the comparisons between them."""
+
+    def __init__(self, module, result: CaseResult, fuse=fusionnet.fuse):
+        self.mod = module
+        self.result = result
+        self.seed, self.batches = module.SEED, tuple(module.BATCHES)
+        self.specs = module.INPUTS
+        self.rtol = case_rtol(module)
+        self.capture = _Capture()
+        fusionnet.manual_seed(self.seed)
+        self.eager = module.Block()
+        fusionnet.manual_seed(self.seed)
+        self.base = module.Block()
+        self.fused = fuse(self.base)
+        self.rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 7])
+
+    # ---- bookkeeping --------------------------------------------------------------------
+
+    def mismatch(self, kind: str, phase: str, detail: str) -> None:
+        """Record a difference."""
+        self.result.mismatches.append(Mismatch(kind, phase, detail))
+
+    def inputs(self, batch: int, call: int, grad: bool):
+        """Two independent copies of the call's input tensors."""
+        arrays = make_arrays(self.specs, batch, self.seed, call)
+        pair = []
+        for _ in range(2):
+            ts = []
+            for a, spec in zip(arrays, self.specs):
+                t = fusionnet.from_numpy(a.copy())
+                if grad and spec.get("requires_grad"):
+                    t.requires_grad_(True)
+                ts.append(t)
+            pair.append(ts)
+        return pair
+
+    # ---- phases ---------------------------------------------------------------------------
+
+    def call(self, phase: str, batch: int, call: int, grad: bool, kind: str):
+        """One forward on both copies; returns (eager out, fused out, inputs) or None."""
+        xe, xf = self.inputs(batch, call, grad)
+        with fusionnet.set_grad_enabled(grad):
+            fusionnet.manual_seed(self.seed + 1 + call)
+            out_e, err_e = self.capture(lambda: self.eager(*xe))
+            fusionnet.manual_seed(self.seed + 1 + call)
+            out_f, err_f = self.capture(lambda: self.fused(*xf))
+        if not self.exceptions_agree(phase, err_e, err_f):
+            return None
+        for diff in compare_outputs(out_e, out_f, rtol=self.rtol):
+            self.mismatch(kind, phase, diff)
+        for i, (a, b) in enumerate(zip(xe, xf)):
+            diff = compare_arrays(a.detach().numpy(), b.detach().numpy(), rtol=self.rtol)
+            if diff:
+                self.mismatch(kind, phase, f"input {i} after the call: {diff}")
+        return out_e, out_f, xe, xf
+
+    def exceptions_agree(self, phase: str, err_e, err_f) -> bool:
+        """Record a mismatch if only one side raised or the kinds differ; True when
+        neither raised."""
+        if err_e is None and err_f is None:
+            return True
+        if err_e is not None and err_f is not None:
+            if same_kind(err_e, err_f):
+                self.result.eager_errors.append(f"{phase}: {describe_exception(err_e)}")
+            else:
+                self.mismatch("exception", phase, f"fused raised {describe_exception(err_f)}"
+                                                  f"; eager raised {describe_exception(err_e)}")
+        elif err_e is not None:
+            self.mismatch("exception", phase, "fused returned a result; eager raised "
+                                              f"{describe_exception(err_e)}")
+        else:
+            self.mismatch("exception", phase, f"fused raised {describe_exception(err_f)}; "
+                                              "eager returned a result")
+        return False
+
+    def backward(self, phase: str, got) -> None:
+        """Backward of the same random weighting of the outputs on both copies; compare
+        the gradients of the inputs and of every parameter."""
+        out_e, out_f, xe, xf = got
+        _, te = flatten(out_e)
+        _, tf = flatten(out_f)
+        chosen = [i for i, t in enumerate(te) if t.requires_grad and t.is_floating_point()]
+        if not chosen:
+            return
+        weights = [self.rng.standard_normal(tuple(te[i].shape)).astype(
+            str(te[i].dtype).rpartition(".")[2]) for i in chosen]
+        for m in (self.eager, self.base):
+            m.zero_grad(set_to_none=True)
+
+        def run(ts):
+            loss = None
+            for i, w in zip(chosen, weights):
+                term = (ts[i] * fusionnet.from_numpy(w.copy())).sum()
+                loss = term if loss is None else loss + term
+            loss.backward()
+
+        _, err_e = self.capture(lambda: run(te))
+        if any(not tf[i].requires_grad for i in chosen):
+            return  # already reported as a forward mismatch
+        _, err_f = self.capture(lambda: run(tf))
+        if not self.exceptions_agree(phase, err_e, err_f):
+            return
+        fused_params = dict(self.base.named_parameters())
+        pairs = [(f"input {i}", a.grad, b.grad) for i, (a, b) in enumerate(zip(xe, xf))]
+        pairs += [(f"parameter {name}", p.grad, getattr(fused_params.get(name), "grad", None))
+                  for name, p in self.eager.named_parameters()]
+        reference = max([_largest(ge) for _, ge, _ in pairs] + [0.0])
+        for what, ge, gf in pairs:
+            self.compare_grad(phase, what, ge, gf, reference)
+
+    def compare_grad(self, phase: str, what: str, ge, gf, reference: float = 0.0) -> None:
+        """Record a grad mismatch between two ``.grad`` values (either may be None)."""
+        if (ge is None) != (gf is None):
+            self.mismatch("grad", phase, f"{what}: .grad is {'None' if gf is None else 'set'} "
+                                         f"fused, {'None' if ge is None else 'set'} eager")
+        elif ge is not None:
+            diff = compare_arrays(ge.numpy(), gf.numpy(), rtol=self.rtol, reference=reference)
+            if diff:
+                self.mismatch("grad", phase, f"{what}.grad: {diff}")
+
+    def run(self) -> None:
+        """All phases (see the module docstring)."""
+        b1, b2 = self.batches
+        got = self.call("call1", b1, 0, True, "forward")
+        if got is not None:
+            self.backward("grad1", got)
+        grad2 = self.seed % 3 != 0
+        got = self.call("call2", b2, 1, grad2, "forward")
+        if got is not None and grad2:
+            self.backward("grad2", got)
+        self.result.notes += apply_mutations(self.mod.MUTATIONS, self.eager, self.base,
+                                             self.seed)
+        got = self.call("call3", b1, 2, True, "mutation")
+        if got is not None:
+            self.backward("grad3", got)
+        self.call("call4", b2, 3, False, "mutation")
+
+    def finish(self) -> None:
+        """Fill in the fallback reasons and the runner's compile statistics."""
+        self.result.fallback_reasons = sorted(set(self.capture.reasons))
+        runner = getattr(self.fused, "_fusion_runner", None)
+        if runner is not None:
+            self.result.compiles = len(runner.compiles)
+            self.result.compiled = any(e.fn is not None for e in runner.exact.values()) or \
+                any(e.fn is not None for e in runner.generic.values())
+
+
+def _largest(grad) -> float:
+    """The largest finite magnitude of a gradient (0 for None or nothing finite)."""
+    if grad is None:
+        return 0.0
+    a = np.abs(grad.numpy().astype(np.float64))
+    a = a[np.isfinite(a)]
+    return float(a.max()) if a.size else 0.0
+
+
+def run_case(path: str, source: str | None = None, torch_peer: bool = False,
+             fuse=fusionnet.fuse) -> CaseResult:
+    """Run every phase of the case in ``path`` (or ``source``, reported as ``path``)."""
+    start = time.perf_counter()
+    module = load_case(path, source)
+    result = CaseResult(seed=int(module.SEED))
+    try:
+        runner = CaseRunner(module, result, fuse=fuse)
+        try:
+            runner.run()
+        finally:
+            runner.finish()
+        if torch_peer:
+            from .peer import compare_with_torch  # noqa: PLC0415 - torch only when asked
+            for m in compare_with_torch(module, path, source):
+                result.mismatches.append(m)
+    except Exception:  # noqa: BLE001 - a failure of the harness itself, not of the block
+        result.harness_error = traceback.format_exc(limit=8)
+    result.seconds = round(time.perf_counter() - start, 3)
+    return result
+
+
+def format_result(result: CaseResult) -> str:
+    """A readable report of one case."""
+    lines = [f"case {result.seed}: {len(result.mismatches)} mismatch(es), "
+             f"{'compiled' if result.compiled else 'not compiled'} ({result.compiles} "
+             f"compile(s)), {result.seconds:.1f} s"]
+    for m in result.mismatches:
+        m = m if isinstance(m, Mismatch) else Mismatch(**m)
+        lines.append(f"  [{m.kind}] {m.phase}: {m.detail}")
+    for r in result.fallback_reasons:
+        lines.append(f"  fallback: {r}")
+    for e in result.eager_errors:
+        lines.append(f"  raised in both: {e}")
+    if result.harness_error:
+        lines.append("  harness error:\n" + result.harness_error)
+    return "\n".join(lines)
+
+
+def main_for_file(path: str, torch_peer: bool | None = None) -> int:
+    """Entry point of a saved case: run it, print the report; exit status 1 on any
+    mismatch (``--torch`` on the command line adds the PyTorch comparison)."""
+    if torch_peer is None:
+        torch_peer = "--torch" in sys.argv[1:]
+    result = run_case(path, torch_peer=torch_peer)
+    print(format_result(result))
+    return 1 if result.mismatches or result.harness_error else 0
+
