@@ -91,12 +91,12 @@ class Report:
                 lines.append(f"  g{k['id']}: {k['kind']}: {' + '.join(k['ops'])}")
             if self.regions:
                 lines += ["", "-- loops and branches --"] + _region_lines(self.regions, "  ")
+            lines += ["", "-- fusion decisions --"] + [f"  {n}" for n in self.fusion_notes]
+            lines += ["", "-- optimized graph --", str(self.optimized)]
         if self.graph.converted:
             lines += ["", "-- converted source (autograph) --"]
             for name, src in self.graph.converted.items():
                 lines += [f"  {name}:"] + ["    " + line for line in src.splitlines()]
-            lines += ["", "-- fusion decisions --"] + [f"  {n}" for n in self.fusion_notes]
-            lines += ["", "-- optimized graph --", str(self.optimized)]
         for title, text in self.sections:
             lines += ["", f"-- {title} --", text]
         return "\n".join(lines)
@@ -105,12 +105,12 @@ class Report:
 
 
 def _regions(graph: Graph) -> list[dict]:
-    from .regions import bodies_of  # noqa: PLC0415
+    from .regions import bodies_of, region_of  # noqa: PLC0415
 
     out = []
     for n in graph.regions():
         d = graph.node(n)
-        if d["kind"] == "group":
+        if region_of(d).kernel:
             continue
         bodies = {}
         for field, body in bodies_of(d):

@@ -336,7 +336,7 @@ class Graph:
         from .regions import REGIONS, bodies_of  # noqa: PLC0415
         for n in self.order():  # control-flow bodies (a group's body is its op list above)
             d = self.nx.nodes[n]
-            if d["kind"] in REGIONS and d["kind"] != "group":
+            if d["kind"] in REGIONS and not REGIONS[d["kind"]].kernel:
                 for field, body in bodies_of(d):
                     inner = str(body).splitlines()
                     lines.append(f"  {d['kind']} {n} {field}:")

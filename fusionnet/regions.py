@@ -10,6 +10,8 @@ lowering and ``export_graph`` read the declaration instead of knowing the kinds:
   loop body: yes; a fused kernel: no, its body is what fusion produced);
 * ``run(node, args, run_graph)`` — the node's value given its argument values,
   for the reference interpreter (``run_graph(body, *inputs)`` runs a body);
+* ``kernel`` — the region is one fused kernel (its body is computed inside one loop
+  nest), as opposed to control flow the driver runs;
 * ``feeds(node, field)`` — for each input of that body (by ``target``), the outer
   node that feeds it, or None when the region itself does (a loop's carried state
   on later iterations); pictures and analyses follow values through it.
@@ -35,6 +37,7 @@ class RegionKind:
     run: Callable
     doc: str
     feeds: Callable = lambda node, field: list(node["args"])
+    kernel: bool = False
 
 
 #: kind name -> its declaration.
@@ -63,7 +66,8 @@ def bodies_of(node) -> list:
 register_region(RegionKind(
     "group", ("body",), optimize_inside=False,
     run=lambda node, args, run_graph: run_graph(node["body"], *args),
-    doc="a fused kernel: its body computes the group's value from its arguments"))
+    doc="a fused kernel: its body computes the group's value from its arguments",
+    kernel=True))
 
 
 def _run_while(node, args, run_graph):

@@ -312,7 +312,10 @@ class _Tracer(RegionTracing):
         return id(self.alias.get(id(t), (t,))[0])
 
     def _note_saved(self, op, nid: int, tensors, out) -> None:
-        """Remember which storages (at which version) this op's gradient will read."""
+        """Remember which storages (at which version) this op's gradient will read (in the
+        root graph; region bodies are traced once and not checked)."""
+        if self.scope.parent is not None:
+            return
         flags = tuple(bool(self.grad.get(self.node_of.get(id(t)), False)) for t in tensors)
         inputs, saves_out = op.saves(flags)
         saved = [(f"input {i}", tensors[i]) for i in inputs]

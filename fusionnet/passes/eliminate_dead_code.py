@@ -20,7 +20,7 @@ from ..graph import Graph
 
 __all__ = ["eliminate_dead_code"]
 
-_REMOVABLE = ("op", "constant", "param", "buffer", "group")
+_KEPT = ("input", "output")
 
 
 def eliminate_dead_code(graph: Graph) -> Graph:
@@ -28,7 +28,7 @@ def eliminate_dead_code(graph: Graph) -> Graph:
     g = graph.copy()
     out = g.output
     live = nx.ancestors(g.nx, out) | {out}
-    dead = [n for n in g.order() if n not in live and g.node(n)["kind"] in _REMOVABLE]
+    dead = [n for n in g.order() if n not in live and g.node(n)["kind"] not in _KEPT]
     names = [f"{n} ({g.node(n).get('op') or g.node(n).get('target') or g.node(n)['kind']})"
              for n in dead]
     for n in reversed(dead):  # readers before what they read, so nothing dangles
