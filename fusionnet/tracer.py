@@ -367,6 +367,11 @@ class _Tracer(RegionTracing):
             # Writing module state from forward is a side effect a graph cannot replay.
             self.stop("in-place update of a module parameter/buffer/constant inside forward")
         if id(base) in self.inputs:
+            if base.requires_grad and autograd.is_grad_enabled():
+                # Eager's own check (the traced alias of an input is its leaf).
+                raise RuntimeError(("a view of a " if target is not base else "a ") +
+                                   "leaf Variable that requires grad is being used in an "
+                                   "in-place operation.")
             # Eager writes into the caller's tensor; a pure graph does not. Noted so that
             # the runtime can refuse to compile it (the graph itself stays valid).
             self.graph.input_mutations.append(self.where()[0])
@@ -413,8 +418,8 @@ class _Tracer(RegionTracing):
         """Recompute a view of a base that was written since: ``chain(base)``."""
         base, chain = self.alias[id(view)]
         cur = base
-        for op, attrs in chain:
-            cur = dispatch.apply(op.name, cur, **dict(attrs))
+        for op, attrs in chain:  # op None: a detach()/.data alias
+            cur = dispatch.apply(op.name if op is not None else "detach", cur, **dict(attrs))
         view._data = cur._data
         view.requires_grad = cur.requires_grad
         nid = self.node_of[id(cur)]
@@ -460,10 +465,22 @@ class _Tracer(RegionTracing):
 
 
 def materialise_lazy(module, inputs):
-    """Run lazy modules once eagerly so their parameters exist before tracing."""
+    """Run lazy modules once eagerly so their parameters exist before tracing.
+
+    It runs as the caller's call would (same grad mode, inputs that require grad as
+    theirs do), so it fails where eager's first call fails, before any lazy layer draws
+    its weights; but on copies of the inputs, so a forward that writes into its inputs
+    does not do so twice."""
     if any(getattr(m, "has_uninitialized_params", lambda: False)() for m in module.modules()):
-        with autograd.no_grad():
-            module(*inputs)
+        copies = []
+        for x in inputs:
+            if isinstance(x, Tensor):
+                c = Tensor._wrap(x._data.copy())
+                c.requires_grad = bool(x.requires_grad)
+                copies.append(c)
+            else:
+                copies.append(x)
+        module(*copies)
 
 
 def trace(module, *example_inputs, on_break: str = "raise", name: str | None = None,

@@ -603,3 +603,73 @@ def test_float_math_on_bools_compiles_and_matches_eager(fn):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # 1 / False
         _same(fuse(block, fallback=False)(x), block(x))
+
+
+def test_lazy_layers_materialise_as_eagers_first_call_would():
+    """fuzz case 8001738: materialising lazy layers ran forward on the caller's inputs (a
+    forward writing into its input did so twice) and succeeded where eager's call raised
+    (so the lazy weights were drawn at a different point of the random stream)."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lazy = nn.LazyLinear(3)
+
+        def forward(self, x, y):
+            x.sub_(y)
+            return self.lazy(x)
+
+    torch.manual_seed(0)
+    eager, fused_block = Block(), Block()
+    fused = fuse(fused_block)
+    x, y = torch.rand(4, 2, requires_grad=True), torch.rand(4, 2)
+    for block in (eager, fused):
+        with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+            block(x, y)
+    torch.manual_seed(1)
+    xe = torch.rand(4, 2)
+    xf = xe.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FusionFallbackWarning)
+        torch.manual_seed(2)
+        want = eager(xe, y)
+        torch.manual_seed(2)
+        got = fused(xf, y)
+    _same(got, want)
+    np.testing.assert_array_equal(xf.numpy(), xe.numpy())  # written once, as in eager
+
+
+def test_inplace_through_a_view_of_an_input_that_requires_grad_raises_like_eager():
+    """fuzz cases 8000869, 8001055: the tracer crashed instead of eager's error."""
+    class Block(nn.Module):
+        def forward(self, x):
+            h = x.data
+            v = x.reshape(1, -1).swapaxes(-2, 1).reshape(-1)
+            v -= -1.0
+            return h + 0, x * 2
+
+    x = torch.rand(4, requires_grad=True)
+    for block in (Block(), fuse(Block())):
+        with pytest.raises(RuntimeError, match="a view of a leaf Variable that requires grad"):
+            block(x)
+
+
+def test_an_unused_out_of_range_index_still_raises():
+    """fuzz case 8000903: dead code elimination dropped an indexing that eager fails on."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.idx = torch.tensor([-1])
+
+        def forward(self, x):
+            unused = x.reshape(1, 2, -1)[self.idx, 0:2]
+            return x * 2
+
+    block = Block()
+    fused = fuse(block)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FusionFallbackWarning)
+        fused(torch.rand(4, 4))
+        block.idx.fill_(-2)
+        for b in (block, fused):
+            with pytest.raises(IndexError):
+                b(torch.rand(4, 4))

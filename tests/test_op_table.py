@@ -183,6 +183,24 @@ def test_forward_matches_numpy(name):
                                rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", sorted(n for n in OPS if OPS[n].kind is Kind.ELEMENTWISE))
+def test_elementwise_rows_work_on_0d_tensors(name):
+    """A 0-d input (a reduction's result) gives a 0-d array, element for element the same
+    as the 1-element case (NumPy returns scalars for 0-d arrays: sign once choked on it)."""
+    arrays, attrs, _ = SAMPLES[name]
+    zero_d = [np.asarray(a.reshape(-1)[0]) for a in arrays]
+    got = apply(name, *_tensors(zero_d), **attrs)
+    one = apply(name, *_tensors([a.reshape(1) for a in zero_d]), **attrs)
+    assert got.shape == () and isinstance(got._data, np.ndarray)
+    np.testing.assert_array_equal(got.numpy().reshape(1), one.numpy())
+    if arrays[0].dtype.kind == "f":  # and with a NaN, which several rows special-case
+        nan = [np.asarray(np.nan, a.dtype) if a.dtype.kind == "f" else z
+               for a, z in zip(arrays, zero_d)]
+        got = apply(name, *_tensors(nan), **attrs)
+        one = apply(name, *_tensors([a.reshape(1) for a in nan]), **attrs)
+        np.testing.assert_array_equal(got.numpy().reshape(1), one.numpy())
+
+
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_shape_and_dtype_rules_match_eager(name):
     arrays, attrs, _ = SAMPLES[name]

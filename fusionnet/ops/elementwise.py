@@ -66,8 +66,8 @@ def _sign_eager(xp, a):
     if a.dtype.kind == "b":
         return a.copy()
     out = xp.sign(a)
-    if a.dtype.kind == "f":
-        out[xp.isnan(a)] = 0  # PyTorch: sign(NaN) is 0
+    if a.dtype.kind == "f":  # PyTorch: sign(NaN) is 0 (where: 0-d inputs give scalars)
+        out = xp.where(xp.isnan(a), xp.zeros((), a.dtype), out)
     return out
 
 

@@ -275,11 +275,17 @@ def _getitem_write_back(parent, value, key):
     return "setitem", (parent, value), {"key": key}
 
 
+def _indexes_by_tensor(key, **_) -> bool:
+    """Index tensors are checked against the sizes when the op runs (static parts of a
+    key were checked when the graph was traced)."""
+    return any(item[0] in ("index", "mask") for item in key)
+
+
 register(Op("getitem", I, None, _getitem_eager,
             _getitem_shape, same_dtype, _getitem_grad,
             "x[key]: ints, slices, None, ..., integer and boolean index tensors",
             saves=SAVES_NONE, view=True,
-            write_back=_getitem_write_back))
+            write_back=_getitem_write_back, value_errors=_indexes_by_tensor))
 
 
 def _scatter_add(xp, out, key, values):
@@ -307,7 +313,7 @@ def _getitem_grad_grad(gg, g, *index, key, shape, **_):
 register(Op("getitem_grad", I, None, _getitem_grad_eager,
             lambda gs, *i, key, shape: tuple(shape), same_dtype, _getitem_grad_grad,
             "gradient of getitem: zeros of `shape` with g added at key",
-            saves=SAVES_NONE))
+            saves=SAVES_NONE, value_errors=_indexes_by_tensor))
 
 
 def _setitem_eager(xp, a, v, *idx, key):
@@ -333,7 +339,7 @@ def _setitem_grad(g, x, v, *index, key, **_):
 
 register(Op("setitem", I, None, _setitem_eager, _setitem_shape, same_dtype, _setitem_grad,
             "functional x[key] = v: a copy of x with v written at key",
-            saves=SAVES_NONE))
+            saves=SAVES_NONE, value_errors=_indexes_by_tensor))
 
 # ---- concatenation ----------------------------------------------------------------------
 

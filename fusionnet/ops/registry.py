@@ -137,6 +137,9 @@ class Op:
             operand's shape and dtype (``mul``: 1 on either side; ``sub``: 0 on the right).
         same_type_is_identity: the op returns its first input unchanged whenever the result
             has that input's shape and dtype (``cast`` to the input's own dtype).
+        value_errors: ``value_errors(**attrs) -> bool``: whether this application may raise
+            depending on its inputs' *values* (an index tensor out of range). Dead-code
+            elimination keeps such nodes: eager raises there even when the result is unused.
         bools_as: a dtype name: bool inputs are converted to it before computing
             (``"float32"`` for float math such as ``exp``: NumPy would take its float16
             loop for bools, and code generators must not call float functions on bools).
@@ -160,6 +163,7 @@ class Op:
     neutral: dict = field(default_factory=dict)
     same_type_is_identity: bool = False
     bools_as: str | None = None
+    value_errors: Callable | None = None
 
     @property
     def may_alias(self) -> bool:

@@ -9,7 +9,8 @@ Before -> after::
     output(t3)
 
 Op, constant, param, buffer and group nodes from which the output cannot be
-reached are deleted. Inputs always stay: they are positional, and dropping
+reached are deleted, except ops whose row says they may raise on their inputs' values
+(``Op.value_errors``: an index tensor out of range) and what they read. Inputs always stay: they are positional, and dropping
 one would change the graph's calling convention.
 """
 from __future__ import annotations
@@ -17,17 +18,30 @@ from __future__ import annotations
 import networkx as nx
 
 from ..graph import Graph
+from ..ops import get_op
 
 __all__ = ["eliminate_dead_code"]
 
 _KEPT = ("input", "output")
 
 
+def _may_raise(d) -> bool:
+    if d["kind"] != "op":
+        return False
+    check = get_op(d["op"]).value_errors
+    return check is not None and bool(check(**dict(d["attrs"])))
+
+
 def eliminate_dead_code(graph: Graph) -> Graph:
     """A copy of ``graph`` without the nodes the output does not depend on."""
     g = graph.copy()
     out = g.output
-    live = nx.ancestors(g.nx, out) | {out}
+    # Ops that may raise on their inputs' values stay: eager raises there even when the
+    # result is unused (an out-of-range index tensor).
+    keep = [n for n in g.nx if _may_raise(g.node(n))] + [out]
+    live = set(keep)
+    for n in keep:
+        live |= nx.ancestors(g.nx, n)
     dead = [n for n in g.order() if n not in live and g.node(n)["kind"] not in _KEPT]
     names = [f"{n} ({g.node(n).get('op') or g.node(n).get('target') or g.node(n)['kind']})"
              for n in dead]
