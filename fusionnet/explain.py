@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .autograd import no_grad
-from .graph import Graph, GraphBreak
+from .graph import Graph, GraphBreak, short_source
 from .tracer import trace
 
 __all__ = ["explain", "Report", "Inspection", "inspect_block", "runner_of"]
@@ -40,12 +40,18 @@ class Report:
 
     @property
     def kernels(self) -> list[dict]:
-        """The fused kernels of the optimized graph: kind and op list of each."""
+        """The fused kernels of the optimized graph (top level): kind and op list of each."""
         if self.optimized is None:
             return []
         return [{"id": n, "kind": self.optimized.node(n)["group_kind"],
                  "ops": list(self.optimized.node(n)["ops"])}
                 for n in self.optimized.nodes_of("group")]
+
+    @property
+    def regions(self) -> list[dict]:
+        """The control-flow regions of the optimized graph, nested: kind, source line and,
+        per body, its kernels and inner regions."""
+        return [] if self.optimized is None else _regions(self.optimized)
 
     @property
     def fusion_notes(self) -> list[str]:
@@ -83,13 +89,50 @@ class Report:
             lines += ["", "-- kernels --"]
             for k in self.kernels:
                 lines.append(f"  g{k['id']}: {k['kind']}: {' + '.join(k['ops'])}")
+            if self.regions:
+                lines += ["", "-- loops and branches --"] + _region_lines(self.regions, "  ")
             lines += ["", "-- fusion decisions --"] + [f"  {n}" for n in self.fusion_notes]
             lines += ["", "-- optimized graph --", str(self.optimized)]
+        if self.graph.converted:
+            lines += ["", "-- converted source (autograph) --"]
+            for name, src in self.graph.converted.items():
+                lines += [f"  {name}:"] + ["    " + line for line in src.splitlines()]
         for title, text in self.sections:
             lines += ["", f"-- {title} --", text]
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+def _regions(graph: Graph) -> list[dict]:
+    from .regions import bodies_of, region_of  # noqa: PLC0415
+
+    out = []
+    for n in graph.regions():
+        d = graph.node(n)
+        if region_of(d).kernel:
+            continue
+        bodies = {}
+        for field, body in bodies_of(d):
+            bodies[field] = {"kernels": [{"id": k, "kind": body.node(k)["group_kind"],
+                                          "ops": list(body.node(k)["ops"])}
+                                         for k in body.nodes_of("group")],
+                             "regions": _regions(body)}
+        out.append({"id": n, "kind": d["kind"], "source": d.get("source", ""),
+                    "bodies": bodies})
+    return out
+
+
+def _region_lines(regions, indent) -> list[str]:
+    lines = []
+    for r in regions:
+        lines.append(f"{indent}{r['kind']} r{r['id']} at {short_source(r['source'])}")
+        for field, body in r["bodies"].items():
+            ks = "; ".join(f"g{k['id']} {k['kind']}: {' + '.join(k['ops'])}"
+                           for k in body["kernels"]) or "(no kernels)"
+            lines.append(f"{indent}  {field}: {ks}")
+            lines += _region_lines(body["regions"], indent + "    ")
+    return lines
 
 
 @dataclass
@@ -138,6 +181,19 @@ def explain(module, *inputs, passes=None) -> Report:
     return report
 
 
+def _children_lines(runner, indent) -> list[str]:
+    """Children that run compiled while this module's own forward runs eagerly."""
+    lines = []
+    for child in runner.children.values():
+        entries = list(dict.fromkeys(child.exact.values()))
+        state = "; ".join("compiled" if e.fn is not None else
+                          f"eager ({e.reason}{' at ' + e.source if e.source else ''})"
+                          for e in entries) or "not called yet"
+        lines.append(f"{indent}child {child.name}: {state}")
+        lines += _children_lines(child, indent + "  ")
+    return lines
+
+
 def _runtime_sections(report: Report, runner, inputs) -> None:
     with no_grad():
         runner(tuple(inputs), {})  # make sure this signature is compiled (or fell back)
@@ -147,13 +203,16 @@ def _runtime_sections(report: Report, runner, inputs) -> None:
     for entry in dict.fromkeys(runner.exact.values()):
         if entry.fn is None:
             where = f" at {entry.source}" if entry.source else ""
-            lines.append(f"  fallback to eager: {entry.reason}{where}")
+            how = ("its own forward runs eagerly, its children compiled" if entry.partial
+                   else "fallback to eager")
+            lines.append(f"  {how}: {entry.reason}{where}")
         else:
             sizes = "symbolic batch size" if entry.generic else (
                 f"exact sizes ({entry.batch_note})")
             lines.append(f"  compiled {entry.compiled.path} ({sizes}); numba cache "
                          f"{entry.compiled.compile_stats()}")
             report.kernel_sources.update(entry.compiled.kernel_sources)
+    lines += _children_lines(runner, "  ")
     report.add_section("runtime", "\n".join(lines))
     if report.kernel_sources:
         report.add_section("generated source", "\n\n".join(report.kernel_sources.values()))

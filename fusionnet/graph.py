@@ -41,7 +41,7 @@ from .structure import describe
 
 __all__ = ["Graph", "GraphBreak", "Node", "NODE_KINDS", "FIELDS", "short_source"]
 
-NODE_KINDS = ("input", "param", "buffer", "constant", "op", "group", "output")
+NODE_KINDS = ("input", "param", "buffer", "constant", "op", "group", "output", "item")
 
 #: Every node field: name -> (who has it, what it means). ``kind``, ``args``,
 #: ``shape``, ``dtype`` and ``attrs`` are on every node; the rest where listed.
@@ -54,8 +54,9 @@ FIELDS = {
     "op": ("op", "op-table row name"),
     "source": ("most", "'file:line: code' of the user's line that created the node"),
     "module": ("most", "dotted path of the submodule whose forward created it"),
-    "target": ("input, param, buffer, constant",
-               "input position; parameter/buffer/constant name ('0.weight')"),
+    "target": ("input, param, buffer, constant, item",
+               "input position; parameter/buffer/constant name ('0.weight'); the result "
+               "of a multi-result region an item reads"),
     "ref": ("param, buffer, constant", "the live tensor (read at call time)"),
     "detach": ("param, buffer, constant", "a `.data` read: no gradient flows"),
     "external": ("constant", "a live tensor found outside the module (a global...)"),
@@ -70,6 +71,10 @@ FIELDS = {
     "group_kind": ("group", "gemm | gemm_epilogue | elementwise | reduction"),
     "ops": ("group", "the body's op names, in order"),
     "members": ("group", "ids of the nodes the group replaced"),
+    "outs": ("while, cond", "((shape, dtype), ...) of the region's results, one per item"),
+    "cond": ("while", "the loop's first test: (state, captures) -> bool"),
+    "then": ("cond", "the branch taken when the condition holds"),
+    "else": ("cond", "the other branch"),
 }
 
 
@@ -136,6 +141,7 @@ class Graph:
         self.grad_enabled = False  # the grad mode the graph was traced under
         self.backward_error = ""  # eager's error for a backward through this forward, if any
         self.reads = None  # what the trace read from Python (a pystate.Recorder), if traced
+        self.converted: dict = {}  # function name -> converted source (autograph), if any
         self._next_id = 0
         self._order: list[int] | None = None   # cached topological order
         self._inputs: set[int] = set()
@@ -185,6 +191,7 @@ class Graph:
         g.grad_enabled = self.grad_enabled
         g.backward_error = self.backward_error
         g.reads = self.reads
+        g.converted = dict(self.converted)
         g._next_id = self._next_id
         g._order = None if self._order is None else list(self._order)
         g._inputs, g._outputs = set(self._inputs), set(self._outputs)
@@ -326,6 +333,14 @@ class Graph:
             lines.append("  ".join(c[:48].ljust(w) for c, w in zip(r, widths)).rstrip())
         for b in self.breaks:
             lines.append(f"graph break: {b.reason} at {b.source}")
+        from .regions import REGIONS, bodies_of  # noqa: PLC0415
+        for n in self.order():  # control-flow bodies (a group's body is its op list above)
+            d = self.nx.nodes[n]
+            if d["kind"] in REGIONS and not REGIONS[d["kind"]].kernel:
+                for field, body in bodies_of(d):
+                    inner = str(body).splitlines()
+                    lines.append(f"  {d['kind']} {n} {field}:")
+                    lines += ["    " + line for line in inner]
         return "\n".join(lines)
 
     def __repr__(self) -> str:

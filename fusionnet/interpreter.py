@@ -52,6 +52,8 @@ def node_value(graph: Graph, nid: int, env: dict):
     if kind == "constant":
         return Tensor._wrap(d["value"])
     args = [env[a] for a in d["args"]]
+    if kind == "item":  # one result of a multi-result region
+        return args[0][d["target"]]
     if kind == "op":
         if d.get("no_grad") and autograd.is_grad_enabled():
             with autograd.no_grad():  # computed under no_grad() in forward: eager records nothing

@@ -10,6 +10,8 @@ lowering and ``export_graph`` read the declaration instead of knowing the kinds:
   loop body: yes; a fused kernel: no, its body is what fusion produced);
 * ``run(node, args, run_graph)`` — the node's value given its argument values,
   for the reference interpreter (``run_graph(body, *inputs)`` runs a body);
+* ``kernel`` — the region is one fused kernel (its body is computed inside one loop
+  nest), as opposed to control flow the driver runs;
 * ``feeds(node, field)`` — for each input of that body (by ``target``), the outer
   node that feeds it, or None when the region itself does (a loop's carried state
   on later iterations); pictures and analyses follow values through it.
@@ -35,6 +37,7 @@ class RegionKind:
     run: Callable
     doc: str
     feeds: Callable = lambda node, field: list(node["args"])
+    kernel: bool = False
 
 
 #: kind name -> its declaration.
@@ -63,4 +66,35 @@ def bodies_of(node) -> list:
 register_region(RegionKind(
     "group", ("body",), optimize_inside=False,
     run=lambda node, args, run_graph: run_graph(node["body"], *args),
-    doc="a fused kernel: its body computes the group's value from its arguments"))
+    doc="a fused kernel: its body computes the group's value from its arguments",
+    kernel=True))
+
+
+def _run_while(node, args, run_graph):
+    k = len(node["outs"])
+    state, caps = list(args[:k]), list(args[k:])
+    (c,) = run_graph(node["cond"], *state, *caps)
+    while bool(c):
+        out = run_graph(node["body"], *state, *caps)
+        state, c = list(out[:-1]), out[-1]
+    return tuple(state)
+
+
+register_region(RegionKind(
+    "while", ("cond", "body"), optimize_inside=True, run=_run_while,
+    doc="a loop: args are the initial state then captured values; `cond` maps (state, "
+        "captures) to a bool, `body` to (new state..., the next bool); one `item` node per "
+        "state variable reads the final state",
+    feeds=lambda node, field: list(node["args"])))
+
+
+def _run_cond(node, args, run_graph):
+    c, rest = args[0], list(args[1:])
+    return tuple(run_graph(node["then"] if bool(c) else node["else"], *rest))
+
+
+register_region(RegionKind(
+    "cond", ("then", "else"), optimize_inside=True, run=_run_cond,
+    doc="a two-way branch: args are the condition, then the state and captured values both "
+        "branches read; each branch returns the new state; `item` nodes read it",
+    feeds=lambda node, field: list(node["args"][1:])))

@@ -34,11 +34,13 @@ import numpy as np
 from . import autograd, dispatch
 from .graph import Graph, GraphBreak
 from .ops import DataDependentShape, get_op
+from .autograph import ConversionError, ConversionNeeded, Conversions
+from .autograph.record import RegionError, RegionTracing
 from .pystate import MODULE_INTERNALS, ObjectIndex, Recorder, is_user_frame
 from .structure import flatten
 from .tensor import Tensor
 
-__all__ = ["trace", "TraceError", "materialise_lazy", "user_source"]
+__all__ = ["trace", "TraceError", "materialise_lazy", "user_source", "Scope"]
 
 
 class TraceError(RuntimeError):
@@ -66,24 +68,53 @@ def user_source(frame=None) -> str:
     return f"{fname}:{frame.f_lineno}: {line}"
 
 
-class _Tracer:
-    """The dispatch hook that records ops while ``forward`` runs."""
+class Scope:
+    """What the tracer knows about one graph it is building: the root graph, or the body
+    of a region (a loop body, a branch) nested in it. Values of an enclosing scope used
+    inside a body are *captured*: they become inputs of the body (see ``capture``)."""
 
-    def __init__(self, module, graph: Graph, on_break: str):
+    def __init__(self, graph: Graph, parent: "Scope | None" = None, captures=None):
         self.graph = graph
-        self.on_break = on_break
-        self.node_of: dict[int, int] = {}   # id(tensor) or id(array) -> node id
-        self.keep: list = []                # keeps traced tensors alive so ids stay unique
-        self.static: set[int] = set()       # nodes whose value can never change
-        self.live: dict[int, tuple] = {}    # id(array) -> (kind, name, tensor) of module state
+        self.parent = parent
+        self.captures = captures                 # a region's shared capture table (bodies)
+        self.node_of: dict[int, int] = {}        # id(tensor) or id(array) -> node id
+        self.owner_of: dict[int, Tensor] = {}    # id(array) -> the traced tensor holding it
+        self.static: set[int] = set()            # nodes whose value can never change
+        self.grad: dict[int, bool] = {}          # node -> does eager's value require grad?
         self.live_nodes: dict[tuple, int] = {}
-        self.inputs: set[int] = set()       # ids of the input tensors forward received
-        self.saved_for_backward: list = []  # (node, op, label, storage, version) per save
-        self.grad: dict[int, bool] = {}     # node -> does eager's value require grad?
-        self.alias: dict[int, tuple] = {}   # id(view) -> (root base tensor, ((op, attrs), ...))
+        self.alias: dict[int, tuple] = {}        # id(view) -> (root base, ((op, attrs), ...))
         self.alias_version: dict[int, int] = {}  # id(view) -> base version it was derived at
         self.base_version: dict[int, int] = {}   # id(base) -> in-place writes so far
-        self.owner_of: dict[int, Tensor] = {}    # id(array) -> the traced tensor holding it
+
+
+def _scoped(name: str):
+    return property(lambda self: getattr(self.scope, name),
+                    doc=f"``{name}`` of the scope being traced")
+
+
+class _Tracer(RegionTracing):
+    """The dispatch hook that records ops while ``forward`` runs."""
+
+    graph = _scoped("graph")
+    node_of = _scoped("node_of")
+    owner_of = _scoped("owner_of")
+    static = _scoped("static")
+    grad = _scoped("grad")
+    live_nodes = _scoped("live_nodes")
+    alias = _scoped("alias")
+    alias_version = _scoped("alias_version")
+    base_version = _scoped("base_version")
+
+    def __init__(self, module, graph: Graph, on_break: str, conversions=None,
+                 convert: bool = True):
+        self.scope = Scope(graph)
+        self.conversions = conversions
+        self.convert = convert
+        self.on_break = on_break
+        self.keep: list = []                # keeps traced tensors alive so ids stay unique
+        self.live: dict[int, tuple] = {}    # id(array) -> (kind, name, tensor) of module state
+        self.inputs: set[int] = set()       # ids of the input tensors forward received
+        self.saved_for_backward: list = []  # (node, op, label, storage, version) per save
         self.external: ObjectIndex | None = None
         self.module = module
         self.module_names = {id(m): name for name, m in module.named_modules()}
@@ -137,7 +168,35 @@ class _Tracer:
             # The array of a traced value under a new Tensor made outside the op table:
             # `detach()` or `.data`. Eager cuts the gradient there, and so must the graph.
             return self._detached(t, nid)
+        if self.scope.parent is not None and self._outer_scope_of(t) is not None:
+            return self.capture(t, self.scope)
         return self._outside_value(t)
+
+    def _outer_scope_of(self, t: Tensor) -> "Scope | None":
+        """The nearest enclosing scope that traced ``t`` (by tensor or by array), if any."""
+        scope = self.scope.parent
+        while scope is not None:
+            if id(t) in scope.node_of or id(t._data) in scope.node_of:
+                return scope
+            scope = scope.parent
+        return None
+
+    def capture(self, t: Tensor, scope: "Scope") -> int:
+        """Make ``t``, a value of an enclosing scope, an input of ``scope``'s body (through
+        every scope in between); returns its node in ``scope``."""
+        nid = scope.node_of.get(id(t))
+        if nid is not None:
+            return nid
+        parent = scope.parent
+        if id(t) not in parent.node_of and id(t._data) not in parent.node_of:
+            self.capture(t, parent)
+        outer = parent.node_of.get(id(t), parent.node_of.get(id(t._data)))
+        nid = scope.captures.add(t, outer, scope)
+        scope.node_of[id(t)] = nid
+        if outer in parent.static:
+            scope.static.add(nid)
+        scope.grad[nid] = parent.grad.get(outer, False)
+        return nid
 
     def _live_node(self, t: Tensor, hit) -> int:
         """Module state: reference the live tensor, never copy it."""
@@ -253,7 +312,10 @@ class _Tracer:
         return id(self.alias.get(id(t), (t,))[0])
 
     def _note_saved(self, op, nid: int, tensors, out) -> None:
-        """Remember which storages (at which version) this op's gradient will read."""
+        """Remember which storages (at which version) this op's gradient will read (in the
+        root graph; region bodies are traced once and not checked)."""
+        if self.scope.parent is not None:
+            return
         flags = tuple(bool(self.grad.get(self.node_of.get(id(t)), False)) for t in tensors)
         inputs, saves_out = op.saves(flags)
         saved = [(f"input {i}", tensors[i]) for i in inputs]
@@ -366,10 +428,19 @@ class _Tracer:
         return nid
 
     def on_python_value(self, t: Tensor, why: str):
-        nid = self.node_of.get(id(t), self.node_of.get(id(t._data)))
-        if nid is None or nid in self.static:
+        if not self.is_traced(t):
             return  # not computed from inputs or state: its value is fixed
-        self.stop(f"{why} needs the value of a traced tensor (data-dependent control flow)")
+        frame = sys._getframe(1)
+        while frame is not None and not is_user_frame(frame):
+            frame = frame.f_back
+        fn = self.conversions.function_of(frame.f_code) if frame is not None else None
+        if why == "bool()" and fn is not None and self.convert:
+            # A `while`/`if` on a tensor in a module's forward: convert it and trace again.
+            raise ConversionNeeded(fn, frame.f_lineno)
+        hint = "" if why != "bool()" or fn is not None else (
+            " (only the forward methods of modules are converted)")
+        self.stop(f"{why} needs the value of a traced tensor (data-dependent control flow)"
+                  + hint)
 
     def on_shape_read(self, t: Tensor):
         """Note sizes read by user code (not by fusionnet itself) from traced tensors."""
@@ -412,13 +483,17 @@ def materialise_lazy(module, inputs):
         module(*copies)
 
 
-def trace(module, *example_inputs, on_break: str = "raise", name: str | None = None) -> Graph:
+def trace(module, *example_inputs, on_break: str = "raise", name: str | None = None,
+          convert: bool = True) -> Graph:
     """Trace ``module(*example_inputs)`` into a :class:`Graph`, under the current grad mode.
 
     ``on_break="raise"`` (default) raises :class:`GraphBreak` at the first
-    data-dependent Python value; ``"record"`` notes each break, carries on with
-    the concrete value and returns an *incomplete* graph (``graph.complete`` is
-    False and ``graph.run`` refuses it) so that ``explain`` can list every break.
+    data-dependent Python value that cannot be compiled; ``"record"`` notes each break,
+    carries on with the concrete value and returns an *incomplete* graph
+    (``graph.complete`` is False and ``graph.run`` refuses it) so that ``explain`` can
+    list every break. A ``while``/``if`` on a traced tensor inside a module's ``forward``
+    is converted into a region instead (``convert=False`` breaks there instead); the
+    converted source is in ``graph.converted``.
     """
     from .nn import Module  # noqa: PLC0415 - nn builds on the tensor layer
 
@@ -429,9 +504,40 @@ def trace(module, *example_inputs, on_break: str = "raise", name: str | None = N
             raise TraceError(f"trace: example input {pos} must be a Tensor, got "
                              f"{type(x).__name__}")
     materialise_lazy(module, example_inputs)
+    conversions = Conversions(module)
+    for _ in range(_MAX_CONVERSIONS):
+        try:
+            with conversions.installed_forwards(convert):
+                return _trace_once(module, example_inputs, on_break, name, conversions,
+                                   convert, Module)
+        except ConversionNeeded as need:
+            conversions.learn(need.fn, need.line)
+        except (ConversionError, RegionError) as err:
+            return _broken(module, example_inputs, on_break, name, conversions,
+                           f"cannot compile data-dependent control flow: {err}", Module)
+    return _broken(module, example_inputs, on_break, name, conversions,
+                   f"more than {_MAX_CONVERSIONS} statements needed converting", Module)
+
+
+_MAX_CONVERSIONS = 32
+
+
+def _broken(module, inputs, on_break, name, conversions, reason, module_class):
+    """Trace once more without converting; the first tensor ``bool()`` is a break whose
+    reason says why converting failed."""
+    graph = Graph(name or type(module).__name__)
+    brk = GraphBreak(reason, "", graph)
+    if on_break == "raise":
+        raise brk
+    graph = _trace_once(module, inputs, on_break, name, conversions, False, module_class)
+    graph.breaks.insert(0, brk)
+    return graph
+
+
+def _trace_once(module, example_inputs, on_break, name, conversions, convert, module_class):
     graph = Graph(name or type(module).__name__)
     graph.grad_enabled = autograd.is_grad_enabled()
-    tracer = _Tracer(module, graph, on_break)
+    tracer = _Tracer(module, graph, on_break, conversions, convert)
     inputs = []
     for pos, x in enumerate(example_inputs):
         nid = graph.add_node("input", shape=x.shape, dtype=x._data.dtype, target=pos,
@@ -443,7 +549,7 @@ def trace(module, *example_inputs, on_break: str = "raise", name: str | None = N
         tracer.grad[nid] = bool(x.requires_grad)
         tracer.inputs.add(id(alias))
         inputs.append(alias)
-    recorder = Recorder(Module)
+    recorder = Recorder(module_class)
     prev = dispatch.set_trace_hook(tracer)
     try:
         with recorder:
@@ -454,6 +560,7 @@ def trace(module, *example_inputs, on_break: str = "raise", name: str | None = N
     finally:
         dispatch.set_trace_hook(prev)
     graph.reads = recorder
+    graph.converted = conversions.sources()
     graph.backward_error = tracer.backward_error(graph)
     return graph
 

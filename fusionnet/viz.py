@@ -153,6 +153,9 @@ def _node_style(d: dict) -> dict:
     if kind == "output":
         return dict(label=f"output\n{meta}", shape="ellipse", style="filled",
                     fillcolor="#cfe8fc")
+    if kind == "item":  # one result of a loop or branch region
+        return dict(label=f"result {d.get('target', '')}\n{meta}", shape="ellipse",
+                    style="dashed")
     if kind in ("param", "buffer"):
         data = " (.data)" if d.get("detach") else ""
         return dict(label=f"{kind} {d.get('target', '')}{data}\n{meta}", shape="box",
@@ -258,7 +261,7 @@ class _DotPanel:
         d = g.node(n)
         colours = _PALETTE[self.regions_drawn % len(_PALETTE)]
         self.regions_drawn += 1
-        if d["kind"] == "group":
+        if region_of(d).kernel:
             flops, nbytes = kernel_cost(g, n)
             title = (f"kernel g{n}: {d['group_kind']}\n{' + '.join(d['ops'])}\n"
                      f"{flops:,} FLOPs, {nbytes:,} bytes moved")

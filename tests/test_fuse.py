@@ -231,10 +231,24 @@ def test_second_process_loads_kernels_from_disk_cache(tmp_path):
 # ---- fallbacks --------------------------------------------------------------------------------
 
 
-def test_data_dependent_loop_falls_back_with_one_warning():
-    block = zoo.FixedHiddenMLP()
+class FloatLoop(nn.Module):
+    """FixedHiddenMLP's loop with a Python float in its test: not compilable."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(20, 20)
+
+    def forward(self, X):
+        X = self.linear(X)
+        while float(X.abs().sum()) > 1:
+            X /= 2
+        return X.sum()
+
+
+def test_a_python_value_in_a_loop_test_falls_back_with_one_warning():
+    block = FloatLoop()
     fused = fuse(block)
-    with pytest.warns(FusionFallbackWarning, match=r"while X.abs\(\).sum\(\) > 1:"):
+    with pytest.warns(FusionFallbackWarning, match=r"while float\(X.abs\(\).sum\(\)\) > 1:"):
         fused(torch.rand(2, 20))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
@@ -244,9 +258,20 @@ def test_data_dependent_loop_falls_back_with_one_warning():
     assert _entries(fused)[0].fn is None
 
 
+def test_the_chapters_tensor_loop_compiles_without_a_warning():
+    block = zoo.FixedHiddenMLP()
+    fused = fuse(block)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FusionFallbackWarning)
+        for scale in (0.001, 1.0, 1000.0):
+            X = torch.rand(2, 20) * scale
+            np.testing.assert_allclose(_np(fused(X)), _np(block(X)), rtol=RTOL)
+    assert _entries(fused)[0].fn is not None
+
+
 def test_fallback_false_raises():
-    with pytest.raises(GraphBreak, match="bool"):
-        fuse(zoo.FixedHiddenMLP(), fallback=False)(torch.rand(2, 20))
+    with pytest.raises(GraphBreak, match="float"):
+        fuse(FloatLoop(), fallback=False)(torch.rand(2, 20))
 
 
 def test_random_ops_in_training_mode_fall_back_and_eval_compiles():
@@ -389,8 +414,9 @@ def test_explain_shows_kernels_compiles_and_source():
     assert "compile 1: first call" in text and "symbolic batch size" in text
     assert "def forward(" in text and "dot_nt(" in text
     assert "epilogue stops before matmul" in text
-    broken = str(torch.explain(fuse(zoo.Chimera()), torch.rand(2, 20)))
-    assert "fallback to eager" in broken and "while X.abs().sum() > 1:" in broken
+    broken = str(torch.explain(fuse(FloatLoop()), torch.rand(2, 20)))
+    assert "its own forward runs eagerly, its children compiled" in broken
+    assert "while float(X.abs().sum()) > 1:" in broken and "child FloatLoop.linear: compiled" in broken
 
 
 def test_outputs_never_alias_inputs_or_parameters():

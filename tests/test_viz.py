@@ -21,8 +21,27 @@ HAS_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz's `dot` is not installed "
                                                    "(apt-get install graphviz)")
 WHILE_LINE = "while X.abs().sum() > 1:"
-with open(zoo.__file__, encoding="utf-8") as _fh:
-    _WHILE_LINENO = next(i for i, line in enumerate(_fh, 1) if WHILE_LINE in line)
+BREAK_LINE = "while float(X.abs().sum()) > 1:"
+
+
+class Breaky(nn.Module):
+    """Chimera's loop with a Python float in its test: a graph break, not a region."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(20, 20)
+        self.rand_weight = torch.rand(20, 20)
+
+    def forward(self, X):
+        X = (self.lin(X) @ self.rand_weight + 1).relu()
+        while float(X.abs().sum()) > 1:
+            X = X / 2
+        return X.sum()
+
+
+with open(__file__, encoding="utf-8") as _fh:
+    _BREAK_LINENO = next(i for i, line in enumerate(_fh, 1) if BREAK_LINE in line
+                         and "while float" in line and "BREAK_LINE" not in line)
 
 
 @pytest.fixture
@@ -119,25 +138,37 @@ def test_constants_are_dashed_notes(tmp_path):
     assert _attr(const[0], "style") == "dashed" and "= 1.5" in _attr(const[0], "label")
 
 
-def test_chimera_break_is_highlighted_with_its_line(tmp_path, X):
-    text = _export(tmp_path, zoo.Chimera(), X)
-    assert WHILE_LINE in text
+def test_a_break_is_highlighted_with_its_line(tmp_path, X):
+    text = _export(tmp_path, Breaky(), X)
+    assert BREAK_LINE in text
     g = _parse(text)
     assert not _clusters(g, "cluster_g")  # no optimized graph, so no kernels
     nodes = {n.get_name(): n for n in g.get_nodes()}
     brk = nodes["break0"]
     assert _attr(brk, "color") == "#d32f2f"
     label = _attr(brk, "label")
-    assert "graph break" in label and f"zoo.py:{_WHILE_LINENO}: {WHILE_LINE}" in label
-    assert "bool() needs the value of a traced tensor (data-dependent control flow)" in label
+    assert "graph break" in label and f"test_viz.py:{_BREAK_LINENO}: {BREAK_LINE}" in label
+    assert "float() needs the value of a traced tensor" in label
     fallback = nodes["fallback"]
     assert _attr(fallback, "color") == "#d32f2f"
-    assert _attr(fallback, "label").startswith("falls back to eager: bool() needs the value")
-    # The compared values (`gt`, one per loop test) feed the break; they are drawn red too.
+    assert _attr(fallback, "label").startswith("falls back to eager: float() needs the value")
+    # The values turned into Python (`sum`, one per loop test) feed the break, drawn red.
     feeders = [e.get_source() for e in g.get_edges() if e.get_destination() == "break0"]
-    assert feeders and all(_attr(nodes[f], "label").startswith("gt ") for f in feeders)
+    assert feeders and all(_attr(nodes[f], "label").startswith("sum") for f in feeders)
     assert all(_attr(nodes[f], "color") == "#d32f2f" for f in feeders)
-    assert "traced: Chimera" in _attr(g, "label") or "traced: Chimera" in text
+    assert "traced: Breaky" in _attr(g, "label") or "traced: Breaky" in text
+
+
+def test_chimera_loop_is_a_region_cluster_with_its_bodies(tmp_path, X):
+    g = _parse(_export(tmp_path, zoo.Chimera(), X))
+    regions = [c for c in _clusters(g, "cluster_g") if _title(c).startswith("while")]
+    assert len(regions) == 1
+    bodies = [b.get_name() for b in regions[0].get_subgraphs()]
+    assert len(bodies) == 2 and all(b.startswith(("cluster_g", "cluster_")) for b in bodies)
+    titles = {_title(b) for b in regions[0].get_subgraphs()}
+    assert titles == {"cond", "body"}
+    inner = [k for b in regions[0].get_subgraphs() for k in b.get_subgraphs()]
+    assert inner and all(_title(k).startswith("kernel") for k in inner)  # fused inside
 
 
 def test_stage_both_puts_two_clusters_side_by_side(tmp_path, X):
@@ -154,7 +185,7 @@ def test_stage_both_puts_two_clusters_side_by_side(tmp_path, X):
 
 
 def test_stage_both_with_a_break_says_there_is_no_optimized_graph(tmp_path, X):
-    g = _parse(_export(tmp_path, zoo.Chimera(), X, stage="both"))
+    g = _parse(_export(tmp_path, Breaky(), X, stage="both"))
     traced, optimized = g.get_subgraphs()
     assert "t_break0" in [n.get_name() for n in traced.get_nodes()]
     assert [n.get_name() for n in optimized.get_nodes() if n.get_name() != "graph"] == [
@@ -183,7 +214,7 @@ def test_graph_and_fused_module_objects(tmp_path, X):
 def test_labels_are_escaped(tmp_path):
     class Quoted(nn.Module):
         def forward(self, x):
-            if x.sum() > 0: return x * 2  # "quoted" \ back  # noqa: E701
+            if float(x.sum()) > 0: return x * 2  # "quoted" \ back  # noqa: E701
             return x
 
     text = _export(tmp_path, Quoted(), torch.ones(3), stage="traced")
@@ -197,13 +228,13 @@ def test_every_chapter_block_exports(tmp_path, name):
     torch.manual_seed(0)
     net, x = cls(), torch.rand(2, features)
     traced = torch.trace(net, x, on_break="record")
-    kernels = len(torch.optimize(traced).nodes_of("group")) if traced.complete else 0
+    clusters = _all_regions(torch.optimize(traced)) if traced.complete else 0
     text = _export(tmp_path, net, x, stage="both")
-    assert text.count("subgraph cluster_o_g") == kernels
+    assert text.count("subgraph cluster_o_g") == clusters
     assert text.count("-> t_break") >= len(traced.breaks) and ("o_fallback" in text) == (
         not traced.complete)
     if traced.complete:
-        assert kernels > 0
+        assert clusters > 0
     _parse(text)
     back = _read(viz.export_graph(net, tmp_path / "g.json", x, stage="traced"))
     expected = viz.to_networkx(traced, "traced")
@@ -252,7 +283,7 @@ def test_svg_renders_and_parses_as_xml(tmp_path, X, stage):
 
 @needs_dot
 def test_png_renders(tmp_path, X):
-    path = viz.export_graph(zoo.Chimera(), tmp_path / "chimera.png", X)
+    path = viz.export_graph(Breaky(), tmp_path / "chimera.png", X)
     with open(path, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(path) > 1000
@@ -280,6 +311,17 @@ def test_importing_fusionnet_loads_no_drawing_library():
 
 def _read(path) -> nx.DiGraph:
     return viz.read_json(path)
+
+
+def _all_regions(graph) -> int:
+    """Region nodes (kernels and loops), counted inside bodies too."""
+    from fusionnet.regions import bodies_of
+    count = 0
+    for n in graph.regions():
+        bodies = bodies_of(graph.node(n))
+        count += 1 + (len(bodies) if len(bodies) > 1 else 0)  # one sub-cluster per body
+        count += sum(_all_regions(b) for _, b in bodies)
+    return count
 
 
 def _assert_same(a: nx.DiGraph, b: nx.DiGraph):
@@ -321,16 +363,16 @@ def test_json_reads_back_with_plain_networkx(tmp_path, X):
 
 
 def test_json_keeps_breaks_constants_and_both_stages(tmp_path, X):
-    back = _read(viz.export_graph(zoo.Chimera(), tmp_path / "c.json", X, stage="both"))
+    back = _read(viz.export_graph(Breaky(), tmp_path / "c.json", X, stage="both"))
     assert back.graph["stage"] == "both"
-    assert back.graph["fallback"].startswith("falls back to eager: bool()")
+    assert back.graph["fallback"].startswith("falls back to eager: float()")
     traced = back.graph["stages"]["traced"]
-    assert traced["complete"] is False and traced["breaks"][0]["source"].endswith(WHILE_LINE)
+    assert traced["complete"] is False and traced["breaks"][0]["source"].endswith(BREAK_LINE)
     assert "optimized" not in back.graph["stages"]
     assert all(n.startswith("traced/") for n in back.nodes)
     consts = [d for d in back.nodes.values() if d["kind"] == "constant"]
-    assert {d["target"] for d in consts} >= {"2.rand_weight", "c30"}
-    assert next(d for d in consts if d["target"] == "c30")["value"] == "1."
+    one = next(d for d in consts if d.get("value") == "1.")
+    assert {d["target"] for d in consts} >= {"rand_weight", one["target"]}
     mlp = _read(viz.export_graph(zoo.MLP(), tmp_path / "m.json", X, stage="both"))
     assert {n.split("/")[0] for n in mlp.nodes} == {"traced", "optimized"}
     assert mlp.nodes["optimized/14"]["group_kind"] == "gemm_epilogue"
@@ -380,10 +422,11 @@ def test_cli_graph_and_explain_for_a_file(tmp_path, capsys):
     assert report.startswith("== explain: MyNet ==") and "-- kernels --" in report
 
 
-def test_cli_explain_reports_the_break(capsys):
+def test_cli_explain_reports_the_loop(capsys):
     assert main(["explain", "fusionnet.zoo:Chimera", "--input-shape", "2,20"]) == 0
     report = capsys.readouterr().out
-    assert "graph breaks: 1" in report and WHILE_LINE in report
+    assert "graph breaks: none" in report and WHILE_LINE in report
+    assert "-- loops and branches --" in report and "-- converted source" in report
 
 
 @needs_dot

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..graph import Graph
+from ..regions import region_of
 from ..ops import LAYOUT_STEPS, Kind, get_op, is_transpose, layout_steps
 
-__all__ = ["Program", "Kernel", "View", "Param", "Unsupported", "lower"]
+__all__ = ["Program", "Kernel", "View", "Param", "Block", "Loop", "Branch", "Unsupported",
+           "lower", "walk_steps"]
 
 
 class Unsupported(Exception):
@@ -81,6 +83,49 @@ class View:
 
 
 @dataclass
+class Block:
+    """The steps of a region body and the names of the values it produces."""
+
+    steps: list
+    results: list
+
+
+@dataclass
+class Loop:
+    """A ``while`` region: ``state`` variables start as ``init``; ``cond`` computes the
+    first test, ``body`` the new state and the next test; ``outs`` name the final state."""
+
+    state: list
+    init: list
+    cond: Block
+    body: Block
+    outs: list
+
+
+@dataclass
+class Branch:
+    """A ``cond`` region: ``then`` or ``orelse`` by the 0-d bool ``cond``; ``outs`` name
+    the taken branch's results."""
+
+    cond: str
+    then: Block
+    orelse: Block
+    outs: list
+
+
+def walk_steps(steps):
+    """Every step, region bodies included (depth first, in order)."""
+    for step in steps:
+        yield step
+        if isinstance(step, Loop):
+            yield from walk_steps(step.cond.steps)
+            yield from walk_steps(step.body.steps)
+        elif isinstance(step, Branch):
+            yield from walk_steps(step.then.steps)
+            yield from walk_steps(step.orelse.steps)
+
+
+@dataclass
 class Program:
     """What a backend renders: inputs, live params, constants, steps, outputs."""
 
@@ -108,55 +153,122 @@ def lower(graph: Graph, symbols=None, backend=None) -> Program:
     """Build the Program for ``graph``; ``symbols`` maps ``"B"`` to (input name, dim).
 
     ``backend`` (default: :func:`~fusionnet.codegen.backend.default_backend`) only words
-    the :class:`Unsupported` error for an op that is left unfused and is no layout op."""
+    the :class:`Unsupported` error for an op that is left unfused and is no layout op.
+    Region bodies (loops, branches) become nested blocks of steps; their parameters and
+    constants are the program's own."""
     prog = Program(graph.name, symbols=dict(symbols or {}))
-    names: dict[int, str] = {}
-    returned = set(graph.node(graph.output)["args"])
-    for nid in graph.order():
-        d = graph.node(nid)
-        kind = d["kind"]
-        shape = _sym(d)
-        if kind == "input":
-            name = f"x{d['target']}"
-            prog.inputs.append(name)
-        elif kind in ("param", "buffer") or (kind == "constant" and "ref" in d):
-            name = f"p{len(prog.params)}"
-            ref = d["ref"]
-            # Tensors found outside the module tree (globals, containers) are held by
-            # reference; Python guards notice when the name is rebound.
-            where = "external" if d.get("external") else kind
-            prog.params.append(Param(name, nid, ref, shape, d["dtype"], where,
-                                     str(d.get("target", ""))))
-        elif kind == "constant":
-            value = np.asarray(d["value"])
-            if value.ndim == 0 and nid not in returned:
-                name = f"s{nid}"
-                prog.scalars[name] = (value.item(), d["dtype"])
-            else:
-                name = f"c{len(prog.constants)}"
-                prog.constants.append((name, value))
-        elif kind == "group":
-            name = f"t{nid}"
-            operands = [names[a] for a in d["args"]]
-            prog.steps.append(_lower_group(prog, d, name, operands, shape))
-        elif kind == "op":
-            name = f"t{nid}"
-            _lower_layout(prog, graph, d, name, names, shape, backend)
-        elif kind == "output":
-            prog.outputs = [names[a] for a in d["args"]]
-            prog.spec = d.get("spec", "T")
-            prog.structure = "tensor" if prog.spec == "T" else "tuple"
-            continue
-        else:
-            raise Unsupported(f"node kind {kind!r}")
-        names[nid] = name
-        prog.shapes[name] = shape
-        prog.dtypes[name] = d["dtype"]
+    lowering = _Lowering(prog, backend)
+    inputs = [f"x{graph.node(n)['target']}" for n in graph.inputs]
+    prog.inputs = list(inputs)
+    prog.steps, prog.outputs = lowering.graph(graph, "", inputs, top=True)
+    out = graph.node(graph.output)
+    prog.spec = out.get("spec", "T")
+    prog.structure = "tensor" if prog.spec == "T" else "tuple"
     return prog
 
 
-def _lower_layout(prog: Program, graph: Graph, d: dict, name: str, names: dict, shape: tuple,
-                  backend) -> None:
+class _Lowering:
+    """Lowers a graph and, recursively, the bodies of its regions into one Program."""
+
+    def __init__(self, prog: Program, backend):
+        self.prog, self.backend = prog, backend
+        self.params: dict = {}   # (id(ref), detach) -> param name (shared by every body)
+
+    def graph(self, graph: Graph, prefix: str, inputs: list, top: bool = False):
+        """(steps, output names) of ``graph``; its input ``target`` i is ``inputs[i]``."""
+        prog = self.prog
+        steps: list = []
+        names: dict[int, str] = {}
+        returned = set(graph.node(graph.output)["args"])
+        # Values a region or a body's result reads must be arrays in the driver, not
+        # scalars inlined in kernels.
+        as_array = {a for n in graph.regions() if not region_of(graph.node(n)).kernel
+                    for a in graph.node(n)["args"]}
+        as_array |= returned if not top else set()
+        outputs: list = []
+        for nid in graph.order():
+            d = graph.node(nid)
+            kind = d["kind"]
+            shape = _sym(d)
+            name = f"{prefix}t{nid}"
+            if kind == "input":
+                name = inputs[d["target"]]
+            elif kind in ("param", "buffer") or (kind == "constant" and "ref" in d):
+                name = self.param(nid, d, shape, kind)
+            elif kind == "constant":
+                value = np.asarray(d["value"])
+                if value.ndim == 0 and not (top and nid in returned) and nid not in as_array:
+                    name = f"s{prefix}{nid}"
+                    prog.scalars[name] = (value.item(), d["dtype"])
+                else:
+                    name = f"c{len(prog.constants)}"
+                    prog.constants.append((name, value))
+            elif kind == "group":
+                operands = [names[a] for a in d["args"]]
+                steps.append(_lower_group(prog, d, name, operands, shape))
+            elif kind == "op":
+                _lower_layout(prog, steps, graph, d, name, names, shape, self.backend)
+            elif kind == "while":
+                steps.append(self.loop(graph, nid, d, names, prefix))
+                continue
+            elif kind == "cond":
+                steps.append(self.branch(graph, nid, d, names, prefix))
+                continue
+            elif kind == "item":
+                name = f"{prefix}r{d['args'][0]}_{d['target']}"
+            elif kind == "output":
+                outputs = [names[a] for a in d["args"]]
+                continue
+            else:
+                raise Unsupported(f"node kind {kind!r} has no lowering")
+            names[nid] = name
+            prog.shapes[name] = shape
+            prog.dtypes[name] = d["dtype"]
+        return steps, outputs
+
+    def param(self, nid, d, shape, kind) -> str:
+        prog = self.prog
+        key = (id(d["ref"]), bool(d.get("detach")))
+        name = self.params.get(key)
+        if name is None:
+            name = f"p{len(prog.params)}"
+            # Tensors found outside the module tree (globals, containers) are held by
+            # reference; Python guards notice when the name is rebound.
+            where = "external" if d.get("external") else kind
+            prog.params.append(Param(name, nid, d["ref"], shape, d["dtype"], where,
+                                     str(d.get("target", ""))))
+            self.params[key] = name
+        return name
+
+    def _outs(self, prefix: str, nid: int, d) -> list:
+        # The item nodes that read them give these names their (symbolic) shapes.
+        outs = [f"{prefix}r{nid}_{k}" for k in range(len(d["outs"]))]
+        for name, (shape, dtype) in zip(outs, d["outs"]):
+            self.prog.shapes[name] = tuple(shape)
+            self.prog.dtypes[name] = dtype
+        return outs
+
+    def loop(self, graph, nid, d, names, prefix) -> Loop:
+        k = len(d["outs"])
+        args = [names[a] for a in d["args"]]
+        state = [f"{prefix}w{nid}_{i}" for i in range(k)]
+        for i, var in enumerate(state):
+            self.prog.shapes[var] = self.prog.shapes[args[i]]
+            self.prog.dtypes[var] = self.prog.dtypes[args[i]]
+        bound = state + args[k:]
+        cond = Block(*self.graph(d["cond"], f"{prefix}c{nid}_", bound))
+        body = Block(*self.graph(d["body"], f"{prefix}b{nid}_", bound))
+        return Loop(state, args[:k], cond, body, self._outs(prefix, nid, d))
+
+    def branch(self, graph, nid, d, names, prefix) -> Branch:
+        args = [names[a] for a in d["args"]]
+        then = Block(*self.graph(d["then"], f"{prefix}i{nid}_", args[1:]))
+        orelse = Block(*self.graph(d["else"], f"{prefix}e{nid}_", args[1:]))
+        return Branch(args[0], then, orelse, self._outs(prefix, nid, d))
+
+
+def _lower_layout(prog: Program, out_steps: list, graph: Graph, d: dict, name: str,
+                  names: dict, shape: tuple, backend) -> None:
     """A layout op left between groups -> one :class:`View` per primitive step of its row
     (``Op.layout``); anything else left unfused raises :class:`Unsupported`."""
     op = get_op(d["op"])
@@ -178,7 +290,7 @@ def _lower_layout(prog: Program, graph: Graph, d: dict, name: str, names: dict, 
         last = k == len(steps) - 1
         out = name if last else f"{name}_{k}"
         src_shape = shape if last else LAYOUT_STEPS[step].result(src_shape, arg)
-        prog.steps.append(View(out, step, src, arg, src_shape, d["dtype"]))
+        out_steps.append(View(out, step, src, arg, src_shape, d["dtype"]))
         prog.shapes[out], prog.dtypes[out] = src_shape, d["dtype"]
         src = out
 

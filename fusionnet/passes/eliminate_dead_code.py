@@ -22,7 +22,7 @@ from ..ops import get_op
 
 __all__ = ["eliminate_dead_code"]
 
-_REMOVABLE = ("op", "constant", "param", "buffer", "group")
+_KEPT = ("input", "output")
 
 
 def _may_raise(d) -> bool:
@@ -42,7 +42,7 @@ def eliminate_dead_code(graph: Graph) -> Graph:
     live = set(keep)
     for n in keep:
         live |= nx.ancestors(g.nx, n)
-    dead = [n for n in g.order() if n not in live and g.node(n)["kind"] in _REMOVABLE]
+    dead = [n for n in g.order() if n not in live and g.node(n)["kind"] not in _KEPT]
     names = [f"{n} ({g.node(n).get('op') or g.node(n).get('target') or g.node(n)['kind']})"
              for n in dead]
     for n in reversed(dead):  # readers before what they read, so nothing dangles

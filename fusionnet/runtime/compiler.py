@@ -55,6 +55,7 @@ class Entry:
     grad_enabled: bool = False                        # grad mode of the signature
     reason: str = ""
     source: str = ""
+    partial: bool = False                             # eager forward, children compiled
     optimized: Graph | None = None
     traced: Graph | None = None
     batch_note: str = ""
@@ -73,9 +74,12 @@ class Fallback(Exception):
     """A stage cannot compile this signature: run eagerly, for ``reason`` (at ``source``)."""
 
     def __init__(self, reason: str, source: str = "", error: Exception | None = None,
-                 traced: Graph | None = None):
+                 traced: Graph | None = None, partial: bool = True):
         super().__init__(reason)
         self.reason, self.source, self.error, self.traced = reason, source, error, traced
+        # Whether this module may still run its own forward eagerly with its children
+        # compiled (not for inputs the engine cannot take at all, e.g. CUDA arrays).
+        self.partial = partial
 
 
 def compile_signature(runner, args) -> tuple[Entry, object]:
@@ -85,7 +89,7 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
     (arrays, as the driver returns them). Raises :class:`Fallback` when it cannot."""
     if any(type(t._data) is not np.ndarray for t in args):
         raise Fallback("inputs are on a CUDA device and the CUDA code generator is not "
-                       "built yet")
+                       "built yet", partial=False)
     traced = _trace(runner, args)
     _check_side_effects(traced)
     analysis = analyse_batch(runner.module, args, traced, runner.optimize)

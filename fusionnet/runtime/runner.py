@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .. import autograd
-from ..nn.module import STRUCTURE_VERSION
+from ..nn.module import _ROUTES, STRUCTURE_VERSION
 from ..passes import optimize
 from ..pystate import first_failure
 from ..structure import unflatten
@@ -63,12 +63,15 @@ def in_eager_region() -> bool:
 
 @contextmanager
 def eager_region():
-    """Inside: fused blocks run their original forward (tracing, fallbacks, explain)."""
+    """Inside: fused blocks run their original forward (tracing, fallbacks, explain), and
+    no call is routed to a child's compiled code."""
     _local.depth += 1
+    routes, _ROUTES.table = _ROUTES.table, None
     try:
         yield
     finally:
         _local.depth -= 1
+        _ROUTES.table = routes
 
 
 class FusionRunner:
@@ -99,6 +102,8 @@ class FusionRunner:
         self.warned: set = set()
         self.materialised = False
         self.backward_graphs: OrderedDict = OrderedDict()
+        self.children: dict = {}          # id(child) -> its runner, when this module's own
+        self.quiet = False                # forward runs eagerly (see _run_partial)
 
     def eager_call(self, *args, **kwargs):
         """Run the module's original forward (with its hooks), uncompiled."""
@@ -152,6 +157,8 @@ class FusionRunner:
         if entry is None:
             entry, first = self._lookup_or_compile(args, key)
         if entry.fn is None:
+            if entry.partial:
+                return self._run_partial(args)
             return self._run_eager(args)
         if first is None:
             if not self._still_valid(entry):
@@ -237,6 +244,26 @@ class FusionRunner:
         entry.param_arrays = params
         entry.tail = tuple(params) + tuple(entry.constants)
         return True
+
+    def _run_partial(self, args):
+        """The largest blocks that compile: run this module's own forward in Python and
+        route each direct child's call to the child's own compiled runner."""
+        table = {}
+        for name, child in self.module.named_children():
+            if "_fusion_runner" in child.__dict__:
+                continue  # already fused by the user
+            runner = self.children.get(id(child))
+            if runner is None:
+                runner = FusionRunner(child, f"{self.name}.{name}", wrapper=True,
+                                      **self.options)
+                runner.quiet = True  # its fallbacks are reported through this runner
+                self.children[id(child)] = runner
+            table[id(child)] = runner
+        routes, _ROUTES.table = _ROUTES.table, table
+        try:
+            return self.eager_call(*args)
+        finally:
+            _ROUTES.table = routes
 
     def _run_eager(self, args, kwargs=None):
         with eager_region():
@@ -345,13 +372,14 @@ class FusionRunner:
             try:
                 return compile_signature(self, args)
             except Fallback as fb:
-                entry = Entry(reason=fb.reason, source=fb.source, traced=fb.traced)
+                entry = Entry(reason=fb.reason, source=fb.source, traced=fb.traced,
+                              partial=fb.partial)
                 if not self.fallback:
                     if fb.error is not None:
                         raise fb.error
                     raise RuntimeError(f"fusionnet.fuse: {self.name} cannot be compiled: "
                                        f"{fb.reason}") from None
-                self._warn_once(fb.reason, fb.source)
+                self._warn_once(fb.reason, fb.source, partial=fb.partial)
                 return entry, None
 
     def describe_compiled(self) -> str:
@@ -366,12 +394,14 @@ class FusionRunner:
                 seen.append(text)
         return "; ".join(seen)
 
-    def _warn_once(self, reason: str, source: str = "") -> None:
-        if reason in self.warned:
+    def _warn_once(self, reason: str, source: str = "", partial: bool = False) -> None:
+        if reason in self.warned or self.quiet:
             return
         self.warned.add(reason)
         where = f" at {source}" if source else ""
-        warnings.warn(f"fusionnet.fuse: {self.name} runs eagerly: {reason}{where}",
+        how = "runs its own forward eagerly (its children compiled)" if partial and any(
+            True for _ in self.module.children()) else "runs eagerly"
+        warnings.warn(f"fusionnet.fuse: {self.name} {how}: {reason}{where}",
                       FusionFallbackWarning, stacklevel=user_stacklevel())
 
     # ---- gradients and copies -----------------------------------------------------------

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..graph import Graph
 from ..ops import get_op
+from ..regions import bodies_of, region_of
 from ..tensor import Tensor
 from ..tracer import trace
 
@@ -103,12 +104,12 @@ def _annotate(g1: Graph, g2: Graph, p1: int, p2: int, where: str = "") -> str:
         if None in sym:
             return f"{where}node {n} has a size that is not a multiple of the batch"
         a["sym_shape"] = sym
-        if "body" in a:
-            body = a["body"].copy()
-            why = _annotate(body, b["body"], p1, p2, f"{where}body of node {n}: ")
+        for field, body in bodies_of(a):
+            body = body.copy()
+            why = _annotate(body, b[field], p1, p2, f"{where}{field} of node {n}: ")
             if why:
                 return why
-            a["body"] = body
+            a[field] = body
     return ""
 
 
@@ -121,8 +122,8 @@ def _agrees(graph: Graph, real: Graph, batch: int, where: str = "") -> str:
         want = tuple(evaluate(d, batch) for d in a["sym_shape"])
         if want != tuple(b["shape"]) or a.get("op") != b.get("op"):
             return f"{where}node {n} differs at batch {batch}"
-        if "body" in a:
-            why = _agrees(a["body"], b["body"], batch, f"{where}body of node {n}: ")
+        for field, body in bodies_of(a):
+            why = _agrees(body, b[field], batch, f"{where}{field} of node {n}: ")
             if why:
                 return why
     return ""
@@ -152,11 +153,17 @@ def _check(graph: Graph, batch: int, arg_shapes: dict) -> str:
                 got = tuple(get_op(d["op"]).shape(*[shapes[a] for a in d["args"]], **attrs))
             except Exception as err:  # noqa: BLE001 - the rule refuses: not valid here
                 return f"node {n} ({d['op']}) cannot run at batch {batch}: {err}"
-        elif kind == "group":
-            why = _check(d["body"], batch, {i: shapes[a] for i, a in enumerate(d["args"])})
-            if why:
-                return f"group {n}: {why}"
+        elif region_of(d) is not None:
+            feeds = region_of(d).feeds(d, None)
+            for field, body in bodies_of(d):
+                why = _check(body, batch, {i: shapes[a] for i, a in enumerate(feeds)})
+                if why:
+                    return f"{field} of {d['kind']} {n}: {why}"
             got = want
+        elif kind == "item":
+            region = graph.node(d["args"][0])
+            got = shapes[region_of(region).feeds(region, None)[d["target"]]] \
+                if region["kind"] == "while" else want
         else:
             got = want
         if got != want:

@@ -6,7 +6,7 @@ import threading
 
 from ...ops import get_op
 from ..backend import Backend, CompiledProgram
-from ..lower import Program, Unsupported, View
+from ..lower import Branch, Loop, Program, Unsupported, View, walk_steps
 from .emitters import ELEMENTWISE, GEMM, LAYOUT, UNSUPPORTED
 
 __all__ = ["NumbaBackend", "NumbaCompiled"]
@@ -44,7 +44,9 @@ class NumbaBackend(Backend):
     def check(self, program: Program) -> None:
         """Raise :class:`Unsupported`, with the reason, for any op or layout step in
         ``program`` this backend does not generate."""
-        for step in program.steps:
+        for step in walk_steps(program.steps):
+            if isinstance(step, (Loop, Branch)):
+                continue
             if isinstance(step, View):
                 if step.step not in self.layout:
                     raise Unsupported(f"numba does not spell the layout step {step.step!r}")

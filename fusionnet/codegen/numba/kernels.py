@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ops import get_op
-from ..lower import Kernel, Program
+from ..lower import Kernel, Program, walk_steps
 from .emitters import GEMM, convert, literal, render_op
 
 __all__ = ["render_kernel", "has_parallel_variant", "uses_parallel", "header",
@@ -55,7 +55,8 @@ def has_parallel_variant(k: Kernel) -> bool:
 
 def uses_parallel(prog: Program) -> bool:
     """Whether the driver takes the trailing ``par`` argument."""
-    return any(isinstance(st, Kernel) and has_parallel_variant(st) for st in prog.steps)
+    return any(isinstance(st, Kernel) and has_parallel_variant(st)
+               for st in walk_steps(prog.steps))
 
 
 # ---- statements -------------------------------------------------------------------------

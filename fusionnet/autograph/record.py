@@ -1,0 +1,357 @@
+"""Recording ``while`` and ``cond`` regions while tracing (the tracer's half of autograph).
+
+The helpers of converted code hand a statement whose condition is a traced tensor to
+:class:`RegionTracing` (mixed into the tracer). Each body is traced once, in a scope of
+its own: the statement's state variables become the body's first inputs, and values of
+enclosing scopes that the body reads are *captured* as further inputs (shared by the
+region's bodies, see :class:`Captures`). The region node then goes into the enclosing
+graph, with one ``item`` node per state variable; the trace continues with their
+concrete values, computed by running the recorded bodies with the reference interpreter
+(so the trace never specialises on how many iterations ran or which branch was taken).
+
+Region shapes (``fusionnet/regions.py`` declares them)::
+
+    while(init..., captures...)   cond:  state, captures -> bool
+                                  body:  state, captures -> (new state..., next bool)
+    cond(c, state..., captures...) then, else:  state, captures -> new state
+
+A loop body also computes the next condition (a do-while rotation): one pass over the
+body and the following test lets the optimizer fuse the two (``X /= 2`` and the next
+``X.abs().sum()`` become one kernel).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import autograd, dispatch
+from ..graph import Graph
+from .helpers import UNDEFINED, Undefined
+
+__all__ = ["RegionTracing", "Captures", "RegionError"]
+
+
+class RegionError(RuntimeError):
+    """A tensor-dependent statement cannot become a region (the message says why)."""
+
+
+class Captures:
+    """The values of enclosing scopes a region's bodies read, in first-use order. Each
+    body gets an input for each (``target`` = state count + index)."""
+
+    def __init__(self, first_target: int):
+        self.first = first_target
+        self.tensors: list = []   # the outer tensors
+        self.outer: list = []     # their node ids in the enclosing scope
+        self.by_id: dict = {}
+        self.bodies: list = []    # scopes that use this table
+
+    def add(self, t, outer_nid: int, scope) -> int:
+        """The input node of ``scope``'s body for ``t`` (created on first use)."""
+        index = self.by_id.get(id(t))
+        if index is None:
+            index = len(self.tensors)
+            self.by_id[id(t)] = index
+            self.tensors.append(t)
+            self.outer.append(outer_nid)
+        return _body_input(scope, self.first + index, t)
+
+
+def _body_input(scope, target: int, t) -> int:
+    g = scope.graph
+    for n in g.inputs:
+        if g.node(n)["target"] == target:
+            return n
+    return g.add_node("input", shape=t._data.shape, dtype=t._data.dtype, target=target)
+
+
+def _as_tensor(value, name: str):
+    """A state value as a tensor: tensors as they are, Python numbers as 0-d tensors (a
+    loop counter becomes a value of the loop); anything else cannot be carried."""
+    from ..tensor import Tensor  # noqa: PLC0415 - tensor imports dispatch
+
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, bool):
+        return Tensor._wrap(np.array(value))
+    if isinstance(value, int):
+        return Tensor._wrap(np.array(value, dtype=np.int64))
+    if isinstance(value, float):
+        return Tensor._wrap(np.array(value, dtype=np.float32))
+    raise RegionError(f"variable {name!r} holds a {type(value).__name__}, which a "
+                      "tensor-dependent loop or branch cannot carry (only tensors and Python "
+                      "numbers)")
+
+
+def _at_line(source: str, line) -> str:
+    """``source`` (``file:line: code``) moved to ``line`` of the same file: a region is
+    attributed to its statement, not to where the trace happened to be."""
+    import linecache  # noqa: PLC0415
+    import re  # noqa: PLC0415
+
+    match = re.match(r"^(.*?):(\d+): ", source)
+    if line is None or not match:
+        return source
+    fname = match.group(1)
+    return f"{fname}:{line}: {linecache.getline(fname, line).strip()}"
+
+
+class RegionTracing:
+    """The tracer methods behind ``while_stmt`` / ``if_stmt`` on traced conditions."""
+
+    # ---- what is traced -------------------------------------------------------------------
+
+    def is_traced(self, value) -> bool:
+        """Whether ``value`` is a tensor computed (in any open scope) from traced inputs."""
+        from ..tensor import Tensor  # noqa: PLC0415
+
+        if not isinstance(value, Tensor):
+            return False
+        scope = self.scope
+        while scope is not None:
+            nid = scope.node_of.get(id(value), scope.node_of.get(id(value._data)))
+            if nid is not None:
+                return nid not in scope.static
+            scope = scope.parent
+        return False
+
+    # ---- bodies ---------------------------------------------------------------------------
+
+    def _body(self, name: str, state: list, captures: Captures, fn, args_of):
+        """Trace ``fn`` as a body graph: ``state`` tensors become inputs 0..k-1; returns
+        (scope, outputs of fn)."""
+        from ..tensor import Tensor  # noqa: PLC0415
+        from ..tracer import Scope  # noqa: PLC0415
+
+        g = Graph(f"{self.scope.graph.name}.{name}")
+        g.grad_enabled = self.scope.graph.grad_enabled
+        scope = Scope(g, parent=self.scope, captures=captures)
+        captures.bodies.append(scope)
+        placeholders = []
+        for i, t in enumerate(state):
+            nid = g.add_node("input", shape=t._data.shape, dtype=t._data.dtype, target=i)
+            p = Tensor._wrap(t._data.copy())
+            p.requires_grad = bool(t.requires_grad)
+            scope.node_of[id(p)] = nid
+            scope.node_of[id(p._data)] = nid
+            scope.owner_of[id(p._data)] = p
+            scope.grad[nid] = bool(t.requires_grad)
+            self.keep.append((p, p._data))
+            placeholders.append(p)
+        outer = self.scope
+        self.scope = scope
+        try:
+            out = fn(*args_of(placeholders))
+        finally:
+            self.scope = outer
+        return scope, out
+
+    def _finish_body(self, scope, outs: list, spec_names) -> None:
+        """Give a body its output node (one leaf per value in ``outs``)."""
+        outer = self.scope
+        self.scope = scope
+        try:
+            nids = [self.node_for(t) for t in outs]
+        finally:
+            self.scope = outer
+        g = scope.graph
+        first = outs[0] if outs else None
+        g.add_node("output", args=nids, shape=first._data.shape if first is not None else (),
+                   dtype=first._data.dtype if first is not None else "bool",
+                   spec=("tuple", ("T",) * len(nids)),
+                   requires_grad=tuple(scope.grad.get(n, False) for n in nids))
+
+    def _complete_inputs(self, captures: Captures) -> None:
+        """Every body of a region takes every capture (unused ones stay unread)."""
+        for scope in captures.bodies:
+            for i, t in enumerate(captures.tensors):
+                _body_input(scope, captures.first + i, t)
+
+    # ---- while ---------------------------------------------------------------------------
+
+    def while_region(self, cond, body, state, names, first_cond, line=None):
+        """Record ``while cond(*state): state = body(*state)`` as a ``while`` region."""
+        carried = [i for i, v in enumerate(state) if not isinstance(v, Undefined)]
+        values = [_as_tensor(state[i], names[i]) for i in carried]
+        captures = Captures(len(values))
+
+        def args_of(placeholders):
+            args = list(state)
+            for i, p in zip(carried, placeholders):
+                args[i] = p
+            return args
+
+        def test_of(out, where):
+            c = out if hasattr(out, "_data") else _as_tensor(out, "the condition")
+            if c._data.size != 1:
+                raise RuntimeError(f"Boolean value of Tensor with more than one value is "
+                                   f"ambiguous (the {where} of the loop at line {line})")
+            c = c.reshape(()) if c._data.ndim else c
+            return c if c._data.dtype.kind == "b" else c != 0
+
+        cond_scope, c = self._body("cond", values, captures, cond, args_of)
+        c = self._in(cond_scope, lambda: test_of(c, "condition"))
+        self._finish_body(cond_scope, [c], None)
+
+        def step(*args):
+            new = list(body(*args))
+            new_state = [self._carry(new[i], values[k], names[i], line)
+                         for k, i in enumerate(carried)]
+            for i, v in enumerate(new):
+                if i not in carried and not isinstance(v, Undefined) and \
+                        not self._same_python(v, state[i]):
+                    raise RegionError(f"variable {names[i]!r} is first bound inside the "
+                                      f"tensor-dependent loop at line {line}; bind it before "
+                                      "the loop")
+            full = list(args)
+            for k, i in enumerate(carried):
+                full[i] = new_state[k]
+            nxt = test_of(cond(*full), "condition")
+            return new_state, nxt
+
+        body_scope, (new_state, nxt) = self._body("body", values, captures, step, args_of)
+        self._finish_body(body_scope, list(new_state) + [nxt], None)
+        self._complete_inputs(captures)
+        results = self._run_while(cond_scope.graph, body_scope.graph, values, captures)
+        outs = self._region_node("while", values, captures, results,
+                                 cond=cond_scope.graph, body=body_scope.graph, line=line)
+        new = list(state)
+        for i, t in zip(carried, outs):
+            new[i] = t
+        return tuple(new)
+
+    def _carry(self, value, like, name, line):
+        t = _as_tensor(value, name)
+        if tuple(t._data.shape) != tuple(like._data.shape) or t._data.dtype != like._data.dtype:
+            if t._data.dtype != like._data.dtype and tuple(t._data.shape) == tuple(
+                    like._data.shape) and np.can_cast(t._data.dtype, like._data.dtype,
+                                                      casting="same_kind"):
+                return t.to(like.dtype)  # a Python counter that became float stays its dtype
+            raise RegionError(f"loop variable {name!r} changes from {tuple(like.shape)} "
+                              f"{like._data.dtype} to {tuple(t.shape)} {t._data.dtype} in the "
+                              f"tensor-dependent loop at line {line}; a compiled loop keeps "
+                              "each variable's shape and dtype")
+        return t
+
+    @staticmethod
+    def _same_python(a, b) -> bool:
+        try:
+            return a is b or bool(a == b)
+        except Exception:  # noqa: BLE001
+            return False
+
+    def _in(self, scope, fn):
+        outer = self.scope
+        self.scope = scope
+        try:
+            return fn()
+        finally:
+            self.scope = outer
+
+    def _run_while(self, cond_g, body_g, values, captures):
+        """The loop's concrete result, from the recorded bodies (no specialising)."""
+        from ..interpreter import run  # noqa: PLC0415
+
+        caps = list(captures.tensors)
+        prev = dispatch.set_trace_hook(None)
+        try:
+            with autograd.no_grad():
+                state = [v.detach() for v in values]
+                (c,) = run(cond_g, *state, *caps)
+                while bool(c):
+                    out = run(body_g, *state, *caps)
+                    state, c = list(out[:-1]), out[-1]
+        finally:
+            dispatch.set_trace_hook(prev)
+        return state
+
+    # ---- cond ----------------------------------------------------------------------------
+
+    def cond_region(self, c, then, orelse, state, names, line=None):
+        """Record ``then(*state) if c else orelse(*state)`` as a ``cond`` region."""
+        c = c if c._data.dtype.kind == "b" else (c != 0)
+        if c._data.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous "
+                               f"(the condition at line {line})")
+        c = c.reshape(()) if c._data.ndim else c
+        carried = [i for i, v in enumerate(state) if not isinstance(v, Undefined)]
+        values = [_as_tensor(state[i], names[i]) for i in carried]
+        captures = Captures(len(values))  # body inputs: state, then captures (after `c`)
+
+        def args_of(placeholders):
+            args = list(state)
+            for i, p in zip(carried, placeholders):
+                args[i] = p
+            return args
+
+        branches = {}
+        for which, fn in (("then", then), ("else", orelse)):
+            scope, out = self._body(which, values, captures, fn, args_of)
+            branches[which] = (scope, list(out))
+        outs = {}
+        for i, name in enumerate(names) if names else ():
+            got = [branches[w][1][i] for w in ("then", "else")]
+            if any(isinstance(v, Undefined) for v in got):
+                if all(isinstance(v, Undefined) for v in got):
+                    continue
+                raise RegionError(f"variable {name!r} is assigned in only one branch of the "
+                                  f"tensor-dependent `if` at line {line}; assign it before "
+                                  "the `if` or in both branches")
+            outs[i] = got
+        if not names:  # a conditional expression: one value
+            got = [branches[w][1][0] for w in ("then", "else")]
+            outs[0] = got
+        order = sorted(outs)
+        leaves = {}
+        for w, k in (("then", 0), ("else", 1)):
+            scope, _ = branches[w]
+            leaves[w] = [self._in(scope, lambda i=i: _as_tensor(outs[i][k], names[i] if names
+                                                                 else "the value"))
+                         for i in order]
+        for a, b, i in zip(leaves["then"], leaves["else"], order):
+            if tuple(a.shape) != tuple(b.shape) or a._data.dtype != b._data.dtype:
+                label = names[i] if names else "the value"
+                raise RegionError(f"{label!r} is {tuple(a.shape)} {a._data.dtype} in one branch "
+                                  f"and {tuple(b.shape)} {b._data.dtype} in the other of the "
+                                  f"tensor-dependent `if` at line {line}")
+        for w in ("then", "else"):
+            self._finish_body(branches[w][0], leaves[w], None)
+        self._complete_inputs(captures)
+        taken = leaves["then"] if bool(c._data) else leaves["else"]
+        results = [t.detach() for t in taken]
+        nodes = self._region_node("cond", values, captures, results, then=branches["then"][0]
+                                  .graph, line=line, cond_value=c, **{"else": branches["else"][0]
+                                                                       .graph})
+        new = list(state) if names else [None]
+        for i, t in zip(order, nodes):
+            new[i] = t
+        return tuple(new)
+
+    # ---- the region node -----------------------------------------------------------------
+
+    def _region_node(self, kind, values, captures, results, line=None, cond_value=None,
+                     **bodies):
+        """Add the region and its ``item`` nodes to the current graph; return tensors for
+        the items, holding ``results`` (the concrete values)."""
+        from ..tensor import Tensor  # noqa: PLC0415
+
+        args = ([self.node_for(cond_value)] if cond_value is not None else []) + \
+            [self.node_for(v) for v in values] + list(captures.outer)
+        source, module = self.where()
+        source = _at_line(source, line)
+        g = self.graph
+        grad_on = autograd.is_grad_enabled()
+        needs = grad_on and any(self.grad.get(a, False) for a in args)
+        shapes = tuple((tuple(r._data.shape), str(r._data.dtype)) for r in results)
+        rid = g.add_node(kind, args=args, shape=(), dtype="bool", outs=shapes, source=source,
+                         module=module, **bodies)
+        self.grad[rid] = needs
+        outs = []
+        for k, r in enumerate(results):
+            nid = g.add_node("item", args=[rid], shape=r._data.shape, dtype=r._data.dtype,
+                             target=k)
+            t = Tensor._wrap(np.array(r._data, copy=True))
+            t.requires_grad = needs and r._data.dtype.kind == "f"
+            self.grad[nid] = t.requires_grad
+            self.bind(t, nid)
+            outs.append(t)
+        return outs

@@ -1,0 +1,337 @@
+"""Data-dependent control flow ([engine-4]): `while` / `if` on tensors become regions.
+
+Every block here is traced once and then run — by the reference interpreter and, where
+it compiles, by the fused module — at input scales and batch sizes the trace never saw,
+and compared with eager (values and gradients, gradients also against finite
+differences). Nothing may specialise on the values seen while tracing.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import fusionnet as torch
+from fusionnet import nn, zoo
+from fusionnet.graph import GraphBreak
+from fusionnet.runtime import FusionFallbackWarning, fuse
+
+
+class TwoCarried(nn.Module):
+    """Two loop-carried tensors."""
+
+    def forward(self, x):
+        y = x * 0
+        while x.abs().sum() > 1:
+            x = x / 2
+            y = y + x
+        return x, y
+
+
+class BreakLoop(nn.Module):
+    """`while True` with a tensor-dependent `break`."""
+
+    def forward(self, x):
+        while True:
+            x = x * 0.5
+            if x.abs().max() < 0.1:
+                break
+        return x
+
+
+class Counter(nn.Module):
+    """A Python counter bounded by a constant: `and i < 40`."""
+
+    def forward(self, x):
+        i = 0
+        while x.sum() > 0 and i < 40:
+            x = x - 1
+            i += 1
+        return x * i
+
+
+class Branches(nn.Module):
+    """if / elif / else on tensor values."""
+
+    def forward(self, x):
+        if x.sum() > 0:
+            y = x * 2
+        elif x.sum() > -1:
+            y = x * 3
+        else:
+            y = -x
+        return y + 1
+
+
+class EarlyReturn(nn.Module):
+    """An early `return` inside a branch."""
+
+    def forward(self, x):
+        if x.mean() > 0:
+            return x.exp()
+        x = x * 2
+        return x - 1
+
+
+class LoopOverLayers(nn.Module):
+    """A tensor loop inside a static Python loop over submodules."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(4, 4) for _ in range(3)])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x).tanh() * 3
+            while x.abs().sum() > 1:
+                x = x / 2
+        return x
+
+
+class Continue(nn.Module):
+    """`continue` under a tensor condition."""
+
+    def forward(self, x):
+        total = x * 0
+        k = x.sum() * 0
+        while k < 5:
+            k = k + 1
+            if (x * k).sum() > 10:
+                continue
+            total = total + x * k
+        return total
+
+
+class Nested(nn.Module):
+    """A loop inside a loop, both on tensors, and a branch inside."""
+
+    def forward(self, x):
+        n = x.sum() * 0
+        while n < 3:
+            n = n + 1
+            while x.abs().max() > 2:
+                x = x * 0.5
+            if x.mean() > 0:
+                x = x + n
+            else:
+                x = x - n
+        return x
+
+
+BLOCKS = {
+    "FixedHiddenMLP": (zoo.FixedHiddenMLP, (2, 20)),
+    "Chimera": (zoo.Chimera, (2, 20)),
+    "TwoCarried": (TwoCarried, (3, 4)),
+    "BreakLoop": (BreakLoop, (3, 4)),
+    "Counter": (Counter, (2, 3)),
+    "Branches": (Branches, (2, 3)),
+    "EarlyReturn": (EarlyReturn, (2, 3)),
+    "LoopOverLayers": (LoopOverLayers, (2, 4)),
+    "Continue": (Continue, (2, 3)),
+    "Nested": (Nested, (2, 3)),
+}
+SCALES = (0.0, 1e-3, 0.5, 1.0, -1.0, 7.0, 1e3, 1e9, 1e18)  # 0 to ~60 halvings
+
+
+def _tuple(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _close(got, want):
+    for g, w in zip(_tuple(got), _tuple(want), strict=True):
+        assert tuple(g.shape) == tuple(w.shape) and g.dtype == w.dtype
+        np.testing.assert_allclose(g.detach().numpy(), w.detach().numpy(), rtol=1e-5,
+                                   atol=1e-6, equal_nan=True)
+
+
+def _built(name):
+    cls, shape = BLOCKS[name]
+    torch.manual_seed(0)
+    block = cls()
+    block(torch.randn(*shape))  # materialise lazy layers
+    return block, shape
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_traced_regions_equal_eager_at_unseen_scales_and_batches(name):
+    block, shape = _built(name)
+    graph = torch.trace(block, torch.randn(*shape))
+    assert graph.complete
+    kinds = {graph.node(n)["kind"] for n in graph.regions()}
+    assert kinds & {"while", "cond"}, kinds
+    base = torch.randn(*shape)
+    for scale in SCALES:
+        x = base * scale
+        with torch.no_grad():
+            _close(graph.run(x), block(x))
+
+
+def test_if_else_takes_both_ways_under_one_trace():
+    block = Branches()
+    graph = torch.trace(block, torch.ones(2, 3))
+    for x in (torch.ones(2, 3), -torch.ones(2, 3) * 0.1, -torch.ones(2, 3)):
+        _close(graph.run(x), block(x))
+
+
+def _grads(fn, block, x):
+    block.zero_grad()
+    x = x.detach().clone().requires_grad_(True)
+    out = fn(x)
+    sum((o * (i + 1)).sum() for i, o in enumerate(_tuple(out))).backward()
+    return [x.grad] + [p.grad for p in block.parameters()]
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_gradients_through_regions_equal_eager(name):
+    block, shape = _built(name)
+    x = torch.randn(*shape) * 3
+    graph = torch.trace(block, x)
+    with torch.enable_grad():
+        got = _grads(graph.run, block, x)
+        want = _grads(block, block, x)
+    for g, w in zip(got, want, strict=True):
+        assert (g is None) == (w is None)
+        if g is not None:
+            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_through_a_loop_matches_finite_differences():
+    block = TwoCarried()
+    x = torch.tensor([[3.0, -1.5], [0.25, 2.0]], dtype=torch.float64)
+    graph = torch.trace(block, x)
+    xg = x.clone().requires_grad_(True)
+    a, b = graph.run(xg)
+    (a.sum() + 2 * b.sum()).backward()
+    eps = 1e-6
+    fd = np.zeros((2, 2))
+    for i in range(2):
+        for j in range(2):
+            d = np.zeros((2, 2))
+            d[i, j] = eps
+            up = [t.numpy().sum() for t in graph.run(torch.tensor(x.numpy() + d))]
+            dn = [t.numpy().sum() for t in graph.run(torch.tensor(x.numpy() - d))]
+            fd[i, j] = ((up[0] - dn[0]) + 2 * (up[1] - dn[1])) / (2 * eps)
+    np.testing.assert_allclose(xg.grad.numpy(), fd, rtol=1e-5, atol=1e-7)
+
+
+def test_weight_updates_after_tracing_change_the_trip_count():
+    block, shape = _built("FixedHiddenMLP")
+    x = torch.rand(*shape)
+    graph = torch.trace(block, x)
+    for factor in (10.0, 1e-3, 1e4):
+        with torch.no_grad():
+            for p in block.parameters():
+                p.mul_(factor)
+            _close(graph.run(x), block(x))
+
+
+def test_converted_source_is_kept_and_only_tensor_statements_change():
+    block, shape = _built("FixedHiddenMLP")
+    graph = torch.trace(block, torch.rand(*shape))
+    src = graph.converted["FixedHiddenMLP.forward"]
+    assert "__ag.while_stmt(" in src and "X = self.linear(X)" in src
+    assert "X @ self.rand_weight" in src  # untouched lines stay as written
+    report = str(torch.explain(block, torch.rand(*shape)))
+    assert "-- converted source (autograph) --" in report and "while r" in report
+
+
+def test_exec_defined_forward_says_why_it_cannot_be_converted():
+    namespace = {}
+    exec("def forward(self, x):\n    while x.sum() > 1:\n        x = x / 2\n    return x\n",
+         namespace)
+
+    class Exec(nn.Module):
+        forward = namespace["forward"]
+
+    with pytest.raises(GraphBreak, match="source of forward is not available"):
+        torch.trace(Exec(), torch.ones(3))
+
+
+def test_convert_false_breaks_as_before():
+    block, shape = _built("FixedHiddenMLP")
+    with pytest.raises(GraphBreak, match="bool"):
+        torch.trace(block, torch.rand(*shape), convert=False)
+
+
+def test_a_loop_variable_that_changes_shape_is_refused_with_a_reason():
+    class Grows(nn.Module):
+        def forward(self, x):
+            while x.sum() < 100:
+                x = torch.cat([x, x])
+            return x
+
+    with pytest.raises(GraphBreak, match="changes from"):
+        torch.trace(Grows(), torch.ones(2))
+
+
+def test_a_parent_that_cannot_compile_calls_its_children_compiled():
+    class Parent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = zoo.MLP(), nn.Linear(10, 3)
+
+        def forward(self, x):
+            h = self.a(x)
+            scale = float(h.abs().max().item())  # a Python value: not compilable
+            return self.b(h / scale)
+
+    parent = Parent()
+    x = torch.rand(4, 20)
+    parent(x)
+    fused = fuse(parent)
+    with pytest.warns(FusionFallbackWarning, match="own forward eagerly.*item\\(\\)"):
+        got = fused(x)
+    _close(got, parent(x))
+    runner = fused._fusion_runner
+    children = list(runner.children.values())
+    assert len(children) == 2
+    assert all(e.fn is not None for c in children for e in c.exact.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = str(torch.explain(fused, x))
+    assert "its children compiled" in report and "child Parent.a: compiled" in report
+
+
+# ---- compiled: the regions run as native loops and branches ----------------------------------
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_fused_regions_compile_and_equal_eager(name):
+    block, shape = _built(name)
+    fused = fuse(block, fallback=False)
+    base = torch.randn(*shape)
+    with torch.no_grad():
+        for batch in (shape[0], 5, 64):
+            x = torch.randn(batch, *shape[1:])
+            for scale in SCALES:
+                _close(fused(x * scale), block(x * scale))
+    entry = next(iter(fused._fusion_runner.exact.values()))
+    assert entry.fn is not None
+    source = entry.compiled.kernel_sources["forward"]
+    assert "while " in source or "if " in source
+    del base
+
+
+@pytest.mark.parametrize("name", ["FixedHiddenMLP", "TwoCarried", "Branches", "Nested"])
+def test_fused_gradients_through_regions_equal_eager(name):
+    block, shape = _built(name)
+    fused = fuse(block, fallback=False)
+    x = torch.randn(*shape) * 3
+    got = _grads(fused, block, x)
+    want = _grads(block, block, x)
+    for g, w in zip(got, want, strict=True):
+        assert (g is None) == (w is None)
+        if g is not None:
+            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_loop_sees_weight_updates():
+    block, shape = _built("FixedHiddenMLP")
+    fused = fuse(block, fallback=False)
+    x = torch.rand(*shape)
+    with torch.no_grad():
+        for factor in (10.0, 1e-3, 1e4):
+            for p in block.parameters():
+                p.mul_(factor)
+            _close(fused(x), block(x))
+    assert fused._fusion_runner.compiles == ["first call"]
