@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..codegen import Unsupported, get_backend, lower
+from ..codegen import Unsupported, lower
+from ..codegen.backend import default_backend
 from ..graph import Graph, GraphBreak
 from ..nn.module import STRUCTURE_VERSION
-from ..passes import optimize
 from ..tensor import DATA_VERSION
 from ..tracer import TraceError, materialise_lazy, trace
 from .guards import python_guards, snapshot
@@ -98,7 +98,7 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
     graph = analysis.graph if analysis.generic else runner.optimize(traced)
     try:
         program = lower(graph, {"B": ("x0", 0)} if analysis.generic else {})
-        compiled = get_backend("numba").compile(program)
+        compiled = default_backend().compile(program)
     except Unsupported as err:
         raise Fallback(str(err), traced=traced) from None
     entry = _entry(runner.module, compiled, program, analysis, graph, traced)
