@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 
 from ..nn import Module
+from ..nn.module import _ROUTES
 from .runner import FusionRunner
 
 __all__ = ["fuse", "FusedModule"]
@@ -65,6 +66,12 @@ class FusedModule(Module):
             d[store] = original.__dict__[store]
         d["_fusion_runner"] = FusionRunner(original, type(original).__name__, wrapper=True,
                                            **options)
+
+    def __call__(self, *args, **kwargs):
+        d = self.__dict__
+        if d["_forward_hooks"] or d["_forward_pre_hooks"] or _ROUTES.table is not None:
+            return Module.__call__(self, *args, **kwargs)  # hooks of the wrapper, routing
+        return d["_fusion_runner"](args, kwargs)  # the common case: straight to the runner
 
     def forward(self, *args, **kwargs):
         """The fused forward of the original (hooks of the wrapper run around it)."""
