@@ -12,14 +12,13 @@ from __future__ import annotations
 import copy
 
 from ..nn import Module
-from ..nn.module import _ROUTES
 from .runner import FusionRunner
 
 __all__ = ["fuse", "FusedModule"]
 
 #: Attributes that belong to the wrapper itself, never forwarded to the original.
 _OWN = frozenset({"_orig", "_fusion_runner", "_fuse_options", "_forward_hooks",
-                  "_forward_pre_hooks"})
+                  "_forward_pre_hooks", "_hooked"})
 
 
 def _runner_of(module, options) -> FusionRunner:
@@ -60,6 +59,7 @@ class FusedModule(Module):
         d = self.__dict__
         d["_orig"] = original
         d["_fuse_options"] = dict(options)
+        d["_hooked"] = False  # set once a hook is registered on the wrapper
         # One set of registries: traversal, state_dict and name lookups through the
         # wrapper see exactly the original's parameters, buffers and children.
         for store in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"):
@@ -68,10 +68,22 @@ class FusedModule(Module):
                                            **options)
 
     def __call__(self, *args, **kwargs):
-        d = self.__dict__
-        if d["_forward_hooks"] or d["_forward_pre_hooks"] or _ROUTES.table is not None:
-            return Module.__call__(self, *args, **kwargs)  # hooks of the wrapper, routing
-        return d["_fusion_runner"](args, kwargs)  # the common case: straight to the runner
+        # A wrapper is never routed (a partially compiled parent leaves fused children
+        # alone), so only its own hooks need Module.__call__ (one attribute read here: this
+        # line is on every fused call's path).
+        if self._hooked:
+            return Module.__call__(self, *args, **kwargs)
+        return self._fusion_runner(args, kwargs)  # the common case: straight to the runner
+
+    def register_forward_hook(self, hook):
+        """A hook around the compiled call (see :meth:`Module.register_forward_hook`)."""
+        self.__dict__["_hooked"] = True
+        return Module.register_forward_hook(self, hook)
+
+    def register_forward_pre_hook(self, hook):
+        """A hook before the compiled call (see :meth:`Module.register_forward_pre_hook`)."""
+        self.__dict__["_hooked"] = True
+        return Module.register_forward_pre_hook(self, hook)
 
     def forward(self, *args, **kwargs):
         """The fused forward of the original (hooks of the wrapper run around it)."""
@@ -125,6 +137,7 @@ class FusedModule(Module):
         memo[id(self)] = new
         for store in ("_forward_hooks", "_forward_pre_hooks"):
             new.__dict__[store].update(copy.deepcopy(self.__dict__[store], memo))
+        new.__dict__["_hooked"] = self._hooked
         return new
 
     def __getstate__(self):
@@ -137,6 +150,7 @@ class FusedModule(Module):
         self.__dict__.update(fresh.__dict__)
         self.__dict__["_forward_hooks"].update(state["_forward_hooks"])
         self.__dict__["_forward_pre_hooks"].update(state["_forward_pre_hooks"])
+        self.__dict__["_hooked"] = bool(state["_forward_hooks"] or state["_forward_pre_hooks"])
 
 
 # State and traversal act on the original module, so keys carry no wrapper prefix.

@@ -42,6 +42,9 @@ class _RunnerState(threading.local):
     replays = 0    # recompiles triggered by a state change, to stop a runaway loop
 
 
+# Per thread: another thread calling a fused block while this one compiles must wait for
+# the compile (the runner's lock), not run the block eagerly beside it (lazy layers
+# would materialise twice at once).
 _local = _RunnerState()
 _GRAD = autograd._state
 _DATA = operator.attrgetter("_data")
@@ -136,7 +139,7 @@ class FusionRunner:
                     and type(a) is np.ndarray and self.module.training is last[0]
                     and _GRAD.enabled is last[3] and x.requires_grad is last[4]
                     and entry.version == STRUCTURE_VERSION[0]
-                    and entry.data_version == DATA_VERSION[0] and entry.fast):
+                    and entry.data_version == DATA_VERSION[0]):
                 if not last[3]:
                     return Tensor._wrap(entry.fn(a, *entry.tail))
                 if self._grads_fit(entry):
@@ -166,7 +169,7 @@ class FusionRunner:
             result = entry.call(arrays)
         else:
             result = first
-        if len(arrays) == 1 and entry.single:
+        if len(arrays) == 1 and entry.single and entry.fast:  # the inline cache's entries
             self.last = (key[0], arrays[0].shape, arrays[0].dtype, key[1], key[2][3], entry)
         return self._outputs(entry, result, args)
 
