@@ -380,6 +380,60 @@ def test_mutable_state_and_globals_read_by_forward_are_guarded():
     assert any("changed" in c for c in _compiles(fused)[1:])
 
 
+
+def test_globals_of_exec_built_user_code_stay_guarded():
+    # Code built by exec() has no file; it is still the user's when the user's forward
+    # (or Module's call machinery, for an exec'd forward) runs it, so its globals are
+    # guarded; library wrappers of the same kind (namedtuple's __new__) are not.
+    ns = {"torch": torch, "K": 2.0}
+    exec("def helper(x):\n    return x * K\n"                       # noqa: S102
+         "def forward(self, x):\n    return helper(x) + K\n", ns)
+    Block = type("ExecBlock", (nn.Module,), {"forward": ns["forward"]})
+    block = Block()
+    fused = fuse(block)
+    x = torch.randn(3, 2)
+    with torch.no_grad():
+        _same(fused(x), block(x))
+        ns["K"] = -3.0
+        _same(fused(x), block(x))
+    assert any("global 'K'" in c for c in _compiles(fused)[1:])
+
+
+def test_library_generated_code_is_not_guarded_per_call():
+    import collections
+
+    Pair = collections.namedtuple("Pair", "a b")
+
+    class UsesNamedTuple(nn.Module):
+        def forward(self, x):
+            p = Pair(x, x + 1)
+            return p.a * p.b
+
+    from fusionnet.runtime.runner import FusionRunner
+    fused = fuse(UsesNamedTuple())
+    with torch.no_grad():
+        fused(torch.randn(2, 2))
+    runner = next(v for v in vars(fused).values() if isinstance(v, FusionRunner))
+    (entry,) = runner.exact.values()
+    assert not [c.what for c in entry.per_call if "_tuple_new" in c.what]
+
+
+def test_chimera_takes_the_inline_cache():
+    # Per-call guards put an entry off the runner's fast path (x10 at batch 2): the
+    # autograph-converted chimera must read no Python state that needs them.
+    from fusionnet import zoo
+    from fusionnet.runtime.runner import FusionRunner
+    net = zoo.Chimera()
+    fused = fuse(net, fallback=False)
+    x = torch.rand(2, 20)
+    with torch.no_grad():
+        fused(x)
+        _same(fused(x), net(x))
+    runner = next(v for v in vars(fused).values() if isinstance(v, FusionRunner))
+    (entry,) = runner.exact.values()
+    assert [c.what for c in entry.per_call] == []
+    assert entry.fast and runner.last is not None and runner.last[5] is entry
+
 def test_submodule_training_flag_is_guarded():
     class Outer(nn.Module):
         def __init__(self):

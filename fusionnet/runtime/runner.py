@@ -32,6 +32,8 @@ from .guards import resolve, resolve_or_none, snapshot, user_stacklevel
 from .signature import batch_of, describe_args, describe_key, generic_key, signature
 from .symbolic import check_at
 
+_MAIN_THREAD = threading.main_thread().ident
+
 __all__ = ["FusionRunner", "FusionFallbackWarning", "FuseInputError", "in_eager_region",
            "eager_region"]
 
@@ -139,11 +141,14 @@ class FusionRunner:
                     and type(a) is np.ndarray and self.module.training is last[0]
                     and _GRAD.enabled is last[3] and x.requires_grad is last[4]
                     and entry.version == STRUCTURE_VERSION[0]
-                    and entry.data_version == DATA_VERSION[0]):
+                    and entry.data_version == DATA_VERSION[0]
+                    and (not entry.parallel or threading.get_ident() == _MAIN_THREAD)):
+                # ``main_tail``: the tail plus, for a driver with parallel loops, its
+                # "may launch threads" flag, which only the main thread may set.
                 if not last[3]:
-                    return Tensor._wrap(entry.fn(a, *entry.tail))
+                    return Tensor._wrap(entry.fn(a, *entry.main_tail))
                 if self._grads_fit(entry):
-                    out = Tensor._wrap(entry.fn(a, *entry.tail))
+                    out = Tensor._wrap(entry.fn(a, *entry.main_tail))
                     if entry.out_grad[0]:
                         attach(self, entry, [out], args)
                     return out
@@ -245,7 +250,7 @@ class FusionRunner:
             if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
                 return False
         entry.param_arrays = params
-        entry.tail = tuple(params) + tuple(entry.constants)
+        entry.set_tail(tuple(params) + tuple(entry.constants))
         return True
 
     def _run_partial(self, args):
