@@ -727,3 +727,43 @@ def test_an_unused_out_of_range_index_still_raises():
         for b in (block, fused):
             with pytest.raises(IndexError):
                 b(torch.rand(4, 4))
+
+
+# ---- random numbers: compiling must not move the stream ------------------------------------
+
+class LazyDropout(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lazy = nn.LazyLinear(3)
+
+    def forward(self, x):
+        return F.dropout(self.lazy(x), 0.25, training=self.training)
+
+
+def test_first_call_of_a_lazy_block_draws_as_eager_does():
+    # Found by the fuzzer (seed 1202, case 1202000150): building the lazy layer ran the
+    # whole forward once, dropout included, so the eager fallback drew another mask.
+    torch.manual_seed(1)
+    eager = LazyDropout()
+    torch.manual_seed(1)
+    fused = fuse(LazyDropout())
+    x = torch.randn(6, 4)
+    for call in range(3):
+        torch.manual_seed(10 + call)
+        want = eager(x)
+        torch.manual_seed(10 + call)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FusionFallbackWarning)
+            got = fused(x)
+        _same(got, want)
+
+
+def test_tracing_and_explain_leave_the_random_stream_alone():
+    block = LazyDropout()
+    x = torch.randn(6, 4)
+    block(x)
+    torch.manual_seed(3)
+    state = torch.random.default_generator.get_state()
+    torch.trace(block, x, on_break="record")   # carries on past the dropout draw
+    str(torch.explain(block, x))
+    assert torch.random.default_generator.get_state() == state

@@ -34,6 +34,20 @@ from .symbolic import check_at
 
 _MAIN_THREAD = threading.main_thread().ident
 
+
+class _EagerResult:
+    """What a call that ran eagerly returned (the first call of a module with lazy
+    layers), as opposed to a compiled driver's raw result."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _has_lazy(module) -> bool:
+    return any(getattr(m, "has_uninitialized_params", lambda: False)() for m in module.modules())
+
 __all__ = ["FusionRunner", "FusionFallbackWarning", "FuseInputError", "in_eager_region",
            "eager_region"]
 
@@ -164,6 +178,8 @@ class FusionRunner:
         first = None
         if entry is None:
             entry, first = self._lookup_or_compile(args, key)
+            if type(first) is _EagerResult:
+                return first.value
         if entry.fn is None:
             if entry.partial:
                 return self._run_partial(args)
@@ -376,6 +392,17 @@ class FusionRunner:
         self.compiles.append(reason)
         if self.backend == "eager":
             return Entry(reason="backend='eager' was requested"), None
+        first = None
+        if not self.materialised and _has_lazy(self.module):
+            # The call that creates lazy parameters is eager's own first call: weights and
+            # any random numbers forward draws come from the stream in eager's order, and
+            # its result is this call's. The compile below then traces the built module.
+            first = _EagerResult(self._run_eager(args))
+            self.materialised = True
+        entry, compiled_first = self._compile_now(args)
+        return entry, first if first is not None else compiled_first
+
+    def _compile_now(self, args) -> tuple[Entry, object]:
         with eager_region():
             try:
                 return compile_signature(self, args)
