@@ -114,7 +114,8 @@ class _Tracer(RegionTracing):
         self.on_break = on_break
         self.keep: list = []                # keeps traced tensors alive so ids stay unique
         self.live: dict[int, tuple] = {}    # id(array) -> (kind, name, tensor) of module state
-        self.inputs: set[int] = set()       # ids of the input tensors forward received
+        self.inputs: dict[int, bool] = {}   # id of each input forward received -> is it a
+                                            # leaf that requires grad (the caller's flag)
         self.saved_for_backward: list = []  # (node, op, label, storage, version) per save
         self.external: ObjectIndex | None = None
         self.module = module
@@ -327,9 +328,8 @@ class _Tracer(RegionTracing):
             self.saved_for_backward.append((nid, op, label, key,
                                             self.base_version.get(key, 0)))
 
-    def backward_error(self, graph: Graph) -> str:
-        """Eager's error if a backward from ``graph``'s outputs would meet a saved tensor
-        that forward modified in place afterwards; '' if none would."""
+    def _grad_reach(self, graph: Graph) -> set:
+        """The nodes a backward from ``graph``'s outputs goes through."""
         reach, todo = set(), [a for a in graph.node(graph.output)["args"]]
         while todo:
             n = todo.pop()
@@ -337,6 +337,20 @@ class _Tracer(RegionTracing):
                 continue
             reach.add(n)
             todo.extend(graph.node(n)["args"])
+        return reach
+
+    def saved_outputs(self, graph: Graph, leaves) -> tuple:
+        """For each returned tensor, whether the backward reads its storage (relu and exp
+        save their result): eager's backward then refuses once the caller writes into it,
+        and so must the compiled forward's."""
+        reach = self._grad_reach(graph)
+        keys = {key for nid, _, _, key, _ in self.saved_for_backward if nid in reach}
+        return tuple(self._storage(t) in keys for t in leaves)
+
+    def backward_error(self, graph: Graph) -> str:
+        """Eager's error if a backward from ``graph``'s outputs would meet a saved tensor
+        that forward modified in place afterwards; '' if none would."""
+        reach = self._grad_reach(graph)
         for nid, op, label, key, version in self.saved_for_backward:
             now = self.base_version.get(key, 0)
             if nid in reach and now != version:
@@ -368,8 +382,9 @@ class _Tracer(RegionTracing):
             # Writing module state from forward is a side effect a graph cannot replay.
             self.stop("in-place update of a module parameter/buffer/constant inside forward")
         if id(base) in self.inputs:
-            if base.requires_grad and autograd.is_grad_enabled():
-                # Eager's own check (the traced alias of an input is its leaf).
+            if self.inputs[id(base)] and autograd.is_grad_enabled():
+                # Eager's own check, on the caller's flag: an input that did not require
+                # grad and was written from a value that does is no leaf any more.
                 raise RuntimeError(("a view of a " if target is not base else "a ") +
                                    "leaf Variable that requires grad is being used in an "
                                    "in-place operation.")
@@ -559,7 +574,7 @@ def _trace_once(module, example_inputs, on_break, name, conversions, convert, mo
         alias.requires_grad = bool(x.requires_grad)
         tracer.bind(alias, nid)
         tracer.grad[nid] = bool(x.requires_grad)
-        tracer.inputs.add(id(alias))
+        tracer.inputs[id(alias)] = bool(x.requires_grad)
         inputs.append(alias)
     recorder = Recorder(module_class)
     prev = dispatch.set_trace_hook(tracer)
@@ -568,12 +583,13 @@ def _trace_once(module, example_inputs, on_break, name, conversions, convert, mo
             result = module(*inputs)
         # Still traced: an output that is a view of a base written since is re-derived
         # from the base with recorded ops.
-        _add_output(graph, tracer, result)
+        leaves = _add_output(graph, tracer, result)
     finally:
         dispatch.set_trace_hook(prev)
     graph.reads = recorder
     graph.converted = conversions.sources()
     graph.backward_error = tracer.backward_error(graph)
+    graph.saved_outputs = tracer.saved_outputs(graph, leaves)
     return graph
 
 
@@ -589,3 +605,4 @@ def _add_output(graph: Graph, tracer: _Tracer, result):
     args = [tracer.node_for(v) for v in leaves]
     graph.add_node("output", args=args, shape=leaves[0].shape, dtype=leaves[0]._data.dtype,
                    spec=spec, requires_grad=tuple(tracer.grad.get(a, False) for a in args))
+    return leaves

@@ -123,7 +123,7 @@ def stable_sigmoid(x):
     """1 / (1 + e^-x) in float64 without underflow: e^-|x| never overflows, and for x < 0
     the result e^x / (1 + e^x) keeps its relative precision down to the smallest double
     (the tanh form gives exactly 0 below about -37). NaN stays NaN."""
-    v = float(x)
+    v = np.float64(x)  # numba's float() keeps a float32 a float32
     e = math.exp(-abs(v))
     if v >= 0:
         return 1.0 / (1.0 + e)

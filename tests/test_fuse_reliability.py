@@ -767,3 +767,33 @@ def test_tracing_and_explain_leave_the_random_stream_alone():
     torch.trace(block, x, on_break="record")   # carries on past the dropout draw
     str(torch.explain(block, x))
     assert torch.random.default_generator.get_state() == state
+
+
+# ---- writing into a compiled output before backward ------------------------------------------
+
+def test_writing_into_an_output_the_backward_reads_fails_as_in_eager():
+    # Found by the fuzzer (seed 1202, case 1202000428): relu saves its result; a fused
+    # relu's output written in place then back-propagated gave gradients where eager raises.
+    block = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    fused = fuse(block)
+    x = torch.randn(5, 3)
+    for f in (block, fused, fused):           # the second fused call takes the fast path
+        y = f(x)
+        y.mul_(2)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+
+
+def test_writing_into_an_output_the_backward_does_not_read_still_trains():
+    block = nn.Linear(3, 4)
+    fused = fuse(block)
+    x = torch.randn(5, 3)
+    grads = []
+    for f in (block, fused, fused):
+        block.zero_grad()
+        y = f(x)
+        y.relu_()                              # linear's backward reads x and W, not y
+        y.sum().backward()
+        grads.append(block.weight.grad.numpy().copy())
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-6)
+    np.testing.assert_allclose(grads[2], grads[0], rtol=1e-6)

@@ -153,7 +153,8 @@ def unary(b: Builder) -> bool:
     if v.dtype == "bool" and name not in ("exp", "sigmoid", "tanh", "erf", "log", "sqrt"):
         return False
     dtype = v.dtype if name in _KEEPS_DTYPE else result_float(v.dtype)
-    expr = _spell(b, b.choice(_UNARY[name]), v.name)
+    forms = [f for f in _UNARY[name] if v.dtype != "bool" or ".abs()" not in f]
+    expr = _spell(b, b.choice(forms), v.name)  # PyTorch has no abs of bool
     b.new(expr, v.shape, dtype, grad=v.grad)
     return True
 

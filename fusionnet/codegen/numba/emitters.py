@@ -106,15 +106,18 @@ ELEMENTWISE = {
     "neg": wrapping("(-{0})", f"(np.uint64(0) - {_u64('{0}')})"),
     "abs": "abs({0})",
     "sign": "(({0} > 0) - ({0} < 0))",
-    "exp": "math.exp({0})",
-    "log": "math.log({0})",
+    # In double, as eager computes them (ops/elementwise.py: in_double): numba types
+    # math.exp of a float32 as float32 (expf), which differs from the double result
+    # rounded in the last bit for a tenth to a third of inputs.
+    "exp": "math.exp(np.float64({0}))",
+    "log": "math.log(np.float64({0}))",
     "sqrt": "math.sqrt({0})",
     # The stable form eager uses (kernels/numba_kernels.py: stable_sigmoid); the tanh form
     # underflows to 0 below about -37, so log(sigmoid(x)) became -inf.
     "sigmoid": "stable_sigmoid({0})",
-    "tanh": "math.tanh({0})",
+    "tanh": "math.tanh(np.float64({0}))",
     "relu": "({0} if not ({0} <= 0) else 0)",
-    "erf": "math.erf({0})",
+    "erf": "math.erf(np.float64({0}))",
     "cast": "{0}",  # the conversion itself is convert(), applied to every op's result
     "clamp": _clamp,
     "add": _wrapping_binary("+"),
