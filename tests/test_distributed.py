@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,13 @@ TIMEOUT_S = 60  # a launch takes ~5-10 s on 2 cores; the bound only stops a hang
 
 
 def mpiexec_path() -> str | None:
-    """The ``mpiexec`` beside this Python (the ``mpich`` wheel installs it there)."""
-    beside = Path(sys.executable).parent / "mpiexec"
-    return str(beside) if beside.exists() else shutil.which("mpiexec")
+    """The ``mpiexec`` the ``mpich`` wheel installed (beside this Python, or in the user
+    scheme's scripts), else the one on ``PATH``."""
+    for scripts in (Path(sys.executable).parent, sysconfig.get_path("scripts"),
+                    sysconfig.get_path("scripts", f"{os.name}_user")):
+        if scripts and (Path(scripts) / "mpiexec").exists():
+            return str(Path(scripts) / "mpiexec")
+    return shutil.which("mpiexec")
 
 
 def skip_reason() -> str | None:

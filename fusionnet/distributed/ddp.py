@@ -218,24 +218,27 @@ class DistributedDataParallel(Module):
         self._auto_done = False
 
     def _reduce(self, bucket: Bucket) -> None:
+        # One pass in (copyto a bucket view: no reshape copy of a strided gradient), one
+        # Allreduce, one pass out that also divides: the bucket costs ~2 memory passes.
         buf = bucket.buffer
-        for p, (start, stop, _) in zip(bucket.params, bucket.offsets):
+        for p, (start, stop, shape) in zip(bucket.params, bucket.offsets):
             if p.grad is None:
                 buf[start:stop] = 0
             else:
-                buf[start:stop] = _host(p.grad._data).reshape(-1)
+                np.copyto(buf[start:stop].reshape(shape), _host(p.grad._data))
         comm.world().Allreduce(comm._mpi().IN_PLACE, buf, op=comm._mpi().SUM)
-        buf /= self.world_size
         self.comm_stats["allreduce_calls"] += 1
         self.comm_stats["allreduce_bytes"] += buf.nbytes
         for p, (start, stop, shape) in zip(bucket.params, bucket.offsets):
             value = buf[start:stop].reshape(shape)
-            if p.grad is None or tuple(p.grad.shape) != shape:
-                xp_copy = value.copy() if type(p._data) is np.ndarray else None
-                p.grad = (Tensor._wrap(xp_copy) if xp_copy is not None
-                          else Tensor(value, device=p.device))
-            else:
-                _write(p.grad, value)
+            g = None if p.grad is None else p.grad._data
+            if (type(g) is np.ndarray and g.shape == shape and g.dtype == buf.dtype
+                    and g.flags.writeable):
+                np.divide(value, self.world_size, out=g)  # in place: keep grad storage
+            elif type(p._data) is np.ndarray:
+                p.grad = Tensor._wrap(value / self.world_size)
+            else:  # CuPy
+                p.grad = Tensor(value / self.world_size, device=p.device)
         bucket.done = True
 
     def _finish(self) -> None:
