@@ -8,6 +8,7 @@ read those records. Skipped, with the reason, when the ``dist`` extra (mpi4py, a
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
@@ -146,12 +147,11 @@ def _run_case(name: str, rank: int, world: int) -> dict:
             opt.zero_grad()
             ref_opt.zero_grad()
             for m in range(micro):  # no_sync: the first micro-batch accumulates locally
-                half = (lambda ix: ix[m::micro])
-                ctx = ddp.no_sync() if m < micro - 1 else _null()
+                mine_m = mine[m::micro]
+                ctx = ddp.no_sync() if m < micro - 1 else contextlib.nullcontext()
                 with ctx:
-                    loss_fn(ddp(torch.tensor(X[half(mine)])),
-                            torch.tensor(y[half(mine)])).backward()
-                part = [i for sh in shards for i in half(sh[sl])]
+                    loss_fn(ddp(torch.tensor(X[mine_m])), torch.tensor(y[mine_m])).backward()
+                part = [i for sh in shards for i in sh[sl][m::micro]]  # all ranks' micro-batch
                 loss_fn(ref(torch.tensor(X[part])), torch.tensor(y[part])).backward()
             if mode == "manual":
                 ddp.reduce_gradients()  # where a compiled step reduces: after backward
@@ -171,14 +171,6 @@ def _run_case(name: str, rank: int, world: int) -> dict:
     return record
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _primitives(rank: int, world: int) -> dict:
     import fusionnet as torch
     from fusionnet import distributed as dist
@@ -193,11 +185,13 @@ def _primitives(rank: int, world: int) -> dict:
     dist.broadcast(b, src=world - 1)
     dist.barrier()
     s = dist.DistributedSampler(range(11))  # rank and world size from MPI
-    mismatch = None
-    try:
-        dist.DistributedDataParallel(torch.nn.Linear(3 + rank, 1))
-    except RuntimeError as exc:
-        mismatch = str(exc)
+    mismatch = []
+    for make in (lambda: torch.nn.Linear(3 + rank, 1),  # a different shape on rank 1
+                 lambda: torch.nn.Linear(3, 1, bias=rank == 0)):  # a missing parameter
+        try:
+            dist.DistributedDataParallel(make())
+        except RuntimeError as exc:
+            mismatch.append(str(exc))
     return {"rank": dist.get_rank(), "world": dist.get_world_size(), "sum": t.tolist(),
             "avg": a.tolist(), "max": m.tolist(), "bcast": b.tolist(), "sampler": list(s),
             "mismatch": mismatch}
@@ -242,7 +236,8 @@ def test_collectives(reports):
 
 def test_different_models_raise_on_every_rank(reports):
     for rep in reports:
-        assert "differs from rank 0's" in (rep["primitives"]["mismatch"] or "")
+        messages = rep["primitives"]["mismatch"]
+        assert len(messages) == 2 and all("differs from rank 0's" in m for m in messages)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -105,10 +105,10 @@ def all_reduce(tensor, op: str = ReduceOp.SUM):
     if mpi_op is None:
         raise ValueError(f"unknown reduce op {op!r}; use one of ReduceOp's")
     arr, write_back = _host_array(tensor)
+    if op == ReduceOp.AVG and arr.dtype.kind != "f":  # refuse before any rank changes it
+        raise TypeError(f"ReduceOp.AVG needs a floating point tensor, got {arr.dtype}")
     world().Allreduce(MPI.IN_PLACE, arr, op=mpi_op)
     if op == ReduceOp.AVG:
-        if arr.dtype.kind != "f":
-            raise TypeError(f"ReduceOp.AVG needs a floating point tensor, got {arr.dtype}")
         arr /= get_world_size()
     if write_back is not None:
         write_back()

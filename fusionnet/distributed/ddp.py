@@ -19,6 +19,7 @@ between its backward and its update.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,7 +125,8 @@ class DistributedDataParallel(Module):
         everyone = comm.world().allgather(mine)
         for other_rank, theirs in enumerate(everyone):
             if theirs != everyone[0]:
-                diff = next((a, b) for a, b in zip(everyone[0], theirs + [None]) if a != b)
+                diff = next((a, b) for a, b in itertools.zip_longest(everyone[0], theirs)
+                            if a != b)
                 raise RuntimeError(f"DistributedDataParallel: rank {other_rank}'s model "
                                    f"differs from rank 0's (first difference: rank 0 has "
                                    f"{diff[0]}, rank {other_rank} has {diff[1]}); this is "
