@@ -54,9 +54,9 @@ _LAZY = {
 
 #: Submodules that ``fusionnet.<name>`` reaches without an import statement, as it did
 #: when the package imported them eagerly.
-_LAZY_SUBMODULES = frozenset({"codegen", "graph", "interpreter", "passes", "pystate",
-                              "regions", "runtime", "serialization", "structure", "tracer",
-                              "viz"})
+_LAZY_SUBMODULES = frozenset({"codegen", "distributed", "graph", "interpreter", "passes",
+                              "pystate", "regions", "runtime", "serialization", "structure",
+                              "tracer", "viz"})
 __all__ = [
     "Tensor", "Size", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "empty", "full",
     "rand", "randn", "randint", "arange", "eye", "zeros_like", "ones_like", "empty_like",

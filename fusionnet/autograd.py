@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["Node", "AccumulateGrad", "backward", "no_grad", "enable_grad",
            "set_grad_enabled", "is_grad_enabled", "history", "note_view", "check_inplace",
-           "alias", "prepare_inplace", "commit_inplace"]
+           "alias", "prepare_inplace", "commit_inplace", "register_post_accumulate_grad_hook"]
 
 class _State(threading.local):
     enabled = True  # each thread starts with grad mode on (a class default: no getattr)
@@ -435,12 +435,53 @@ def _sum_to_shape(g, shape):
     return g.reshape(shape)
 
 
+#: id(leaf) -> hooks run after a gradient is accumulated into that leaf's ``.grad``.
+#: Keyed by id (tensors compare elementwise, so they make poor dict keys); a finalizer
+#: drops the entry when the leaf dies, so a reused id never inherits old hooks.
+_POST_ACCUMULATE: dict[int, list] = {}
+
+
+class _HookHandle:
+    """Returned by :func:`register_post_accumulate_grad_hook`; ``remove()`` unregisters."""
+
+    def __init__(self, key: int, hook) -> None:
+        self._key, self._hook = key, hook
+
+    def remove(self) -> None:
+        """Unregister the hook (a second call does nothing)."""
+        hooks = _POST_ACCUMULATE.get(self._key)
+        if hooks and self._hook in hooks:
+            hooks.remove(self._hook)
+            if not hooks:
+                del _POST_ACCUMULATE[self._key]
+
+
+def register_post_accumulate_grad_hook(leaf, hook) -> _HookHandle:
+    """Call ``hook(leaf)`` each time a backward has accumulated a gradient into
+    ``leaf.grad`` (PyTorch's ``Tensor.register_post_accumulate_grad_hook``).
+
+    Data-parallel training uses it to start a gradient all-reduce once every
+    parameter of a bucket has its gradient."""
+    if not leaf.requires_grad or leaf._ctx is not None:
+        raise RuntimeError("post accumulate grad hooks can only be registered on leaf "
+                           "tensors that require grad")
+    key = id(leaf)
+    if key not in _POST_ACCUMULATE:
+        _POST_ACCUMULATE[key] = []
+        weakref.finalize(leaf, _POST_ACCUMULATE.pop, key, None)
+    _POST_ACCUMULATE[key].append(hook)
+    return _HookHandle(key, hook)
+
+
 def _accumulate(leaf, g, Tensor) -> None:  # noqa: N803 - the class, passed in
     if not leaf.requires_grad:
         return
     # A fresh, writable array: gradients may be broadcast views or shared between
     # inputs (add passes one g to both).
     leaf.grad = Tensor._wrap(g._data.copy()) if leaf.grad is None else leaf.grad + g
+    if _POST_ACCUMULATE:  # one dict test on the common path
+        for hook in tuple(_POST_ACCUMULATE.get(id(leaf), ())):
+            hook(leaf)
 
 
 def backward(root, gradient=None, retain_graph: bool = False):

@@ -237,6 +237,11 @@ class Tensor(TensorOps):
         self.requires_grad = bool(requires_grad)
         return self
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(self)`` after each backward accumulates into this leaf's ``.grad``;
+        returns a handle whose ``remove()`` unregisters it."""
+        return autograd.register_post_accumulate_grad_hook(self, hook)
+
     def backward(self, gradient=None, retain_graph=None, create_graph=False):
         """Accumulate the gradient of this tensor into the ``.grad`` of every leaf."""
         if create_graph:
