@@ -58,6 +58,8 @@ SAMPLES = {
     "tanh": ([_any(3, 4)], {}, np.tanh),
     "relu": ([_away_from_zero(3, 4)], {}, lambda x: x * (x > 0)),
     "erf": ([_any(3, 4)], {}, scipy.special.erf),
+    "sin": ([_any(3, 4)], {}, np.sin),
+    "cos": ([_any(3, 4)], {}, np.cos),
     "cast": ([_any(3, 4)], {"dtype": np.dtype(np.float32)}, lambda x: x.astype(np.float32)),
     "clamp": ([_any(3, 4) * 2], {"min": -0.5, "max": 0.7}, lambda x: np.clip(x, -0.5, 0.7)),
     "add": ([_any(3, 4), _any(4)], {}, np.add),

@@ -104,6 +104,12 @@ _unary("erf", lambda xp, a: _special(xp).erf(_float_in(a)),
        "Gauss error function (for exact GELU)", dtype=float_dtype)
 
 
+_unary("sin", lambda xp, a: xp.sin(_float_in(a)), lambda g, x, **_: (g * x.cos(),),
+       "sine", dtype=float_dtype)
+_unary("cos", lambda xp, a: xp.cos(_float_in(a)), lambda g, x, **_: (-(g * x.sin()),),
+       "cosine", dtype=float_dtype)
+
+
 def _cast_grad(g, x, dtype, **_):
     return (g.to(x.dtype) if x.dtype.is_floating_point else None,)
 

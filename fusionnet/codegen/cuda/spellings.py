@@ -41,6 +41,8 @@ ELEMENTWISE = {
     "tanh": "tanh({0})",
     "relu": "(!({0} <= 0) ? {0} : 0)",
     "erf": "erf({0})",
+    "sin": "sin({0})",
+    "cos": "cos({0})",
     "cast": _cast,
     # bounds cast to the operand's type (fmax(float, double) picks a host overload);
     # fmin/fmax drop NaN, NumPy keeps it

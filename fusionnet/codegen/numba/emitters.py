@@ -115,6 +115,8 @@ ELEMENTWISE = {
     "tanh": "math.tanh({0})",
     "relu": "({0} if not ({0} <= 0) else 0)",
     "erf": "math.erf({0})",
+    "sin": "math.sin({0})",
+    "cos": "math.cos({0})",
     "cast": "{0}",  # the conversion itself is convert(), applied to every op's result
     "clamp": _clamp,
     "add": _wrapping_binary("+"),
