@@ -14,6 +14,8 @@ import fusionnet as fn
 from fusionnet.dispatch import apply
 from fusionnet.ops import LAYOUT_STEPS, OPS, Kind, encode_key, layout_steps
 
+from _conv_refs import CONV_SAMPLES  # noqa: E402 - tests/ is on sys.path under pytest
+
 rng = np.random.default_rng(1234)
 
 
@@ -100,6 +102,8 @@ SAMPLES = {
     "stack": ([_any(2, 3), _any(2, 3)], {"dim": 1}, lambda a, b: np.stack([a, b], 1)),
     "to_device": ([_any(3, 4)], {"device": "cpu"}, lambda x: x),
 }
+
+SAMPLES.update(CONV_SAMPLES)  # convolution and pooling: loop references in _conv_refs.py
 
 # Inputs that are not differentiated even when the op is (indices, conditions).
 NOT_DIFFERENTIATED = {("getitem_grad", 1), ("where", 0)}

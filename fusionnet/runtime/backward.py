@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 from .. import autograd
 from ..interpreter import run as run_graph
-from ..ops import Kind, Op
+from ..ops import Kind, Op, get_op
 from ..tensor import Tensor
 
 __all__ = ["attach", "graph_at", "run_with_grad"]
@@ -34,9 +34,27 @@ def attach(runner, entry, outs, args) -> None:
     out = outs[0]
     needs = tuple(bool(t.requires_grad) for t in args)
     saved = tuple((t, t._version[0], f"input {i}") for i, t in enumerate(args))
+    out_alias = None
+    if _reads_output(entry):
+        # Eager's last op keeps its result for its gradient (sigmoid, exp, relu...): an
+        # in-place write to the output must make backward raise here too.
+        out_alias = Tensor._wrap(out._data, version=out._version)
+        saved += ((out_alias, out._version[0], "output 0"),)
     out.requires_grad = True
     out._ctx = autograd.Node(_grad_op(runner), tuple(args), {"runner": runner, "entry": entry},
-                             None, saved, needs)
+                             out_alias, saved, needs)
+
+
+def _reads_output(entry) -> bool:
+    """Whether the op that produced the traced graph's output saves its result."""
+    graph = getattr(entry, "traced", None)
+    if graph is None:
+        return False
+    args = graph.node(graph.output)["args"]
+    if len(args) != 1 or graph.node(args[0])["kind"] != "op":
+        return False
+    d = graph.node(args[0])
+    return bool(get_op(d["op"]).saves((True,) * len(d["args"]))[1])
 
 
 def graph_at(runner, args):
