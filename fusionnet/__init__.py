@@ -62,8 +62,8 @@ _LAZY_SUBMODULES = frozenset({"codegen", "graph", "interpreter", "passes", "pyst
 __all__ = [
     "Tensor", "Size", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "empty", "full",
     "rand", "randn", "randint", "arange", "eye", "zeros_like", "ones_like", "empty_like",
-    "full_like", "rand_like", "randn_like", "normal", "randperm", "sin", "cos", "square", "norm", "bmm",
-    "meshgrid", "FloatTensor", "DoubleTensor", "LongTensor",
+    "full_like", "rand_like", "randn_like", "normal", "randperm", "sin", "cos", "square",
+    "norm", "bmm", "meshgrid", "FloatTensor", "DoubleTensor", "LongTensor",
     "cat", "concat", "stack", "mm", "matmul", "relu", "exp", "log", "sqrt", "abs", "neg",
     "sign", "erf", "pow", "sigmoid", "tanh", "sum", "mean", "max", "min", "argmax", "argmin",
     "where", "clamp", "maximum", "minimum", "reshape", "flatten", "transpose", "permute",

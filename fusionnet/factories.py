@@ -15,8 +15,8 @@ from .tensor import Tensor
 from .tensor_ops import shape_args as _shape_args
 
 __all__ = ["tensor", "as_tensor", "from_numpy", "zeros", "ones", "empty", "full", "rand",
-           "randn", "randint", "normal", "randperm", "arange", "eye", "zeros_like", "ones_like", "empty_like",
-           "full_like", "rand_like", "randn_like", "FloatTensor", "DoubleTensor", "LongTensor"]
+           "randn", "randint", "normal", "randperm", "arange", "eye", "zeros_like", "ones_like",
+           "empty_like", "full_like", "rand_like", "randn_like", "FloatTensor", "DoubleTensor", "LongTensor"]
 
 
 def _on(device, make):

@@ -239,3 +239,21 @@ def test_fused_conv_in_float64_with_groups_and_dilation_matches_eager():
     x = fn.randn(2, 4, 9, 8, dtype=fn.float64)
     fused = fn.fuse(net, fallback=False)
     _close(fused(x), torch.tensor(net(x).detach().numpy()), 1e-12)
+
+
+def test_fused_batch_norm_in_train_mode_runs_eagerly_and_updates_the_stats_once_per_call():
+    fn.manual_seed(0)
+    plain, inner = nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+    fused = fn.fuse(inner)
+    x = fn.randn(4, 3, 5, 5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            _close(fused(x), torch.tensor(plain(x).detach().numpy()), 1e-6)
+    assert any("in-place update of a module parameter/buffer" in str(w.message) for w in caught)
+    assert inner.num_batches_tracked.item() == plain.num_batches_tracked.item() == 3
+    _close(inner.running_var, torch.tensor(plain.running_var.numpy()), 1e-7)
+    inner.eval(), plain.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # eval mode compiles
+        _close(fused(x), torch.tensor(plain(x).detach().numpy()), 1e-5)
