@@ -257,3 +257,19 @@ def test_fused_batch_norm_in_train_mode_runs_eagerly_and_updates_the_stats_once_
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # eval mode compiles
         _close(fused(x), torch.tensor(plain(x).detach().numpy()), 1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: m.BatchNorm2d(3), lambda m: m.BatchNorm2d(3, bias=False),
+    lambda m: m.BatchNorm1d(4, affine=False, momentum=None), lambda m: m.LayerNorm((2, 5)),
+    lambda m: m.LayerNorm(5, bias=False), lambda m: m.Conv2d(1, 2, 3, padding="same"),
+    lambda m: m.Conv2d(4, 8, (3, 1), stride=2, dilation=(1, 2), groups=4, bias=False),
+    lambda m: m.Embedding(5, 3, padding_idx=1), lambda m: m.MaxPool2d(3, 2, 1),
+    lambda m: m.AvgPool2d(2), lambda m: m.AdaptiveAvgPool2d((1, 1)),
+])
+def test_layer_repr_and_state_dict_keys_match_torch(make):
+    ours, theirs = make(nn), make(torch.nn)
+    assert repr(ours) == repr(theirs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert [tuple(v.shape) for v in ours.state_dict().values()] == \
+        [tuple(v.shape) for v in theirs.state_dict().values()]

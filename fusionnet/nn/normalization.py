@@ -27,20 +27,18 @@ class _BatchNorm(Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, device=None,
-                 dtype=None) -> None:
+                 dtype=None, *, bias: bool = True) -> None:
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
+        self._has_bias = affine and bias  # PyTorch >= 2.6: affine without a shift
         self._make_state(device, dtype)
 
     def _make_state(self, device, dtype) -> None:
         n = self.num_features
-        if self.affine:
-            self.weight = Parameter(empty(n, device=device, dtype=dtype))
-            self.bias = Parameter(empty(n, device=device, dtype=dtype))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        for name, wanted in (("weight", self.affine), ("bias", self._has_bias)):
+            self.register_parameter(name, Parameter(empty(n, device=device, dtype=dtype))
+                                    if wanted else None)
         if self.track_running_stats:
             self.register_buffer("running_mean", zeros(n, device=device, dtype=dtype))
             self.register_buffer("running_var", ones(n, device=device, dtype=dtype))
@@ -60,8 +58,9 @@ class _BatchNorm(Module):
     def reset_parameters(self) -> None:
         """Running statistics reset; weight 1, bias 0."""
         self.reset_running_stats()
-        if self.affine:
+        if self.weight is not None:
             init.ones_(self.weight)
+        if self.bias is not None:
             init.zeros_(self.bias)
 
     def _check_input(self, input: Tensor) -> None:  # noqa: A002
@@ -86,7 +85,8 @@ class _BatchNorm(Module):
     def extra_repr(self) -> str:
         """PyTorch's text."""
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm1d(_BatchNorm):
@@ -105,18 +105,17 @@ class _LazyBatchNorm(_BatchNorm):
     """Batch norm whose ``num_features`` comes from its first input's dim 1."""
 
     def __init__(self, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, device=None, dtype=None) -> None:
+                 track_running_stats: bool = True, device=None, dtype=None, *,
+                 bias: bool = True) -> None:
         self._lazy_where = (device, dtype)
-        super().__init__(0, eps, momentum, affine, track_running_stats, device, dtype)
+        super().__init__(0, eps, momentum, affine, track_running_stats, device, dtype,
+                         bias=bias)
 
     def _make_state(self, device, dtype) -> None:
         if self.num_features == 0:  # before the first call: parameters without data
-            if self.affine:
-                self.weight = UninitializedParameter(device=device, dtype=dtype)
-                self.bias = UninitializedParameter(device=device, dtype=dtype)
-            else:
-                self.register_parameter("weight", None)
-                self.register_parameter("bias", None)
+            for name, wanted in (("weight", self.affine), ("bias", self._has_bias)):
+                self.register_parameter(name, UninitializedParameter(device=device, dtype=dtype)
+                                        if wanted else None)
             for name in ("running_mean", "running_var", "num_batches_tracked"):
                 self.register_buffer(name, None)
             return
@@ -132,11 +131,10 @@ class _LazyBatchNorm(_BatchNorm):
             self._check_input(input)
             self.num_features = int(input.shape[1])
             device, dtype = self._lazy_where
-            if self.affine:
-                self.weight.materialize((self.num_features,))
-                self.bias.materialize((self.num_features,))
-                init.ones_(self.weight)
-                init.zeros_(self.bias)
+            if self.weight is not None:
+                init.ones_(self.weight.materialize((self.num_features,)))
+            if self.bias is not None:
+                init.zeros_(self.bias.materialize((self.num_features,)))
             if self.track_running_stats:
                 n = self.num_features
                 self.running_mean = zeros(n, device=device, dtype=dtype)
@@ -186,4 +184,4 @@ class LayerNorm(Module):
     def extra_repr(self) -> str:
         """PyTorch's text."""
         return (f"{self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}")
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
