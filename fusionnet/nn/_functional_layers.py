@@ -213,12 +213,11 @@ def embedding(input: Tensor, weight: Tensor, padding_idx=None, max_norm=None,  #
     if input.dtype.is_floating_point:
         raise RuntimeError("embedding: indices must be an integer tensor, got "
                            f"{input.dtype}")
+    out = weight[input]
     if padding_idx is not None:
         if padding_idx < 0:
             padding_idx += weight.shape[0]
-        keep = ones(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
-        keep[padding_idx] = 0.0
-        # weight * keep + detached pad row: same values, no gradient into the pad row.
-        pad = (weight.detach() * (1 - keep))
-        weight = weight * keep + pad
-    return weight[input]
+        # Same values; the rows looked up at padding_idx pass no gradient to the weight.
+        pad = (input == padding_idx).unsqueeze(-1)
+        out = out.detach().where(pad, out)
+    return out

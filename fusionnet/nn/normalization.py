@@ -107,9 +107,9 @@ class _LazyBatchNorm(_BatchNorm):
     def __init__(self, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None, *,
                  bias: bool = True) -> None:
-        self._lazy_where = (device, dtype)
         super().__init__(0, eps, momentum, affine, track_running_stats, device, dtype,
                          bias=bias)
+        self._lazy_where = (device, dtype)  # where the first call builds the buffers
 
     def _make_state(self, device, dtype) -> None:
         if self.num_features == 0:  # before the first call: parameters without data
