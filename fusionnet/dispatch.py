@@ -16,7 +16,7 @@ import threading
 import numpy as np
 
 from . import autograd
-from .dtypes import promote, scalar_dtype
+from .dtypes import result_dtype, scalar_dtype
 from .ops import ShapeError, get_op
 
 __all__ = ["apply", "run_eager", "record", "set_trace_hook", "trace_hook", "note_python_value",
@@ -81,9 +81,7 @@ def _to_tensors(op, args, Tensor):
     like = tensors[0]
     if len(tensors) == len(args):
         return args, like
-    ref = tensors[0]._data.dtype
-    for t in tensors[1:]:
-        ref = promote(ref, t._data.dtype)
+    ref = result_dtype([t._data.dtype for t in tensors], [t._data.ndim for t in tensors])
     xp = like._xp
     out = []
     for a in args:
@@ -108,7 +106,7 @@ def _check_devices(op, tensors, like):
 def _promoted(op, arrays):
     if not op.promote:
         return arrays
-    casts = op.casts(list(map(_DTYPE, arrays)))
+    casts = op.casts(list(map(_DTYPE, arrays)), [a.ndim for a in arrays])
     if not casts:
         return arrays
     return [a.astype(casts[i]) if i in casts else a for i, a in enumerate(arrays)]

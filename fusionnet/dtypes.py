@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["dtype", "float32", "float64", "int32", "int64", "bool_", "as_dtype",
-           "promote", "scalar_dtype", "get_default_dtype", "SUPPORTED", "unsupported",
+           "promote", "result_dtype", "scalar_dtype", "get_default_dtype", "SUPPORTED", "unsupported",
            "require_native"]
 
 
@@ -137,6 +137,26 @@ def promote(a: np.dtype, b: np.dtype) -> np.dtype:
     if ca != cb:
         return a if ca > cb else b
     return np.promote_types(a, b)
+
+
+def result_dtype(dtypes, ndims) -> np.dtype:
+    """The common dtype of tensors of ``dtypes`` with ``ndims`` dimensions, following
+    PyTorch: zero-dimensional tensors count only when they are of a higher category than
+    every dimensioned one (a float64 0-d tensor times a float32 matrix is float32; an
+    int matrix times a float64 0-d tensor is float64)."""
+    dim = zero = None
+    for d, n in zip(dtypes, ndims):
+        if n:
+            dim = d if dim is None else promote(dim, d)
+        else:
+            zero = d if zero is None else promote(zero, d)
+    if dim is None or zero is None:
+        return zero if dim is None else dim
+    if dim.kind == "f":
+        return dim
+    if dim.kind == "b" or zero.kind == "f":
+        return promote(dim, zero)
+    return dim  # both integer: the dimensioned tensor's type wins
 
 
 def scalar_dtype(value, other: np.dtype) -> np.dtype:

@@ -74,6 +74,44 @@ def is_user_frame(frame) -> bool:
         frame.f_code.co_filename)
 
 
+def _is_generated(code) -> bool:
+    # exec()-built code: namedtuple's ``__new__``, networkx's argmap wrappers, a user's
+    # own exec'd function. Real files and frozen stdlib modules have a path-like name.
+    name = code.co_filename
+    return name.startswith("<") and not name.startswith("<frozen ")
+
+
+def _reads_user_state(frame) -> bool:
+    """Whether a trace must guard what ``frame``'s code reads: user code, where code built
+    by exec() counts only when user code (or Module's call machinery, for an exec'd
+    ``forward``) called it. Library-generated wrappers that fusionnet or a package call
+    (networkx's argmap functions, namedtuple constructors) are library code."""
+    if not is_user_frame(frame):
+        return False
+    if not _is_generated(frame.f_code):
+        return True
+    if _library_namespace(frame.f_globals):
+        return False
+    caller = frame.f_back
+    return caller is None or is_user_frame(caller) or (
+        caller.f_globals.get("__name__") == _MODULE_CALLER)
+
+
+_MODULE_CALLER = "fusionnet.nn.module"
+
+
+def _library_namespace(glb: dict) -> bool:
+    # collections.namedtuple builds ``__new__`` in a namespace named after the type;
+    # other generated code that runs in a trusted module's own globals is that module's.
+    name = glb.get("__name__") or ""
+    if name.startswith("namedtuple_"):
+        return True
+    mod = sys.modules.get(name)
+    file = getattr(mod, "__file__", None)
+    return mod is not None and mod.__dict__ is glb and bool(file) and (
+        _is_trusted_file(file) or _is_internal_globals(glb))
+
+
 def user_frames(frame):
     """The user-code frames from ``frame`` outwards."""
     while frame is not None:
@@ -177,7 +215,7 @@ class Recorder:
         return False
 
     def _profile(self, frame, event, arg):
-        if event == "call" and frame.f_code not in self.codes and is_user_frame(frame):
+        if event == "call" and frame.f_code not in self.codes and _reads_user_state(frame):
             self.codes[frame.f_code] = frame.f_globals
         if self._prev_profile is not None:
             self._prev_profile(frame, event, arg)
@@ -260,8 +298,12 @@ def build_guard(recorder: Recorder) -> tuple[list[Check], list[Check]]:
     ``STRUCTURE_VERSION``, can change those."""
     per_call: list[Check] = []
     on_move: list[Check] = []
+    seen: set = set()  # (globals dict, name): several code objects may read one global
     for code, glb in recorder.codes.items():
         for name in _global_names(code):
+            if (id(glb), name) in seen:
+                continue
+            seen.add((id(glb), name))
             if name in glb:
                 value = glb[name]
                 if isinstance(value, types.ModuleType):
@@ -275,6 +317,8 @@ def build_guard(recorder: Recorder) -> tuple[list[Check], list[Check]]:
                                   (lambda g, n: lambda: g.get(n, _MISSING))(glb, name),
                                   expected))
         for name, cell in _closure_cells(code):
+            if isinstance(_cell_reader(cell)(), types.ModuleType):
+                continue  # as for globals (autograph's ``__ag`` helpers among them)
             per_call.append(Check(f"closure variable {name!r} of {code.co_name}",
                                   _cell_reader(cell), fingerprint(_cell_reader(cell)())))
     for module, name, where in recorder.attrs.values():

@@ -37,6 +37,7 @@ from .ops import DataDependentShape, get_op
 from .autograph import ConversionError, ConversionNeeded, Conversions
 from .autograph.record import RegionError, RegionTracing
 from .pystate import MODULE_INTERNALS, ObjectIndex, Recorder, is_user_frame
+from .random import default_generator
 from .structure import flatten
 from .tensor import Tensor
 
@@ -503,7 +504,18 @@ def trace(module, *example_inputs, on_break: str = "raise", name: str | None = N
         if not isinstance(x, Tensor):
             raise TraceError(f"trace: example input {pos} must be a Tensor, got "
                              f"{type(x).__name__}")
-    materialise_lazy(module, example_inputs)
+    materialise_lazy(module, example_inputs)  # draws initial weights, as eager's first call
+    # A trace must leave the random stream where it found it: a recording trace carries on
+    # past a draw (dropout in training mode), and the eager run that follows a break must
+    # draw what a plain eager call would.
+    rng_state = default_generator.get_state()
+    try:
+        return _trace_converting(module, example_inputs, on_break, name, convert, Module)
+    finally:
+        default_generator.set_state(rng_state)
+
+
+def _trace_converting(module, example_inputs, on_break, name, convert, Module) -> Graph:
     conversions = Conversions(module)
     for _ in range(_MAX_CONVERSIONS):
         try:

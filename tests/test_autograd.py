@@ -264,3 +264,29 @@ def test_mean_of_integers_raises_pytorchs_error_type():
     for T in (fn, torch_):
         with pytest.raises(RuntimeError, match="mean\\(\\): could not infer output dtype"):
             T.tensor([1, 2]).mean()
+
+
+@pytest.mark.parametrize("how", ["min()", "min(0)", "max(0, keepdim)", "amin(0)", "amax()"])
+def test_extreme_gradients_keep_exact_zeros_like_pytorch(how):
+    # Found by the fuzzer's --torch run (seed 1202, case 1202000091): an inf or NaN
+    # incoming gradient times the 0/1 hit mask put NaN everywhere; PyTorch's max()/min()
+    # write the gradient into the hits only (amax/amin do multiply, as here).
+    torch = pytest.importorskip("torch")
+    x = np.array([[1.0, np.nan, -np.inf, 3.0], [2.0, -1.0, 4.0, 4.0]], np.float32)
+
+    def run(lib, t):
+        out = {"min()": lambda: t.min(), "min(0)": lambda: t.min(0)[0],
+               "max(0, keepdim)": lambda: t.max(0, keepdim=True)[0],
+               "amin(0)": lambda: t.amin(0), "amax()": lambda: t.amax()}[how]()
+        (out * out).sum().backward()
+        return t.grad.numpy()
+
+    got = run(fn, fn.tensor(x, requires_grad=True))
+    want = run(torch, torch.tensor(x, requires_grad=True))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want))
+
+
+def test_abs_of_bool_raises_as_pytorch_does():
+    with pytest.raises(TypeError, match="abs is not implemented for bool"):
+        fn.tensor([True, False]).abs()

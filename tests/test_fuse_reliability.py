@@ -380,6 +380,60 @@ def test_mutable_state_and_globals_read_by_forward_are_guarded():
     assert any("changed" in c for c in _compiles(fused)[1:])
 
 
+
+def test_globals_of_exec_built_user_code_stay_guarded():
+    # Code built by exec() has no file; it is still the user's when the user's forward
+    # (or Module's call machinery, for an exec'd forward) runs it, so its globals are
+    # guarded; library wrappers of the same kind (namedtuple's __new__) are not.
+    ns = {"torch": torch, "K": 2.0}
+    exec("def helper(x):\n    return x * K\n"                       # noqa: S102
+         "def forward(self, x):\n    return helper(x) + K\n", ns)
+    Block = type("ExecBlock", (nn.Module,), {"forward": ns["forward"]})
+    block = Block()
+    fused = fuse(block)
+    x = torch.randn(3, 2)
+    with torch.no_grad():
+        _same(fused(x), block(x))
+        ns["K"] = -3.0
+        _same(fused(x), block(x))
+    assert any("global 'K'" in c for c in _compiles(fused)[1:])
+
+
+def test_library_generated_code_is_not_guarded_per_call():
+    import collections
+
+    Pair = collections.namedtuple("Pair", "a b")
+
+    class UsesNamedTuple(nn.Module):
+        def forward(self, x):
+            p = Pair(x, x + 1)
+            return p.a * p.b
+
+    from fusionnet.runtime.runner import FusionRunner
+    fused = fuse(UsesNamedTuple())
+    with torch.no_grad():
+        fused(torch.randn(2, 2))
+    runner = next(v for v in vars(fused).values() if isinstance(v, FusionRunner))
+    (entry,) = runner.exact.values()
+    assert not [c.what for c in entry.per_call if "_tuple_new" in c.what]
+
+
+def test_chimera_takes_the_inline_cache():
+    # Per-call guards put an entry off the runner's fast path (x10 at batch 2): the
+    # autograph-converted chimera must read no Python state that needs them.
+    from fusionnet import zoo
+    from fusionnet.runtime.runner import FusionRunner
+    net = zoo.Chimera()
+    fused = fuse(net, fallback=False)
+    x = torch.rand(2, 20)
+    with torch.no_grad():
+        fused(x)
+        _same(fused(x), net(x))
+    runner = next(v for v in vars(fused).values() if isinstance(v, FusionRunner))
+    (entry,) = runner.exact.values()
+    assert [c.what for c in entry.per_call] == []
+    assert entry.fast and runner.last is not None and runner.last[5] is entry
+
 def test_submodule_training_flag_is_guarded():
     class Outer(nn.Module):
         def __init__(self):
@@ -673,3 +727,43 @@ def test_an_unused_out_of_range_index_still_raises():
         for b in (block, fused):
             with pytest.raises(IndexError):
                 b(torch.rand(4, 4))
+
+
+# ---- random numbers: compiling must not move the stream ------------------------------------
+
+class LazyDropout(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lazy = nn.LazyLinear(3)
+
+    def forward(self, x):
+        return F.dropout(self.lazy(x), 0.25, training=self.training)
+
+
+def test_first_call_of_a_lazy_block_draws_as_eager_does():
+    # Found by the fuzzer (seed 1202, case 1202000150): building the lazy layer ran the
+    # whole forward once, dropout included, so the eager fallback drew another mask.
+    torch.manual_seed(1)
+    eager = LazyDropout()
+    torch.manual_seed(1)
+    fused = fuse(LazyDropout())
+    x = torch.randn(6, 4)
+    for call in range(3):
+        torch.manual_seed(10 + call)
+        want = eager(x)
+        torch.manual_seed(10 + call)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FusionFallbackWarning)
+            got = fused(x)
+        _same(got, want)
+
+
+def test_tracing_and_explain_leave_the_random_stream_alone():
+    block = LazyDropout()
+    x = torch.randn(6, 4)
+    block(x)
+    torch.manual_seed(3)
+    state = torch.random.default_generator.get_state()
+    torch.trace(block, x, on_break="record")   # carries on past the dropout draw
+    str(torch.explain(block, x))
+    assert torch.random.default_generator.get_state() == state

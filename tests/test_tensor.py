@@ -72,6 +72,61 @@ def test_type_promotion_like_pytorch():
     assert (i > 1).dtype == fn.bool_
 
 
+def test_zero_dim_tensors_promote_only_across_categories():
+    # PyTorch's rule (found by the fuzzer's --torch run): a 0-d tensor does not widen a
+    # dimensioned tensor of its own category, but lifts one of a lower category.
+    x32 = fn.ones(3)
+    z64 = fn.tensor(2.0, dtype=fn.float64)
+    assert (x32 * z64).dtype == fn.float32
+    assert (z64 * x32).dtype == fn.float32
+    assert (fn.ones(3, dtype=fn.int32) * z64).dtype == fn.float64
+    assert (fn.ones(3, dtype=fn.int32) + fn.tensor(5)).dtype == fn.int32
+    assert (fn.ones(3, dtype=fn.bool) + fn.tensor(5)).dtype == fn.int64
+    assert (z64 + fn.tensor(1.0)).dtype == fn.float64            # both 0-d: ordinary
+    assert fn.where(x32 > 0, x32, z64).dtype == fn.float32
+
+
+def test_promotion_matches_pytorch_for_every_dtype_and_rank_pair():
+    torch = pytest.importorskip("torch")
+    import itertools
+    import operator
+    names = ["bool", "int32", "int64", "float32", "float64"]
+    for a, b in itertools.product(names, names):
+        for sa, sb in [((3,), ()), ((), (3,)), ((), ()), ((3,), (3,))]:
+            ta, fa = torch.ones(sa, dtype=getattr(torch, a)), fn.ones(sa, dtype=getattr(fn, a))
+            tb, fb = torch.ones(sb, dtype=getattr(torch, b)), fn.ones(sb, dtype=getattr(fn, b))
+            for name, op in [("mul", operator.mul), ("gt", operator.gt),
+                             ("maximum", None), ("where", None)]:
+                if name == "maximum":
+                    want, got = torch.maximum(ta, tb), fn.maximum(fa, fb)
+                elif name == "where":
+                    want, got = torch.where(ta > 0, ta, tb), fn.where(fa > 0, fa, fb)
+                else:
+                    want, got = op(ta, tb), op(fa, fb)
+                assert str(got.dtype).split(".")[-1] == str(want.dtype).split(".")[-1], (
+                    name, a, sa, b, sb, want.dtype, got.dtype)
+
+
+def test_fused_zero_dim_buffer_keeps_the_dimensioned_dtype():
+    from fusionnet import nn
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("scale", fn.tensor(0.5, dtype=fn.float64))
+
+        def forward(self, x):
+            return (x * self.scale).relu() + self.scale
+
+    block = Scaled()
+    fused = fn.fuse(block, fallback=False)
+    x = fn.randn(4, 3)
+    with fn.no_grad():
+        got, want = fused(x), block(x)
+    assert got.dtype == want.dtype == fn.float32
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+
+
 _SUPPORTED = "float32, float64, int32, int64, bool"
 _UNSUPPORTED = {"complex": np.array([1 + 2j]), "str": np.array(["a"]),
                 "object": np.array([object()], dtype=object),

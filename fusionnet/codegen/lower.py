@@ -324,7 +324,8 @@ def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple
             raise Unsupported(f"{bd['op']} inside a {kind} kernel")
         args = [var[a] if a in var else _load(kernel, var, prog, operands, bg, a, loop_rank)
                 for a in bd["args"]]
-        args = _promote_args(kernel, n, get_op(bd["op"]), args)
+        args = _promote_args(kernel, n, get_op(bd["op"]), args,
+                             [len(bg.node(a)["shape"]) for a in bd["args"]])
         var[n] = f"v{n}"
         kernel.body.append(("op", var[n], bd["op"], dict(bd["attrs"]), args, bd["dtype"]))
         kernel.dtypes[var[n]] = bd["dtype"]
@@ -334,10 +335,11 @@ def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple
     return kernel
 
 
-def _promote_args(kernel: Kernel, n: int, op, args: list) -> list:
+def _promote_args(kernel: Kernel, n: int, op, args: list, ndims: list) -> list:
     """Cast arguments to the op's promoted dtype, as eager does before computing
-    (an int64 compared with a float32 compares in float32, not float64): ``Op.casts``."""
-    casts = op.casts([np.dtype(kernel.dtypes[a]) for a in args])
+    (an int64 compared with a float32 compares in float32, not float64): ``Op.casts``
+    (``ndims``: each argument's rank before broadcasting, which promotion reads)."""
+    casts = op.casts([np.dtype(kernel.dtypes[a]) for a in args], ndims)
     out = list(args)
     for i, common in casts.items():
         cast = f"p{n}_{i}"

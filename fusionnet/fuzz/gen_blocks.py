@@ -160,7 +160,7 @@ def _inplace_operand(b: Builder, w: Val):
     expr, shape, dtype, kind, grad = operand(b, w)
     if broadcast(w.shape, shape) != w.shape or dtype == "bool":
         return None
-    res = promote(w.dtype, dtype, kind)
+    res = promote(w.dtype, dtype, kind, (w.shape, shape))
     if is_float(res) and not is_float(w.dtype):
         return None
     return expr, grad
@@ -252,7 +252,7 @@ def detach(b: Builder) -> bool:
         last = v.shape[-1] if v.shape and isinstance(v.shape[-1], int) else 1
         w = b.attr("w", f"nn.Parameter(torch.randn({last}{_dk(b)}))")
         b.new(f"{v.name} * {w}.{b.choice(['data', 'detach()'])}", broadcast(v.shape, (last,)),
-              promote(v.dtype, b.fdt), grad=v.grad)
+              promote(v.dtype, b.fdt, None, (v.shape, (last,))), grad=v.grad)
         return True
     form = b.choice(["{}.detach()", "{}.data", "{}.detach().clone()"])
     b.new(form.format(v.name), v.shape, v.dtype, readonly=v.readonly and "clone" not in form)
@@ -299,7 +299,8 @@ def mse_loss(b: Builder) -> bool:
         expr = f"{b.attr('loss', f'nn.MSELoss(reduction={red!r})')}({v.name}, {u.name})"
     else:
         expr = f"F.mse_loss({v.name}, {u.name}, reduction={red!r})"
-    b.new(expr, shape, promote(v.dtype, u.dtype), grad=v.grad or u.grad)
+    b.new(expr, shape, promote(v.dtype, u.dtype, None, (v.shape, u.shape)),
+          grad=v.grad or u.grad)
     return True
 
 

@@ -263,7 +263,7 @@ def binary(b: Builder) -> bool:
     shape = broadcast(v.shape, shape_o)
     if shape is None or not b.fits(shape):
         return False
-    dtype = promote(v.dtype, dt_o, kind)
+    dtype = promote(v.dtype, dt_o, kind, (v.shape, shape_o))
     if op == "div":
         dtype = result_float(dtype)
     int_alpha = not is_float(dtype)
@@ -293,7 +293,7 @@ def _pow(b: Builder, v: Val) -> bool:
         shape = broadcast(v.shape, shape_o)
         if shape is None or not b.fits(shape) or dt_o == "bool":
             return False
-        b.new(f"{v.name} ** {expr_o}", shape, promote(v.dtype, dt_o, kind),
+        b.new(f"{v.name} ** {expr_o}", shape, promote(v.dtype, dt_o, kind, (v.shape, shape_o)),
               grad=_grad(v.grad, grad_o))
     return True
 
@@ -365,7 +365,7 @@ def where(b: Builder) -> bool:
         return False
     if dt_o == "bool":
         return False
-    dtype = promote(v.dtype, dt_o, kind)
+    dtype = promote(v.dtype, dt_o, kind, (v.shape, shape_o))
     form = b.choice(["torch.where({m}, {a}, {o})", "torch.where({m}, {o}, {a})",
                      "{a}.where({m}, {o})"])
     b.new(form.format(m=m.name, a=v.name, o=expr_o), shape, dtype, grad=_grad(v.grad, grad_o))

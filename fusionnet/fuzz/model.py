@@ -95,15 +95,20 @@ def _category(dtype: str) -> int:
 _WIDER = {("float32", "float64"): "float64", ("int32", "int64"): "int64"}
 
 
-def promote(a: str, b: str | None, scalar: str | None = None) -> str:
+def promote(a: str, b: str | None, scalar: str | None = None, shapes=None) -> str:
     """PyTorch's result dtype of a binary op on tensors of dtypes ``a`` and ``b`` (``b``
     None when the other operand is a Python scalar of kind ``scalar``: "bool", "int",
-    "float")."""
+    "float"). With ``shapes`` (the two operands' shapes), a 0-d tensor beside a
+    dimensioned one counts only when it is of a higher category, as in PyTorch."""
     if b is None:  # weak scalar: takes the tensor's dtype unless of a higher category
         kind = {"bool": 0, "int": 1, "float": 2}[scalar]
         if kind > _category(a):
             return "float32" if kind == 2 else "int64"
         return a
+    if shapes is not None and bool(len(shapes[0])) != bool(len(shapes[1])):
+        dim, zero = (a, b) if len(shapes[0]) else (b, a)
+        if _category(zero) <= _category(dim) and not (dim == "bool" and zero != "bool"):
+            return dim
     if _category(a) != _category(b):
         return a if _category(a) > _category(b) else b
     if a == b:

@@ -58,8 +58,14 @@ def _special(xp):
 
 _unary("neg", lambda xp, a: xp.negative(a), lambda g, x, **_: (-g,),
        "negation -x", saves=SAVES_NONE)
+def _abs_dtype(d, **_):
+    if d.kind == "b":  # PyTorch has no abs kernel for bool ("abs_cpu" not implemented)
+        raise TypeError("fusionnet.abs: abs is not implemented for bool tensors")
+    return d
+
+
 _unary("abs", lambda xp, a: xp.abs(a), lambda g, x, **_: (g * x.sign(),),
-       "absolute value")
+       "absolute value", dtype=_abs_dtype)
 
 
 def _sign_eager(xp, a):

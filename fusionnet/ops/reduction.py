@@ -68,7 +68,12 @@ def _extreme_grad(g, x, out, dim=None, keepdim=False, ties="even", **_):
     if ties == "index" and dim is not None and x.ndim:
         # The first hit along dim is the index argmax/argmin return (NaN first).
         hit = _one_hot(hit.argmax(dim=dim, keepdim=True), x, dim)
-    return (_kept(g, x, dim, keepdim) * hit / hit.sum(dim=dim, keepdim=True),)
+    share = _kept(g, x, dim, keepdim) / hit.sum(dim=dim, keepdim=True)
+    if ties == "even":  # amax/amin: PyTorch multiplies by the mask (an inf gradient gives NaN)
+        return (share * hit,)
+    # max()/min(): PyTorch writes the gradient into the hits and leaves exact zeros
+    # elsewhere, even when the incoming gradient is inf or NaN.
+    return (share.where(hit, 0.0),)
 
 
 def _one_hot(index, x, dim):

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..dtypes import promote
+from ..dtypes import result_dtype
 
 __all__ = ["Kind", "Op", "Reduction", "OPS", "register", "get_op",
            "SAVES_NONE", "SAVES_INPUTS", "SAVES_OUTPUT", "SAVES_OTHERS"]
@@ -171,31 +171,34 @@ class Op:
         input itself)."""
         return self.view or self.returns_input
 
-    def casts(self, dtypes) -> dict:
+    def casts(self, dtypes, ndims) -> dict:
         """The inputs eager converts before computing: ``{index: common dtype}`` for each
-        ``promote`` input whose dtype (``dtypes``: one NumPy dtype per input) differs from
-        the inputs' common dtype under PyTorch's promotion; empty when nothing changes.
-        Eager dispatch and the code generators both ask this (one rule)."""
+        ``promote`` input whose dtype (``dtypes``: one NumPy dtype per input, ``ndims``:
+        its number of dimensions) differs from the inputs' common dtype under PyTorch's
+        promotion (:func:`~fusionnet.dtypes.result_dtype`: 0-d tensors weigh less);
+        empty when nothing changes. Eager dispatch and the code generators both ask this
+        (one rule)."""
         if self.bools_as is not None:
-            return self._promoted_then_bools(dtypes)
-        return self._promoted(dtypes)
+            return self._promoted_then_bools(dtypes, ndims)
+        return self._promoted(dtypes, ndims)
 
-    def _promoted(self, dtypes) -> dict:
+    def _promoted(self, dtypes, ndims) -> dict:
         idx = range(len(dtypes)) if self.promote == "all" else self.promote
         if len(idx) < 2:
             return {}
-        common, mixed = dtypes[idx[0]], False
-        for i in idx:  # written out: eager dispatch asks this for every binary op
+        first = dtypes[idx[0]]
+        for i in idx:  # the common case first: eager dispatch asks this for every binary op
             d = dtypes[i]
-            if d is not common and d != common:
-                common, mixed = promote(common, d), True
-        if not mixed:
+            if d is not first and d != first:
+                break
+        else:
             return {}
+        common = result_dtype([dtypes[i] for i in idx], [ndims[i] for i in idx])
         return {i: common for i in idx if dtypes[i] != common}
 
-    def _promoted_then_bools(self, dtypes) -> dict:
+    def _promoted_then_bools(self, dtypes, ndims) -> dict:
         """``casts`` for rows with ``bools_as``: promotion first, then bools converted."""
-        plain = self._promoted(dtypes)
+        plain = self._promoted(dtypes, ndims)
         if not any(d.kind == "b" for d in dtypes):
             return plain  # the common case, kept cheap: eager asks this on every call
         after = [plain.get(i, d) for i, d in enumerate(dtypes)]

@@ -44,9 +44,10 @@ class Entry:
     per_call: list = field(default_factory=list)      # Python guards checked every call
     on_move: list = field(default_factory=list)       # Python guards checked on a version move
     tail: tuple = ()                                  # param arrays + constants, as passed
+    main_tail: tuple = ()                             # tail (+ ``par=True`` where parallel)
     parallel: bool = False                            # the driver takes a ``par`` flag
-    fast: bool = False                                # no per-call guards, no ``par``: the
-                                                      # runner's inline cache may take it
+    fast: bool = False                                # no per-call guards: the runner's
+                                                      # inline cache may take it
     version: int = -1                                 # STRUCTURE_VERSION when checked
     constants: list = field(default_factory=list)
     generic: bool = False
@@ -64,6 +65,11 @@ class Entry:
     def single(self) -> bool:
         """The driver returns one array (forward returned one tensor)."""
         return self.spec == "T"
+
+    def set_tail(self, tail: tuple) -> None:
+        """New parameter arrays and constants, as the driver takes them."""
+        self.tail = tail
+        self.main_tail = tail + (True,) if self.parallel else tail
 
     def call(self, arrays):
         """Run the compiled driver on input arrays (the backend adds any flags it takes)."""
@@ -106,7 +112,7 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
     entry.snapshot = snapshot(runner.module)
     entry.per_call, entry.on_move = python_guards(traced)
     entry.passthrough = _passthrough(traced)
-    entry.fast = not entry.per_call and not entry.parallel and not entry.passthrough
+    entry.fast = not entry.per_call and not entry.passthrough
     try:  # numba compiles on the first call: do it now, so a failure falls back
         result = entry.call([t._data for t in args])
     except Exception as err:  # noqa: BLE001 - any compiler error means "run eagerly"
@@ -165,17 +171,18 @@ def _passthrough(traced: Graph) -> dict:
 
 def _entry(module, compiled, program, analysis, optimized, traced) -> Entry:
     out = traced.node(traced.output)
-    return Entry(fn=compiled.fn, compiled=compiled,
-                 params=[p.ref for p in program.params],
-                 param_arrays=[p.ref._data for p in program.params],
-                 param_paths=[(p.kind, p.target) for p in program.params],
-                 param_specs=[(tuple(p.ref._data.shape), p.ref._data.dtype)
-                              for p in program.params],
-                 param_grad=tuple(bool(p.ref.requires_grad) for p in program.params),
-                 constants=[v for _, v in program.constants], generic=analysis.generic,
-                 tail=tuple(p.ref._data for p in program.params) + tuple(
-                     v for _, v in program.constants),
-                 parallel=compiled.parallel, spec=out.get("spec", "T"),
-                 out_grad=tuple(out.get("requires_grad", ())),
-                 grad_enabled=traced.grad_enabled, optimized=optimized, traced=traced,
-                 batch_note="" if analysis.generic else analysis.reason)
+    entry = Entry(fn=compiled.fn, compiled=compiled,
+                  params=[p.ref for p in program.params],
+                  param_arrays=[p.ref._data for p in program.params],
+                  param_paths=[(p.kind, p.target) for p in program.params],
+                  param_specs=[(tuple(p.ref._data.shape), p.ref._data.dtype)
+                               for p in program.params],
+                  param_grad=tuple(bool(p.ref.requires_grad) for p in program.params),
+                  constants=[v for _, v in program.constants], generic=analysis.generic,
+                  parallel=compiled.parallel, spec=out.get("spec", "T"),
+                  out_grad=tuple(out.get("requires_grad", ())),
+                  grad_enabled=traced.grad_enabled, optimized=optimized, traced=traced,
+                  batch_note="" if analysis.generic else analysis.reason)
+    entry.set_tail(tuple(p.ref._data for p in program.params) + tuple(
+        v for _, v in program.constants))
+    return entry

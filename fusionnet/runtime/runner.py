@@ -32,6 +32,22 @@ from .guards import resolve, resolve_or_none, snapshot, user_stacklevel
 from .signature import batch_of, describe_args, describe_key, generic_key, signature
 from .symbolic import check_at
 
+_MAIN_THREAD = threading.main_thread().ident
+
+
+class _EagerResult:
+    """What a call that ran eagerly returned (the first call of a module with lazy
+    layers), as opposed to a compiled driver's raw result."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _has_lazy(module) -> bool:
+    return any(getattr(m, "has_uninitialized_params", lambda: False)() for m in module.modules())
+
 __all__ = ["FusionRunner", "FusionFallbackWarning", "FuseInputError", "in_eager_region",
            "eager_region"]
 
@@ -139,11 +155,14 @@ class FusionRunner:
                     and type(a) is np.ndarray and self.module.training is last[0]
                     and _GRAD.enabled is last[3] and x.requires_grad is last[4]
                     and entry.version == STRUCTURE_VERSION[0]
-                    and entry.data_version == DATA_VERSION[0]):
+                    and entry.data_version == DATA_VERSION[0]
+                    and (not entry.parallel or threading.get_ident() == _MAIN_THREAD)):
+                # ``main_tail``: the tail plus, for a driver with parallel loops, its
+                # "may launch threads" flag, which only the main thread may set.
                 if not last[3]:
-                    return Tensor._wrap(entry.fn(a, *entry.tail))
+                    return Tensor._wrap(entry.fn(a, *entry.main_tail))
                 if self._grads_fit(entry):
-                    out = Tensor._wrap(entry.fn(a, *entry.tail))
+                    out = Tensor._wrap(entry.fn(a, *entry.main_tail))
                     if entry.out_grad[0]:
                         attach(self, entry, [out], args)
                     return out
@@ -159,6 +178,8 @@ class FusionRunner:
         first = None
         if entry is None:
             entry, first = self._lookup_or_compile(args, key)
+            if type(first) is _EagerResult:
+                return first.value
         if entry.fn is None:
             if entry.partial:
                 return self._run_partial(args)
@@ -245,7 +266,7 @@ class FusionRunner:
             if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
                 return False
         entry.param_arrays = params
-        entry.tail = tuple(params) + tuple(entry.constants)
+        entry.set_tail(tuple(params) + tuple(entry.constants))
         return True
 
     def _run_partial(self, args):
@@ -371,6 +392,17 @@ class FusionRunner:
         self.compiles.append(reason)
         if self.backend == "eager":
             return Entry(reason="backend='eager' was requested"), None
+        first = None
+        if not self.materialised and _has_lazy(self.module):
+            # The call that creates lazy parameters is eager's own first call: weights and
+            # any random numbers forward draws come from the stream in eager's order, and
+            # its result is this call's. The compile below then traces the built module.
+            first = _EagerResult(self._run_eager(args))
+            self.materialised = True
+        entry, compiled_first = self._compile_now(args)
+        return entry, first if first is not None else compiled_first
+
+    def _compile_now(self, args) -> tuple[Entry, object]:
         with eager_region():
             try:
                 return compile_signature(self, args)
