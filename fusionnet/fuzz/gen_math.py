@@ -155,7 +155,9 @@ def unary(b: Builder) -> bool:
     if v.dtype == "bool" and name not in ("exp", "sigmoid", "tanh", "erf", "log", "sqrt"):
         return False
     dtype = v.dtype if name in _KEEPS_DTYPE else result_float(v.dtype)
-    expr = _spell(b, b.choice(_UNARY[name]), v.name)
+    # abs() of a bool tensor raises, as in PyTorch: no spelling that calls it on one.
+    spellings = [t for t in _UNARY[name] if v.dtype != "bool" or ".abs()" not in t]
+    expr = _spell(b, b.choice(spellings), v.name)
     b.new(expr, v.shape, dtype, grad=v.grad)
     return True
 
