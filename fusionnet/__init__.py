@@ -19,12 +19,14 @@ from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .device import device
 from .dtypes import (bool_, dtype, float32, float64, get_default_dtype, int32, int64)
 from .factories import (DoubleTensor, FloatTensor, LongTensor, arange, as_tensor, empty,
-                        empty_like, eye, from_numpy, full, full_like, ones, ones_like, rand,
-                        rand_like, randint, randn, randn_like, tensor, zeros, zeros_like)
-from .functions import (abs, allclose, argmax, argmin, cat, clamp, clone, concat, equal, erf,
-                        exp, flatten, log, matmul, max, maximum, mean, min, minimum, mm, neg,
-                        numel, permute, pow, relu, reshape, sigmoid, sign, sqrt, squeeze,
-                        stack, sum, tanh, transpose, unsqueeze, where)
+                        empty_like, eye, from_numpy, full, full_like, normal, ones, ones_like,
+                        rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros,
+                        zeros_like)
+from .functions import (abs, allclose, argmax, argmin, bmm, cat, clamp, clone, concat, cos,
+                        equal, erf, exp, flatten, log, matmul, max, maximum, mean, meshgrid,
+                        min, minimum, mm, neg, norm, numel, permute, pow, relu, reshape,
+                        sigmoid, sign, sin, sqrt, square, squeeze, stack, sum, tanh,
+                        transpose, unsqueeze, where)
 from .random import Generator, default_generator, initial_seed, manual_seed, seed
 from .tensor import Size, Tensor, is_tensor
 
@@ -56,11 +58,12 @@ _LAZY = {
 #: when the package imported them eagerly.
 _LAZY_SUBMODULES = frozenset({"codegen", "distributed", "graph", "interpreter", "passes",
                               "pystate", "regions", "runtime", "serialization", "structure",
-                              "tracer", "viz"})
+                              "tracer", "utils", "viz"})
 __all__ = [
     "Tensor", "Size", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "empty", "full",
     "rand", "randn", "randint", "arange", "eye", "zeros_like", "ones_like", "empty_like",
-    "full_like", "rand_like", "randn_like", "FloatTensor", "DoubleTensor", "LongTensor",
+    "full_like", "rand_like", "randn_like", "normal", "randperm", "sin", "cos", "square",
+    "norm", "bmm", "meshgrid", "FloatTensor", "DoubleTensor", "LongTensor",
     "cat", "concat", "stack", "mm", "matmul", "relu", "exp", "log", "sqrt", "abs", "neg",
     "sign", "erf", "pow", "sigmoid", "tanh", "sum", "mean", "max", "min", "argmax", "argmin",
     "where", "clamp", "maximum", "minimum", "reshape", "flatten", "transpose", "permute",

@@ -15,8 +15,8 @@ from .tensor import Tensor
 from .tensor_ops import shape_args as _shape_args
 
 __all__ = ["tensor", "as_tensor", "from_numpy", "zeros", "ones", "empty", "full", "rand",
-           "randn", "randint", "arange", "eye", "zeros_like", "ones_like", "empty_like",
-           "full_like", "rand_like", "randn_like", "FloatTensor", "DoubleTensor", "LongTensor"]
+           "randn", "randint", "normal", "randperm", "arange", "eye", "zeros_like", "ones_like",
+           "empty_like", "full_like", "rand_like", "randn_like", "FloatTensor", "DoubleTensor", "LongTensor"]
 
 
 def _on(device, make):
@@ -117,6 +117,26 @@ def randn(*size, dtype=None, device=None, requires_grad=False, generator=None, *
     return _make(arr, requires_grad)
 
 
+def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, device=None,
+           requires_grad=False) -> Tensor:
+    """Samples from N(mean, std**2): ``normal(0.0, 1.0, (2, 3))`` with numbers, or, with
+    tensors for ``mean`` and/or ``std``, one sample per element of their broadcast shape."""
+    tensors = [v for v in (mean, std) if isinstance(v, Tensor)]
+    if not tensors:
+        if size is None:
+            raise TypeError("normal() with number mean and std needs a size")
+        return _make((mean + std * randn(_shape_args((size,)), dtype=dtype, device=device,
+                                         generator=generator))._data, requires_grad)
+    if size is not None and tuple(_shape_args((size,))) != tuple(
+            np.broadcast_shapes(*(tuple(t.shape) for t in tensors))):
+        raise RuntimeError("normal(): size must match the shape of mean/std when they are "
+                           "tensors")
+    shape = np.broadcast_shapes(*(tuple(t.shape) for t in tensors))
+    noise = randn(shape, dtype=dtype or tensors[0].dtype, device=tensors[0].device,
+                  generator=generator)
+    return _make((mean + std * noise)._data, requires_grad)
+
+
 def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=False,
             generator=None) -> Tensor:
     """Random integers in [low, high) (``randint(high, size)`` also works)."""
@@ -130,6 +150,15 @@ def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=Fa
     shape = _shape_args((size,))
     arr = _on(device, lambda xp: _random.generator(xp, generator).integers(low, high, shape,
                                                                            dtype=np.int64))
+    return _make(arr.astype(dt.np), requires_grad)
+
+
+def randperm(n: int, *, generator=None, dtype=None, device=None,
+             requires_grad=False) -> Tensor:
+    """A random permutation of 0..n-1 (the order of ``n`` uniform draws)."""
+    dt = as_dtype(int) if dtype is None else as_dtype(dtype)
+    arr = _on(device, lambda xp: xp.argsort(_random.generator(xp, generator).random(
+        (int(n),)), kind="stable"))
     return _make(arr.astype(dt.np), requires_grad)
 
 

@@ -21,9 +21,9 @@ from .tensor_ops import numpy_aliases
 _METHODS = ("abs", "neg", "sign", "exp", "log", "sqrt", "erf", "sigmoid", "tanh", "relu",
             "pow", "clamp", "maximum", "minimum", "sum", "mean", "max", "min", "argmax",
             "argmin", "matmul", "mm", "flatten", "transpose", "unsqueeze", "squeeze", "clone",
-            "numel", "allclose", "equal")
+            "numel", "allclose", "equal", "sin", "cos", "square", "norm", "bmm")
 
-__all__ = ["cat", "concat", "stack", "where", "reshape", "permute", *_METHODS]
+__all__ = ["cat", "concat", "stack", "where", "reshape", "permute", "meshgrid", *_METHODS]
 
 
 def _function(name: str) -> Callable:
@@ -84,3 +84,26 @@ def reshape(input: Tensor, shape: Sequence[int]) -> Tensor:  # noqa: A002
 def permute(input: Tensor, dims: Sequence[int]) -> Tensor:  # noqa: A002
     """Reorder dimensions: :meth:`Tensor.permute`."""
     return input.permute(dims)
+
+
+def meshgrid(*tensors, indexing: str = "ij") -> tuple:
+    """Coordinate grids from 1-D tensors: with ``indexing="ij"`` result i varies along dim
+    i; ``"xy"`` swaps the first two dims (NumPy's default). Each result is an ``expand``
+    view of its input, as in PyTorch."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise ValueError(f"meshgrid: indexing must be 'ij' or 'xy', got {indexing!r}")
+    if any(t.ndim > 1 for t in tensors):
+        raise RuntimeError("meshgrid expects all tensors to have 0 or 1 dimensions")
+    sizes = [t.numel() for t in tensors]
+    swap = indexing == "xy" and len(tensors) >= 2
+    if swap:
+        sizes[0], sizes[1] = sizes[1], sizes[0]
+    out = []
+    for i, t in enumerate(tensors):
+        at = (1 - i if i < 2 else i) if swap else i
+        shape = [1] * len(tensors)
+        shape[at] = sizes[at]
+        out.append(t.reshape(shape).expand(sizes))
+    return tuple(out)

@@ -117,6 +117,18 @@ class TensorOps:
         """Gauss error function."""
         return apply("erf", self)
 
+    def sin(self):
+        """Sine."""
+        return apply("sin", self)
+
+    def cos(self):
+        """Cosine."""
+        return apply("cos", self)
+
+    def square(self):
+        """self * self."""
+        return apply("mul", self, self)
+
     def clamp(self, min=None, max=None):  # noqa: A002 - PyTorch's names
         """Limit values to [min, max] (either bound may be None)."""
         if min is None and max is None:
@@ -258,6 +270,29 @@ class TensorOps:
         """Index of the smallest value (into the flattened tensor if dim is None)."""
         return apply("argmin", self, dim=dim, keepdim=keepdim)
 
+    @numpy_aliases
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        """The ``p``-norm over ``dim`` (all elements if None): ``"fro"`` and 2 the Euclidean
+        norm, 1 the sum of magnitudes, ``inf``/``-inf`` the largest/smallest magnitude, 0 the
+        number of non-zeros, any other number ``sum(|x|**p) ** (1/p)``."""
+        x = self if dtype is None else self.to(dtype)
+        if x._data.dtype.kind != "f":
+            raise RuntimeError(f"norm(): input dtype should be floating point, got {x.dtype}")
+        if p in ("fro", 2, 2.0):
+            return apply("sqrt", apply("sum", apply("mul", x, x), dim=dim, keepdim=keepdim))
+        if p in (1, 1.0):
+            return apply("sum", apply("abs", x), dim=dim, keepdim=keepdim)
+        if p == float("inf"):
+            return apply("max", apply("abs", x), dim=dim, keepdim=keepdim)
+        if p == float("-inf"):
+            return apply("min", apply("abs", x), dim=dim, keepdim=keepdim)
+        if p == 0:
+            return apply("sum", apply("ne", x, 0), dim=dim, keepdim=keepdim).to(x.dtype)
+        if isinstance(p, str):
+            raise RuntimeError(f"norm(): p={p!r} is not supported (numbers and 'fro' are)")
+        powered = apply("pow", apply("abs", x), float(p))
+        return apply("pow", apply("sum", powered, dim=dim, keepdim=keepdim), 1.0 / float(p))
+
     def allclose(self, other, rtol: float = 1e-5, atol: float = 1e-8,
                  equal_nan: bool = False) -> bool:
         """True when every element is close to ``other``'s: ``|a - b| <= atol + rtol * |b|``."""
@@ -376,6 +411,48 @@ class TensorOps:
             raise RuntimeError(f"mm: expected 2-D tensors, got shapes {tuple(self.shape)} and "
                                f"{tuple(mat2.shape)}")
         return apply("matmul", self, mat2)
+
+    def bmm(self, mat2):
+        """Batched matrix product of two 3-D tensors (b, n, m) @ (b, m, p)."""
+        if self._data.ndim != 3 or _ndim(mat2) != 3:
+            raise RuntimeError(f"bmm: expected 3-D tensors, got shapes {tuple(self.shape)} and "
+                               f"{tuple(mat2.shape)}")
+        if self._data.shape[0] != mat2.shape[0]:
+            raise RuntimeError(f"bmm: batch sizes differ: {self._data.shape[0]} and "
+                               f"{mat2.shape[0]}")
+        return apply("matmul", self, mat2)
+
+    def repeat(self, *sizes):
+        """Tile the tensor ``sizes[i]`` times along dim i (leading new dims allowed)."""
+        reps = shape_args(sizes, "sizes")
+        shape = self._data.shape
+        if len(reps) < len(shape):
+            raise RuntimeError("Number of dimensions of repeat dims can not be smaller than "
+                               "number of dimensions of tensor")
+        shape = (1,) * (len(reps) - len(shape)) + tuple(shape)
+        # (s0, s1) -> (1, s0, 1, s1) -> expand (r0, s0, r1, s1) -> (r0*s0, r1*s1): table ops,
+        # so the gradient (expand's: a sum over the copies) comes for free.
+        pairs = tuple(d for s in shape for d in (1, s))
+        tiled = tuple(d for r, s in zip(reps, shape) for d in (r, s))
+        out = apply("reshape", self, shape=pairs)
+        out = apply("expand", out, shape=tiled)
+        return apply("reshape", out, shape=tuple(r * s for r, s in zip(reps, shape)))
+
+    def type(self, dtype=None):
+        """With no argument, the tensor type's name (``"fusionnet.FloatTensor"``); with a dtype
+        (or such a name), this tensor converted to it (itself if it already has it)."""
+        from .dtypes import as_dtype  # noqa: PLC0415 - dtypes is light; kept next to its use
+        names = {"float32": "FloatTensor", "float64": "DoubleTensor", "int64": "LongTensor",
+                 "int32": "IntTensor", "bool": "BoolTensor"}
+        if dtype is None:
+            return f"fusionnet.{names[self._data.dtype.name]}"
+        if isinstance(dtype, str):
+            by_name = {v: k for k, v in names.items()}
+            short = dtype.rsplit(".", 1)[-1]
+            if short not in by_name:
+                raise ValueError(f"invalid type: {dtype!r}")
+            dtype = by_name[short]
+        return self.to(as_dtype(dtype))
 
     # ---- operators ------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from fusionnet.nn import functional as F
 
 __all__ = ["MLP", "MySequential", "MySequentialMLP", "FixedHiddenMLP", "NestMLP", "Chimera",
            "TiedMLP", "CenteredLayer", "MyLinear", "LazyMLP", "SequentialMLP", "DeepMLP",
-           "WideMLP", "CHAPTER_BLOCKS"]
+           "WideMLP", "LeNet", "CHAPTER_BLOCKS"]
 
 
 class MLP(nn.Module):
@@ -152,6 +152,23 @@ class WideMLP(nn.Sequential):
 
     def __init__(self):
         super().__init__(nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 1024))
+
+
+class LeNet(nn.Module):
+    """d2l's LeNet-5 ("Convolutional Neural Networks", 7.6) in its modern form (ReLU and
+    max pooling, as the chapter's exercises suggest; the book's original uses sigmoid and
+    average pooling): (N, 1, 28, 28) -> (N, num_classes)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LazyConv2d(6, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2, stride=2),
+            nn.LazyConv2d(16, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2, stride=2),
+            nn.Flatten(), nn.LazyLinear(120), nn.ReLU(), nn.LazyLinear(84), nn.ReLU(),
+            nn.LazyLinear(num_classes))
+
+    def forward(self, X):
+        return self.net(X)
 
 
 #: name -> (class, input feature size) for the chapter's blocks.

@@ -91,6 +91,13 @@ CALLS = {
     "cat": lambda m, x, y: m.cat([x, y], 1),
     "concat": lambda m, x, y: m.concat((x, y)),
     "stack": lambda m, x, y: m.stack([x, y], dim=-1),
+    "sin": lambda m, x, y: m.sin(x),
+    "cos": lambda m, x, y: m.cos(x),
+    "square": lambda m, x, y: m.square(x),
+    "norm": lambda m, x, y: m.norm(x),
+    "norm_p_dim": lambda m, x, y: m.norm(x, p=1, dim=1),
+    "bmm": lambda m, x, y: m.bmm(x.reshape(1, 3, 4), y.T.reshape(1, 4, 3)),
+    "meshgrid": lambda m, x, y: m.meshgrid(x[0], y[1], indexing="ij"),
 }
 
 

@@ -553,7 +553,9 @@ def test_division_by_zero_gives_inf_and_empty_max_raises_as_eager():
         inv, _ = fused(torch.tensor([[1.0, 0.0]]))
         assert inv.tolist() == [[1.0, float("inf")]]
         with pytest.raises(ValueError, match="empty tensor"):
-            fused(torch.zeros(0, 2))
+            fused(torch.zeros(2, 0))  # nothing to reduce along dim 1
+        # An empty batch over a non-empty dim is an empty result, as in PyTorch.
+        assert tuple(fused(torch.zeros(0, 2))[1].shape) == (0,)
 
 
 def test_a_size_threshold_below_the_probe_sizes_is_not_compiled_in_probe_form():

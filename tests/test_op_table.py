@@ -14,6 +14,8 @@ import fusionnet as fn
 from fusionnet.dispatch import apply
 from fusionnet.ops import LAYOUT_STEPS, OPS, Kind, encode_key, layout_steps
 
+from _conv_refs import CONV_SAMPLES  # noqa: E402 - tests/ is on sys.path under pytest
+
 rng = np.random.default_rng(1234)
 
 
@@ -58,6 +60,8 @@ SAMPLES = {
     "tanh": ([_any(3, 4)], {}, np.tanh),
     "relu": ([_away_from_zero(3, 4)], {}, lambda x: x * (x > 0)),
     "erf": ([_any(3, 4)], {}, scipy.special.erf),
+    "sin": ([_any(3, 4)], {}, np.sin),
+    "cos": ([_any(3, 4)], {}, np.cos),
     "cast": ([_any(3, 4)], {"dtype": np.dtype(np.float32)}, lambda x: x.astype(np.float32)),
     "clamp": ([_any(3, 4) * 2], {"min": -0.5, "max": 0.7}, lambda x: np.clip(x, -0.5, 0.7)),
     "add": ([_any(3, 4), _any(4)], {}, np.add),
@@ -98,6 +102,8 @@ SAMPLES = {
     "stack": ([_any(2, 3), _any(2, 3)], {"dim": 1}, lambda a, b: np.stack([a, b], 1)),
     "to_device": ([_any(3, 4)], {"device": "cpu"}, lambda x: x),
 }
+
+SAMPLES.update(CONV_SAMPLES)  # convolution and pooling: loop references in _conv_refs.py
 
 # Inputs that are not differentiated even when the op is (indices, conditions).
 NOT_DIFFERENTIATED = {("getitem_grad", 1), ("where", 0)}

@@ -35,7 +35,7 @@ def _probe(model: str, batch: int) -> dict:
 
     spec = MODELS[model]
     net = build(spec)
-    X = fusionnet.rand(batch, spec.in_features)
+    X = fusionnet.rand(batch, *spec.sample_shape)
     with warnings.catch_warnings(record=True) as caught, fusionnet.no_grad():
         warnings.simplefilter("always")
         fused = fusionnet.fuse(net)

@@ -15,7 +15,7 @@ import numpy as np
 import fusionnet
 from fusionnet import zoo
 
-__all__ = ["ModelSpec", "MODELS", "build", "layers", "chimera_parts"]
+__all__ = ["ModelSpec", "MODELS", "build", "layers", "chimera_parts", "lenet_parts"]
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,19 @@ class ModelSpec:
     cls: type
     in_features: int
     #: attribute paths of the Linear layers in forward order, with "ReLU follows" flags;
-    #: None when the forward is not a plain chain (Chimera).
+    #: None when the forward is not a plain chain (Chimera, LeNet).
     chain: tuple | None
+    #: the shape of one sample when it is not ``(in_features,)`` (an image for LeNet)
+    input_shape: tuple | None = None
+    #: a convolutional net (LeNet): the peers replay :func:`lenet_parts`
+    conv: bool = False
+    #: the largest batch size the suite runs it at (its rows above are skipped)
+    max_batch: int | None = None
+
+    @property
+    def sample_shape(self) -> tuple:
+        """The shape of one input sample."""
+        return self.input_shape or (self.in_features,)
 
     def linear(self, net, path: str):
         """The Linear module at a dotted ``path`` (``"net.0"``) inside ``net``."""
@@ -50,6 +61,8 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("Chimera", zoo.Chimera, 20, None),
     ModelSpec("DeepMLP", zoo.DeepMLP, 512, _deep_chain()),
     ModelSpec("WideMLP", zoo.WideMLP, 1024, (("0", True), ("2", False))),
+    ModelSpec("LeNet", zoo.LeNet, 784, None, input_shape=(1, 28, 28), conv=True,
+              max_batch=1024),
 )}
 
 
@@ -58,7 +71,7 @@ def build(spec: ModelSpec, seed: int = 0):
     fusionnet.manual_seed(seed)
     net = spec.cls()
     with fusionnet.no_grad():
-        net(fusionnet.rand(2, spec.in_features))  # LazyLinear infers its shapes here
+        net(fusionnet.rand(2, *spec.sample_shape))  # lazy layers infer their shapes here
     return net.eval()
 
 
@@ -87,3 +100,11 @@ def chimera_parts(net) -> dict[str, np.ndarray]:
 
 #: For tests and type hints: a peer maps an input batch to a NumPy result.
 Forward = Callable[[np.ndarray], np.ndarray]
+
+
+def lenet_parts(net) -> dict:
+    """LeNet's arrays: ``convs`` [(W, b, padding)] and ``linears`` [(W, b, relu_after)]."""
+    seq = net._modules["net"]._modules
+    convs = [(*_wb(seq["0"]), 2), (*_wb(seq["3"]), 0)]
+    linears = [(*_wb(seq["7"]), True), (*_wb(seq["9"]), True), (*_wb(seq["11"]), False)]
+    return {"convs": convs, "linears": linears}

@@ -17,7 +17,7 @@ import numpy as np
 
 import fusionnet
 
-from .models import ModelSpec, chimera_parts, layers
+from .models import ModelSpec, chimera_parts, layers, lenet_parts
 
 __all__ = ["Impl", "Skip", "BUILDERS", "import_optional"]
 
@@ -84,7 +84,22 @@ def _np_chimera(X, p):
     return X.sum()
 
 
+def _np_lenet(X, p):
+    view = np.lib.stride_tricks.sliding_window_view
+    for W, b, pad in p["convs"]:
+        X = np.pad(X, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        windows = view(X, W.shape[2:], axis=(2, 3))           # (N, C, OH, OW, kh, kw)
+        X = np.tensordot(windows, W, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
+        X = np.maximum(X + b[:, None, None], 0)
+        n, c, h, w = X.shape                                  # 2x2 max pooling, stride 2
+        X = X.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+    return _np_chain(np.ascontiguousarray(X.reshape(X.shape[0], -1)), p["linears"])
+
+
 def _numpy(spec: ModelSpec, net) -> Impl:
+    if spec.conv:
+        parts = lenet_parts(net)
+        return Impl("numpy", np.ascontiguousarray, lambda X: _np_lenet(X, parts), np.asarray)
     if spec.chain is None:
         parts = chimera_parts(net)
         return Impl("numpy", np.ascontiguousarray, lambda X: _np_chimera(X, parts), np.asarray)
@@ -135,6 +150,12 @@ def _njit_funcs():
 
 
 def _njit(spec: ModelSpec, net) -> Impl:
+    if spec.conv:
+        raise Skip(f"no njit forward written for {spec.name}")
+    return _njit_mlp(spec, net)
+
+
+def _njit_mlp(spec: ModelSpec, net) -> Impl:
     mlp, chain_fn, chimera_fn = _njit_funcs()
     if spec.chain is None:
         p = chimera_parts(net)
@@ -152,8 +173,29 @@ def _njit(spec: ModelSpec, net) -> Impl:
 
 # ---- PyTorch and JAX (optional) -------------------------------------------------------------
 
+def _torch_lenet(torch, net):
+    parts = lenet_parts(net)
+    convs = [(torch.from_numpy(W), torch.from_numpy(b), pad) for W, b, pad in parts["convs"]]
+    chain = [(torch.from_numpy(W), torch.from_numpy(b), r) for W, b, r in parts["linears"]]
+    F = torch.nn.functional
+
+    def forward(X):
+        for W, b, pad in convs:
+            X = F.max_pool2d(F.relu(F.conv2d(X, W, b, padding=pad)), 2)
+        X = X.flatten(1)
+        for W, b, relu in chain:
+            X = F.linear(X, W, b)
+            if relu:
+                X = F.relu(X)
+        return X
+
+    return torch, forward
+
+
 def _torch_forward(spec: ModelSpec, net):
     torch = _need("torch")
+    if spec.conv:
+        return _torch_lenet(torch, net)
     F = torch.nn.functional
 
     def run_chain(X, chain):
@@ -199,7 +241,7 @@ def _torch_compile(spec: ModelSpec, net) -> Impl:
         compiled = torch.compile(forward)
         start = time.perf_counter()
         with torch.inference_mode():  # compile now, so a failure is a skip, not an error
-            compiled(torch.zeros(2, spec.in_features))
+            compiled(torch.zeros(2, *spec.sample_shape))
         took = time.perf_counter() - start
     except Exception as err:  # noqa: BLE001 - no compiler, unsupported Python, ...
         raise Skip(f"torch.compile failed: {type(err).__name__}: {str(err)[:200]}") from None
@@ -209,7 +251,7 @@ def _torch_compile(spec: ModelSpec, net) -> Impl:
 def _jax(spec: ModelSpec, net) -> Impl:
     jax = _need("jax")
     jnp = importlib.import_module("jax.numpy")
-    if spec.chain is None:
+    if spec.chain is None or spec.conv:
         raise Skip(f"no jax forward written for {spec.name}")
     chain = [(jnp.asarray(W), jnp.asarray(b), r) for W, b, r in layers(spec, net)]
 
@@ -222,7 +264,7 @@ def _jax(spec: ModelSpec, net) -> Impl:
         return X
 
     start = time.perf_counter()
-    forward(jnp.zeros((2, spec.in_features), jnp.float32)).block_until_ready()
+    forward(jnp.zeros((2, *spec.sample_shape), jnp.float32)).block_until_ready()
     took = time.perf_counter() - start
     # block_until_ready: JAX dispatches asynchronously, so time the finished result.
     return Impl("jax.jit", jnp.asarray, lambda X: forward(X).block_until_ready(), np.asarray,

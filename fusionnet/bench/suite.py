@@ -126,7 +126,13 @@ def run_suite(models=None, batch_sizes=BATCH_SIZES, impls=DEFAULT_IMPLS, repeats
             _progress_line(step, total, f"{name}: compile time (cold, cached)", progress)
             info["compile"] = compile_times(name, min(batch_sizes))
         for batch in batch_sizes:
-            X = rng.random((batch, spec.in_features), dtype=np.float32)
+            X = rng.random((batch, *spec.sample_shape), dtype=np.float32)
+            if spec.max_batch is not None and batch > spec.max_batch:
+                for impl in impls:
+                    step += 1
+                    records.append(_row(name, batch, impl, "skipped",
+                                        f"{name} runs at batch sizes up to {spec.max_batch}"))
+                continue
             with fusionnet.no_grad():
                 want = net(fusionnet.from_numpy(X.copy())).numpy().copy()
                 for impl in impls:

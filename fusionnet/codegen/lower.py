@@ -376,16 +376,19 @@ def _broadcast_index(shape, out_rank: int) -> tuple:
 
 
 def _gemm_operands(bg: Graph, matmul: int, operands: list) -> dict:
+    """What a matmul-kind node's native kernel reads: its operands (``args``; ``a``, ``b``
+    and whether each is read transposed, for 2-D products), their ranks and the node's
+    attributes. The backend says which ranks its kernel for the op is generated for."""
     md = bg.node(matmul)
-    if len(md["shape"]) != 2 or any(len(bg.node(a)["shape"]) != 2 for a in md["args"]):
-        raise Unsupported("only 2-D matmul is generated so far")
-    a_node, b_node = md["args"]
-    a, a_transposed = _input_or_transposed(bg, a_node, operands)
-    b, b_transposed = _input_or_transposed(bg, b_node, operands)
-    if a is None or b is None:
-        raise Unsupported("a matmul operand is computed inside the kernel (only inputs and "
-                          "transposed inputs are generated)")
-    return {"a": a, "b": b, "transposed": b_transposed, "a_transposed": a_transposed}
+    found = [_input_or_transposed(bg, a, operands) for a in md["args"]]
+    if any(name is None for name, _ in found):
+        raise Unsupported(f"a {md['op']} operand is computed inside the kernel (only inputs "
+                          "and transposed inputs are generated)")
+    names = [name for name, _ in found]
+    ranks = (len(md["shape"]),) + tuple(len(bg.node(a)["shape"]) for a in md["args"])
+    return {"args": names, "ranks": ranks, "attrs": dict(md["attrs"]),
+            "a": names[0], "b": names[1] if len(names) > 1 else None,
+            "transposed": len(found) > 1 and found[1][1], "a_transposed": found[0][1]}
 
 
 def _transposed_input(bg: Graph, n: int) -> int | None:

@@ -128,6 +128,8 @@ _UNARY = {
     "tanh": ["{a}.tanh()", "torch.tanh({a})", "F.tanh({a})", "@nn.Tanh()"],
     "relu": ["{a}.relu()", "torch.relu({a})", "F.relu({a})", "@nn.ReLU()"],
     "erf": ["{a}.erf()", "torch.erf({a})"],
+    "sin": ["{a}.sin()", "torch.sin({a})"],
+    "cos": ["{a}.cos()", "torch.cos({a})"],
     "gelu": ["F.gelu({a})", 'F.gelu({a}, approximate="tanh")', "@nn.GELU()",
              '@nn.GELU(approximate="tanh")'],
 }
@@ -141,7 +143,7 @@ def _spell(b: Builder, template: str, a: str) -> str:
 
 
 @generator("unary", ops=("neg", "abs", "sign", "exp", "log", "sqrt", "sigmoid", "tanh",
-                         "relu", "erf", "mul", "add"), weight=6)
+                         "relu", "erf", "sin", "cos", "mul", "add"), weight=6)
 def unary(b: Builder) -> bool:
     """One unary math op (ints and bools where PyTorch accepts them)."""
     name = b.choice(list(_UNARY))
@@ -153,8 +155,9 @@ def unary(b: Builder) -> bool:
     if v.dtype == "bool" and name not in ("exp", "sigmoid", "tanh", "erf", "log", "sqrt"):
         return False
     dtype = v.dtype if name in _KEEPS_DTYPE else result_float(v.dtype)
-    forms = [f for f in _UNARY[name] if v.dtype != "bool" or ".abs()" not in f]
-    expr = _spell(b, b.choice(forms), v.name)  # PyTorch has no abs of bool
+    # abs() of a bool tensor raises, as in PyTorch: no spelling that calls it on one.
+    spellings = [t for t in _UNARY[name] if v.dtype != "bool" or ".abs()" not in t]
+    expr = _spell(b, b.choice(spellings), v.name)
     b.new(expr, v.shape, dtype, grad=v.grad)
     return True
 

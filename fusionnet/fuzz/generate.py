@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from . import gen_blocks, gen_layout, gen_math  # noqa: F401 - they register the generators
+from . import gen_blocks, gen_conv, gen_layout, gen_math  # noqa: F401 - register generators
 from .builder import GENERATORS, Builder
 from .model import Bat, Val, is_float
 

@@ -143,3 +143,12 @@ def cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean",  # noq
         smooth = -logp.mean(1)
         loss = loss * (1 - label_smoothing) + smooth * label_smoothing
     return _reduce(loss, reduction)
+
+
+# Convolution, pooling, normalisation and embedding live in their own module (so this one
+# stays short); they are part of F all the same.
+from ._functional_layers import (adaptive_avg_pool2d, avg_pool2d, batch_norm,  # noqa: E402
+                                 conv2d, embedding, layer_norm, max_pool2d)
+
+__all__ += ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
+            "layer_norm", "embedding"]

@@ -105,6 +105,17 @@ class UninitializedParameter(Parameter):
         """Raises: an uninitialised parameter has no shape yet."""
         return self._data.shape  # raises the descriptor's clear error
 
+    @property
+    def data(self):
+        """An empty tensor of the dtype the parameter will have: as in PyTorch, in-place
+        initialisers on it (``.data.normal_(0, 0.01)``, ``.data.fill_(0)``) do nothing, so
+        code that initialises a lazy layer before its first call runs."""
+        return empty(0, dtype=self.__dict__.get("_lazy_dtype"))
+
+    @data.setter
+    def data(self, value):
+        Parameter.data.__set__(self, value)
+
     def materialize(self, shape, device=None, dtype=None) -> Parameter:
         """Give this parameter storage of ``shape`` (zeros) and make it a plain Parameter."""
         device = device if device is not None else self.__dict__.get("_lazy_device")

@@ -4,7 +4,7 @@ Rows live in small modules by kind: ``elementwise``, ``reduction``,
 ``linalg`` (matmul) and ``layout`` (reshape, permute, indexing, cat, device
 copies). ``registry`` defines the :class:`Op` row itself.
 """
-from . import elementwise, layout, linalg, reduction  # noqa: F401 - registers the rows
+from . import conv, elementwise, layout, linalg, reduction  # noqa: F401 - registers the rows
 from .layout import (LAYOUT_STEPS, DataDependentShape, decode_key, encode_key, is_transpose,
                      layout_steps)
 from .registry import OPS, Kind, Op, Reduction, get_op, register

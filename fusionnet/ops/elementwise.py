@@ -125,6 +125,12 @@ _unary("erf", in_double(lambda xp, a: _special(xp).erf(a)),
        "Gauss error function (for exact GELU)", dtype=float_dtype)
 
 
+_unary("sin", in_double(lambda xp, a: xp.sin(a)), lambda g, x, **_: (g * x.cos(),),
+       "sine", dtype=float_dtype)
+_unary("cos", in_double(lambda xp, a: xp.cos(a)), lambda g, x, **_: (-(g * x.sin()),),
+       "cosine", dtype=float_dtype)
+
+
 def _cast_grad(g, x, dtype, **_):
     return (g.to(x.dtype) if x.dtype.is_floating_point else None,)
 

@@ -122,18 +122,20 @@ _reduction("mean", lambda xp, a, dim=None, keepdim=False:
            dtype=_mean_dtype, saves=SAVES_NONE)
 
 
-def _check_nonempty(a, name):
-    if a.size == 0:
+def _check_nonempty(a, name, dim=None):
+    # Only an empty *reduction* has no value: max over a non-empty dim of an empty tensor
+    # is an empty result, as in PyTorch (zeros(0, 3).amax(1) has shape (0,)).
+    if a.size == 0 and 0 in (a.shape if dim is None else [a.shape[d] for d in _axes(a, dim)]):
         raise ValueError(f"{name}() of an empty tensor has no identity value")
 
 
 def _max_eager(xp, a, dim=None, keepdim=False, ties="even"):  # ties: for the gradient
-    _check_nonempty(a, "max")
+    _check_nonempty(a, "max", dim)
     return xp.max(a, axis=_axes(a, dim), keepdims=keepdim)
 
 
 def _min_eager(xp, a, dim=None, keepdim=False, ties="even"):
-    _check_nonempty(a, "min")
+    _check_nonempty(a, "min", dim)
     return xp.min(a, axis=_axes(a, dim), keepdims=keepdim)
 
 
@@ -158,7 +160,7 @@ def _arg_shape(shape, dim=None, keepdim=False, **_):
 
 def _arg_eager(fn_name):
     def eager(xp, a, dim=None, keepdim=False):
-        _check_nonempty(a, fn_name)
+        _check_nonempty(a, fn_name, None if dim is None or a.ndim == 0 else dim)
         fn = getattr(xp, fn_name)
         if dim is None:  # index into the flattened tensor, as PyTorch does
             out = fn(a.reshape(-1))

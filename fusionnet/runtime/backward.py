@@ -34,14 +34,15 @@ def attach(runner, entry, outs, args) -> None:
     out = outs[0]
     needs = tuple(bool(t.requires_grad) for t in args)
     saved = tuple((t, t._version[0], f"input {i}") for i, t in enumerate(args))
+    out_alias = None
     if getattr(entry.traced, "saved_outputs", (False,))[0]:
-        # The eager backward reads this output (a relu's result): writing into it before
-        # backward must fail here as it fails there.
-        saved += ((Tensor._wrap(out._data, version=out._version), out._version[0],
-                   "output 0"),)
+        # The eager backward reads this output's storage (a relu's result, or a view of
+        # it): writing into it before backward must fail here as it fails there.
+        out_alias = Tensor._wrap(out._data, version=out._version)
+        saved += ((out_alias, out._version[0], "output 0"),)
     out.requires_grad = True
     out._ctx = autograd.Node(_grad_op(runner), tuple(args), {"runner": runner, "entry": entry},
-                             None, saved, needs)
+                             out_alias, saved, needs)
 
 
 def graph_at(runner, args):

@@ -41,6 +41,8 @@ ELEMENTWISE = {
     "tanh": "tanh({0})",
     "relu": "(!({0} <= 0) ? {0} : 0)",
     "erf": "erf({0})",
+    "sin": "sin({0})",
+    "cos": "cos({0})",
     "cast": _cast,
     # bounds cast to the operand's type (fmax(float, double) picks a host overload);
     # fmin/fmax drop NaN, NumPy keeps it
@@ -86,6 +88,11 @@ UNSUPPORTED = {
     "cat": "concatenation is not generated yet",
     "stack": "stacking is not generated yet",
     "to_device": "a device copy is never compiled",
+    "conv2d": "the kernel library has no CUDA convolution yet",
+    "max_pool2d": "the kernel library has no CUDA pooling yet",
+    "conv2d_input_grad": "a gradient row: backward runs eagerly (it is not generated)",
+    "conv2d_weight_grad": "a gradient row: backward runs eagerly (it is not generated)",
+    "max_pool2d_grad": "a gradient row: backward runs eagerly (it is not generated)",
 }
 
 

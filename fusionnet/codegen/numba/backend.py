@@ -7,7 +7,7 @@ import threading
 from ...ops import get_op
 from ..backend import Backend, CompiledProgram
 from ..lower import Branch, Loop, Program, Unsupported, View, walk_steps
-from .emitters import ELEMENTWISE, GEMM, LAYOUT, UNSUPPORTED
+from .emitters import ELEMENTWISE, GEMM, GEMM_RANKS, LAYOUT, UNSUPPORTED
 
 __all__ = ["NumbaBackend", "NumbaCompiled"]
 
@@ -55,6 +55,11 @@ class NumbaBackend(Backend):
                 why = self.why_unsupported(get_op(name))
                 if why:
                     raise Unsupported(f"kernel {step.name} ({' + '.join(step.ops)}): {why}")
+            if step.kind == "gemm":
+                (product,) = [op for op in step.ops if op in GEMM]
+                ranks = GEMM_RANKS[product]
+                if step.gemm["ranks"] != ranks:
+                    raise Unsupported(f"only {ranks[0]}-D {product} is generated so far")
 
     def compile(self, program: Program) -> CompiledProgram:
         """Render ``program`` as a module, load it from the compile cache folder (writing

@@ -136,7 +136,7 @@ def _operand(prog: Program, name: str, step: Kernel) -> str:
     if name in prog.scalars:  # literal scalars are inlined in the kernel body
         value, dtype = prog.scalars[name]
         return literal(value, dtype)
-    if step.kind == "gemm" and name in (step.gemm["a"], step.gemm["b"]):
+    if step.kind == "gemm" and name in step.gemm["args"]:
         # BLAS wants contiguous operands of one dtype (eager promotes mixed dtypes).
         if prog.dtypes.get(name, step.dtype) != step.dtype:
             return f"{name}.astype(np.{np.dtype(step.dtype).name})"
@@ -158,7 +158,9 @@ def render(prog: Program) -> tuple[str, dict]:
              "_k = kernel_module('numba_kernels')",
              "dot_nt, dot_nn = _k.dot_nt, _k.dot_nn",
              "dot_nt_int, dot_nn_int = _k.dot_nt_int, _k.dot_nn_int",
-             "int_pow, stable_sigmoid = _k.int_pow, _k.stable_sigmoid", "", ""]
+             "int_pow, stable_sigmoid = _k.int_pow, _k.stable_sigmoid",
+             "_c = kernel_module('numba_conv')",
+             "conv2d_nchw, max_pool2d_nchw = _c.conv2d_nchw, _c.max_pool2d_nchw", "", ""]
     kernel_sources = {}
     for step in walk_steps(prog.steps):
         if isinstance(step, Kernel):

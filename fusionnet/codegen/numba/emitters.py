@@ -118,6 +118,8 @@ ELEMENTWISE = {
     "tanh": "math.tanh(np.float64({0}))",
     "relu": "({0} if not ({0} <= 0) else 0)",
     "erf": "math.erf(np.float64({0}))",
+    "sin": "math.sin(np.float64({0}))",
+    "cos": "math.cos(np.float64({0}))",
     "cast": "{0}",  # the conversion itself is convert(), applied to every op's result
     "clamp": _clamp,
     "add": _wrapping_binary("+"),
@@ -148,8 +150,37 @@ LAYOUT = {
     "expand": "np.broadcast_to({src}, {arg})",
 }
 
-#: Matmul op -> the kernel-library GEMM family (``dot_nt``/``dot_nn``, ``_int`` variants).
-GEMM = {"matmul": "dot"}
+def _dot_call(g: dict, dtype: str) -> str:
+    # Integer and bool products wrap around as NumPy's do (uint64 loops); floats use BLAS.
+    fn = "dot" + ("_nt" if g["transposed"] else "_nn") + (
+        "" if np.dtype(dtype).kind == "f" else "_int")
+    # A transposed left operand (x.T @ w) is copied contiguous: BLAS then reads it fast.
+    a = f"np.ascontiguousarray({g['a']}.T)" if g.get("a_transposed") else g["a"]
+    return f"{fn}({a}, {g['b']}, out)"
+
+
+def _conv_call(g: dict, dtype: str) -> str:
+    at = g["attrs"]
+    (sh, sw), (ph, pw), (dh, dw) = at["stride"], at["padding"], at["dilation"]
+    x, w = g["args"]
+    return f"conv2d_nchw({x}, {w}, out, {sh}, {sw}, {ph}, {pw}, {dh}, {dw}, {at['groups']})"
+
+
+def _pool_call(g: dict, dtype: str) -> str:
+    at = g["attrs"]
+    (kh, kw), (sh, sw) = at["kernel_size"], at["stride"]
+    (ph, pw), (dh, dw) = at["padding"], at["dilation"]
+    return (f"max_pool2d_nchw({g['args'][0]}, out, {kh}, {kw}, {sh}, {sw}, {ph}, {pw}, "
+            f"{dh}, {dw})")
+
+
+#: Matmul-kind op -> how its native kernel is called (``(gemm facts, result dtype) ->
+#: source`` writing into ``out``): the kernel-library GEMMs (``dot_nt``/``dot_nn``,
+#: ``_int`` variants), convolution and max pooling. A fused epilogue then runs on ``out``.
+GEMM = {"matmul": _dot_call, "conv2d": _conv_call, "max_pool2d": _pool_call}
+
+#: The ranks (output first, then each operand) each GEMM kernel is generated for.
+GEMM_RANKS = {"matmul": (2, 2, 2), "conv2d": (4, 4, 4), "max_pool2d": (4, 4)}
 
 #: Ops numba does not generate, and why (they run eagerly: ``fuse`` falls back).
 UNSUPPORTED = {
@@ -161,6 +192,9 @@ UNSUPPORTED = {
     "cat": "concatenation is not generated yet",
     "stack": "stacking is not generated yet",
     "to_device": "a device copy is never compiled",
+    "conv2d_input_grad": "a gradient row: backward runs eagerly (it is not generated)",
+    "conv2d_weight_grad": "a gradient row: backward runs eagerly (it is not generated)",
+    "max_pool2d_grad": "a gradient row: backward runs eagerly (it is not generated)",
 }
 
 

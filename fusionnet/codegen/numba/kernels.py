@@ -1,5 +1,5 @@
 """numba source for one :class:`~fusionnet.codegen.lower.Kernel`: elementwise loop nests,
-GEMM plus epilogue, and reductions.
+GEMM (or another native product: convolution, pooling) plus epilogue, and reductions.
 
 Loops run over the output shape (elementwise, GEMM epilogue) or the input shape
 (reductions); every statement of the kernel body is spelled from the table in
@@ -127,22 +127,18 @@ def _elementwise(k: Kernel, parallel: bool = False) -> list[str]:
 
 
 def _gemm(k: Kernel, parallel: bool = False) -> list[str]:
-    g = k.gemm
-    lines = [header(False), _signature(k, 2)]
-    (matmul,) = [op for op in k.ops if op in GEMM]
-    # Integer and bool products wrap around as NumPy's do (uint64 loops); floats use BLAS.
-    blas_ok = np.dtype(k.dtype).kind == "f"
-    fn = GEMM[matmul] + ("_nt" if g["transposed"] else "_nn") + ("" if blas_ok else "_int")
-    # A transposed left operand (x.T @ w) is copied contiguous: BLAS then reads it fast.
-    a = f"np.ascontiguousarray({g['a']}.T)" if g.get("a_transposed") else g["a"]
-    lines.append(f"{IND}{fn}({a}, {g['b']}, out)")
-    if k.body:  # the epilogue, applied in place on the GEMM result
+    rank = len(k.shape)
+    lines = [header(False), _signature(k, rank)]
+    (product,) = [op for op in k.ops if op in GEMM]
+    lines.append(f"{IND}{GEMM[product](k.gemm, k.dtype)}")  # the native kernel fills out
+    if k.body:  # the epilogue, applied in place on the product
+        out = f"out[{_index(tuple(f'i{i}' for i in range(rank)))}]"
         lines += _render_hoisted(k)
-        loops, ind = _loops(2, IND)
+        loops, ind = _loops(rank, IND)
         lines += loops
-        lines.append(f"{ind}acc = out[i0, i1]")
+        lines.append(f"{ind}acc = {out}")
         lines += _render_body(k, k.body, ind, skip_invariant=True)
-        lines.append(f"{ind}out[i0, i1] = {k.result}")
+        lines.append(f"{ind}{out} = {k.result}")
     return lines
 
 
@@ -161,9 +157,8 @@ def _reduction(k: Kernel, parallel: bool = False) -> list[str]:
     init = literal(facts.start_value(acc), acc)
     lines = [header(parallel), _signature(k, rank, parallel)]
     count = " * ".join(f"d{a}" for a in axes) or "1"
-    if facts.empty_raises:  # as eager: no identity value to return for nothing
-        size = " * ".join(f"d{i}" for i in range(rank)) or "1"
-        lines.append(f"{IND}if {size} == 0:")
+    if facts.empty_raises:  # as eager: no identity value when nothing is reduced
+        lines.append(f"{IND}if {count} == 0:")
         lines.append(f'{IND * 2}raise ValueError("{op.name}() of an empty tensor has no '
                      'identity value")')
     out_index = tuple(("0" if keepdim else None) if i in axes else f"i{i}"
