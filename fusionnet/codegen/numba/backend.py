@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from ...ops import get_op
 from ..backend import Backend, CompiledProgram
-from ..lower import Branch, Loop, Program, Unsupported, View, walk_steps
+from ..lower import Program
 from .emitters import ELEMENTWISE, GEMM, LAYOUT, UNSUPPORTED
 
 __all__ = ["NumbaBackend", "NumbaCompiled"]
@@ -40,21 +39,6 @@ class NumbaBackend(Backend):
     layout = LAYOUT
     gemm = GEMM
     unsupported = UNSUPPORTED
-
-    def check(self, program: Program) -> None:
-        """Raise :class:`Unsupported`, with the reason, for any op or layout step in
-        ``program`` this backend does not generate."""
-        for step in walk_steps(program.steps):
-            if isinstance(step, (Loop, Branch)):
-                continue
-            if isinstance(step, View):
-                if step.step not in self.layout:
-                    raise Unsupported(f"numba does not spell the layout step {step.step!r}")
-                continue
-            for name in dict.fromkeys(step.ops):
-                why = self.why_unsupported(get_op(name))
-                if why:
-                    raise Unsupported(f"kernel {step.name} ({' + '.join(step.ops)}): {why}")
 
     def compile(self, program: Program) -> CompiledProgram:
         """Render ``program`` as a module, load it from the compile cache folder (writing

@@ -1,0 +1,434 @@
+"""The CUDA backend's generated code *runs* here, on the CPU: every kernel of the module is
+compiled with the host C++ compiler behind a small shim (one OS thread per CUDA thread, a
+barrier for ``__syncthreads()``, ``static`` for ``__shared__``), and the backend's own host
+runner (``fusionnet/codegen/cuda/runner.py``) drives it through a stand-in for the few
+CuPy functions it calls. The stand-in keeps CUDA graph semantics: while a stream captures,
+launches and copies are recorded, not run, and ``Graph.launch`` replays them with the
+arguments bound at capture; ``cupy.matmul`` refuses to run during capture, as CuPy's
+cuBLAS wrapper does. So this checks, without a GPU, what the kernels compute and what the
+runner's buffers, views, graphs and loops do, against eager.
+
+What it cannot check: real GPU scheduling (warps, memory ordering beyond barriers),
+NVRTC's math library, cuBLAS, and speed. Those are the ``gpu`` tests
+(``tests/test_cuda_gpu.py``). Skipped without a C++20 compiler.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import types
+
+import numpy as np
+import pytest
+
+import fusionnet as fn
+from fusionnet import nn, zoo
+from fusionnet.codegen import lower
+from fusionnet.codegen.cuda import CudaBackend
+from fusionnet.codegen.cuda.kernels import signature
+from fusionnet.passes import optimize
+from fusionnet.runtime.symbolic import analyse_batch
+from fusionnet.tracer import trace
+
+CXX = shutil.which("g++") or shutil.which("c++")
+pytestmark = pytest.mark.skipif(CXX is None, reason="needs a C++20 compiler (g++)")
+
+_SHIM = r"""
+#include <barrier>
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <vector>
+using namespace std;
+struct dim3 { unsigned x = 1, y = 1, z = 1; };
+thread_local dim3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+static std::barrier<>* emu_barrier = nullptr;
+static inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
+static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+static inline double __longlong_as_double(long long i) { double d; memcpy(&d, &i, 8); return d; }
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+template <class F> static void emu_run(unsigned gx, unsigned gy, unsigned bx, unsigned by, F f) {
+    gridDim = {gx, gy, 1}; blockDim = {bx, by, 1};
+    for (unsigned y = 0; y < gy; ++y) for (unsigned x = 0; x < gx; ++x) {
+        std::barrier<> bar(bx * by); emu_barrier = &bar;
+        std::vector<std::thread> threads;
+        for (unsigned ty = 0; ty < by; ++ty) for (unsigned tx = 0; tx < bx; ++tx)
+            threads.emplace_back([&, x, y, tx, ty] {
+                blockIdx = {x, y, 1}; threadIdx = {tx, ty, 1}; f(); });
+        for (auto& t : threads) t.join();
+    }
+}
+"""
+
+_BUILT: dict = {}
+
+
+def _wrapper(k, prog) -> str:
+    decl = signature("emu_" + k.name, k.params, prog)
+    decl = decl.replace('extern "C" __global__ void', 'extern "C" void', 1)
+    head, params = decl.split("(", 1)
+    names = []
+    for p in k.params:
+        if p[0] == "array":
+            names.append(p[2])
+            names += [f"{p[2]}_s{j}" for j in range(len(prog.shapes[p[1]]))]
+        else:
+            names.append(p[2])
+    extra = "unsigned gx_, unsigned gy_, unsigned bx_, unsigned by_"
+    params = params[:-1]
+    sep = ", " if params else ""
+    return (f"{head}({extra}{sep}{params}) {{ emu_run(gx_, gy_, bx_, by_, [&]() {{ "
+            f"{k.name}({', '.join(names)}); }}); }}")
+
+
+def _build(source: str, kernels: dict, prog) -> ctypes.CDLL:
+    text = _SHIM + source + "\n" + "\n".join(_wrapper(k, prog) for k in kernels.values())
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    if key not in _BUILT:
+        folder = tempfile.mkdtemp(prefix="fusionnet-cuda-emu-")
+        src, lib = os.path.join(folder, "m.cpp"), os.path.join(folder, "m.so")
+        with open(src, "w") as fh:
+            fh.write(text)
+        proc = subprocess.run([CXX, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread",
+                               "-w", src, "-o", lib], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        _BUILT[key] = ctypes.CDLL(lib)
+    return _BUILT[key]
+
+
+class FakeCupy:
+    """The CuPy functions the runner calls, over NumPy arrays and the emulated kernels."""
+
+    def __init__(self):
+        self.capturing = None          # the list being recorded while a stream captures
+        self.launches = 0              # kernel launches that ran (not recorded)
+        self.graph_launches = 0
+        self.program = None
+        fake = self
+
+        class Stream:
+            def __init__(self, non_blocking=False):
+                assert non_blocking, "capture needs a non-blocking stream"
+                self.prev = None
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def begin_capture(self):
+                fake.capturing = []
+
+            def end_capture(self):
+                recorded, fake.capturing = fake.capturing, None
+                return Graph(recorded)
+
+            def wait_event(self, event):
+                pass
+
+            def record(self, event=None):
+                return Event()
+
+        class Graph:
+            def __init__(self, recorded):
+                self.recorded = recorded
+
+            def launch(self, stream=None):
+                fake.graph_launches += 1
+                for f in self.recorded:
+                    f()
+
+        class Event:
+            def __init__(self, *a, **k):
+                pass
+
+            def record(self, stream=None):
+                pass
+
+        class Device:
+            def __init__(self, i=0):
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+        null = Stream(non_blocking=True)
+        self.cuda = types.SimpleNamespace(
+            Stream=Stream, Event=Event, Device=Device, get_current_stream=lambda: null,
+            runtime=types.SimpleNamespace(getDevice=lambda: 0))
+
+    # the array functions the runner calls
+    empty = staticmethod(np.empty)
+    empty_like = staticmethod(np.empty_like)
+    asarray = staticmethod(np.asarray)
+    asnumpy = staticmethod(np.asarray)
+    broadcast_to = staticmethod(np.broadcast_to)
+
+    def _do(self, f):
+        if self.capturing is not None:
+            self.capturing.append(f)
+        else:
+            f()
+
+    def copyto(self, dst, src, casting="same_kind"):
+        self._do(lambda: np.copyto(dst, src, casting=casting))
+
+    def matmul(self, a, b, out):
+        if self.capturing is not None:  # as CuPy's cuBLAS wrapper refuses
+            raise NotImplementedError("calling cuBLAS API during stream capture is "
+                                      "currently unsupported")
+        np.matmul(a, b, out=out)
+
+    def RawModule(self, code, options=()):  # noqa: N802 - CuPy's name
+        fake = self
+        lib = _build(code, fake.kernels, fake.program)
+
+        class Module:
+            def get_function(self, name):
+                f = getattr(lib, "emu_" + name)
+
+                def launch(grid, block, args):
+                    grid, block = tuple(grid) + (1,) * (2 - len(grid)), \
+                        tuple(block) + (1,) * (2 - len(block))
+                    cargs = [ctypes.c_void_p(a.__array_interface__["data"][0])
+                             if isinstance(a, np.ndarray) else ctypes.c_longlong(int(a))
+                             for a in args]
+
+                    def run():
+                        fake.launches += 1
+                        f(ctypes.c_uint(grid[0]), ctypes.c_uint(grid[1]),
+                          ctypes.c_uint(block[0]), ctypes.c_uint(block[1]), *cargs)
+                    fake._do(run)
+                return launch
+        return Module()
+
+
+def _compiled(module, *inputs, generic=False):
+    """(CudaCompiled over a FakeCupy, the program's tail arrays) for ``module``."""
+    with fn.no_grad():
+        module(*inputs)  # materialise lazy layers
+        traced = trace(module, *inputs)
+        symbols = {}
+        graph = optimize(traced)
+        if generic:
+            analysis = analyse_batch(module, list(inputs), traced, optimize)
+            assert analysis.generic, analysis.reason
+            graph, symbols = analysis.graph, {"B": ("x0", 0)}
+    prog = lower(graph, symbols, backend=CudaBackend())
+    xp = FakeCupy()
+    compiled = CudaBackend().compile(prog, xp=xp)
+    xp.kernels, xp.program = compiled.kernels, prog
+    tail = [p.ref._data for p in prog.params] + [v for _, v in prog.constants]
+    return compiled, tail, xp
+
+
+def _check(module, compiled, tail, x, rtol=1e-5, atol=1e-6):
+    with fn.no_grad():
+        want = module(x)
+    got = compiled.call([x._data], tail)
+    if isinstance(want, tuple):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w.numpy(), rtol=rtol, atol=atol)
+    else:
+        assert got.dtype == want.numpy().dtype and got.shape == tuple(want.shape)
+        np.testing.assert_allclose(got, want.numpy(), rtol=rtol, atol=atol)
+
+
+CHAPTER = ["MLP", "SequentialMLP", "MySequential", "FixedHiddenMLP", "NestMLP", "Chimera",
+           "TiedMLP", "CenteredLayer", "MyLinear", "LazyMLP"]
+
+
+@pytest.mark.parametrize("name", CHAPTER)
+def test_chapter_blocks_run_as_one_graph_and_match_eager(name, monkeypatch):
+    monkeypatch.delenv("FUSIONNET_CUDA_GEMM", raising=False)
+    fn.manual_seed(0)
+    cls, features = zoo.CHAPTER_BLOCKS[name]
+    module = cls()
+    x = fn.randn(2, features)
+    compiled, tail, xp = _compiled(module, x)
+    _check(module, compiled, tail, x)                 # first call: launches, no graph
+    assert xp.graph_launches == 0 and xp.launches > 0
+    launches = xp.launches
+    for seed in (1, 2):                               # then one graph launch per call
+        fn.manual_seed(seed)
+        _check(module, compiled, tail, fn.randn(2, features))
+    assert xp.graph_launches == 2, compiled.notes
+    assert xp.launches == launches * 3, "the graph replays the first call's launches"
+
+
+def test_gemms_through_cublas_are_not_captured(monkeypatch):
+    monkeypatch.setenv("FUSIONNET_CUDA_GEMM", "cublas")
+    module = zoo.MLP()
+    x = fn.randn(3, 20)
+    compiled, tail, xp = _compiled(module, x)
+    for _ in range(3):
+        _check(module, compiled, tail, x)
+    assert xp.graph_launches == 0 and "launched one by one" in compiled.notes[0]
+    # cuBLAS + one epilogue kernel per GEMM group (bias + relu, bias)
+    assert xp.launches == 2 * 3
+
+
+def test_a_failed_capture_keeps_launching(monkeypatch):
+    monkeypatch.setenv("FUSIONNET_CUDA_GEMM", "cublas")
+    module = zoo.MLP()
+    x = fn.randn(2, 20)
+    compiled, tail, xp = _compiled(module, x)
+    _check(module, compiled, tail, x)
+    plan = next(iter(compiled.plans.values()))
+    plan.capture = True  # as if capture were attempted with cuBLAS in it
+    for _ in range(2):
+        _check(module, compiled, tail, x)
+    assert plan.graph is None and any("capture failed (NotImplementedError" in n
+                                      for n in compiled.notes)
+
+
+@pytest.mark.parametrize("loops", ["device", "host"])
+def test_data_dependent_loop_device_and_host(loops, monkeypatch):
+    monkeypatch.setenv("FUSIONNET_CUDA_LOOPS", loops)
+    fn.manual_seed(3)
+    module = zoo.FixedHiddenMLP()
+    x = fn.randn(2, 20) * 50  # many halvings
+    compiled, tail, xp = _compiled(module, x)
+    for _ in range(3):
+        _check(module, compiled, tail, x)
+    graphs = xp.graph_launches
+    assert (graphs == 2) if loops == "device" else (graphs == 0)
+
+
+def test_batch_generic_program_keeps_one_plan_per_batch_size():
+    fn.manual_seed(4)
+    module = zoo.MLP()
+    compiled, tail, xp = _compiled(module, fn.randn(4, 20), generic=True)
+    assert compiled.program.symbols == {"B": ("x0", 0)}
+    for batch in (4, 7, 4, 1):
+        _check(module, compiled, tail, fn.randn(batch, 20))
+    assert compiled.compile_stats()["plans"] == 3
+
+
+def test_a_moved_parameter_makes_a_new_plan():
+    module = zoo.MLP()
+    x = fn.randn(2, 20)
+    compiled, tail, xp = _compiled(module, x)
+    for _ in range(2):
+        _check(module, compiled, tail, x)
+    w = module.hidden.weight
+    w.data = fn.from_numpy(np.ascontiguousarray(w.detach().numpy() * 2))  # new storage
+    tail = [p.ref._data for p in compiled.program.params]
+    _check(module, compiled, tail, x)
+    assert compiled.compile_stats()["plans"] == 2
+
+
+class Fn(nn.Module):
+    """A block whose forward is ``f``."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, *xs):
+        return self.f(*xs)
+
+
+_RNG = np.random.default_rng(7)
+_X = _RNG.standard_normal((3, 5)) * 2
+
+UNARY = ["neg", "abs", "sign", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "erf"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elementwise_ops_match_eager(dtype):
+    x = fn.from_numpy(_X.astype(dtype))
+    y = fn.from_numpy((_RNG.standard_normal((3, 5)) + 0.1).astype(dtype))
+
+    def f(a, b):
+        outs = [getattr(a, u)() if u not in ("log", "sqrt") else getattr(a.abs() + 0.5, u)()
+                for u in UNARY]
+        outs += [a + b, a - b, a * b, a / b, a.abs() ** b, fn.maximum(a, b), fn.minimum(a, b),
+                 (a > b).float(), (a <= b).float(), (a == a).float(), (a != b).float(),
+                 fn.where(a > 0, a, b), a.clamp(-0.5, 0.7), a.clamp(min=0.1),
+                 ((a > 0) & (b > 0)).float(), ((a > 0) | ~(b > 0)).float(), a.double(),
+                 a.sigmoid().log()]
+        return tuple(outs)
+    module = Fn(f)
+    compiled, tail, xp = _compiled_many(module, x, y)
+    with fn.no_grad():
+        want = module(x, y)
+    got = compiled.call([x._data, y._data], tail)
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.numpy().dtype
+        np.testing.assert_allclose(g, w.numpy(), rtol=rtol, atol=1e-7)
+
+
+def _compiled_many(module, *inputs):
+    with fn.no_grad():
+        traced = trace(module, *inputs)
+    prog = lower(optimize(traced), {}, backend=CudaBackend())
+    xp = FakeCupy()
+    compiled = CudaBackend().compile(prog, xp=xp)
+    xp.kernels, xp.program = compiled.kernels, prog
+    return compiled, [p.ref._data for p in prog.params] + [v for _, v in prog.constants], xp
+
+
+def test_integer_arithmetic_wraps_as_numpy():
+    big = np.array([2**62, -2**62, 2**63 - 1, -2**63, 3, -7], dtype=np.int64)
+    a, b = fn.from_numpy(big), fn.from_numpy(np.array([4, 4, 1, 3, 2, 3], dtype=np.int64))
+    module = Fn(lambda a, b: (a * b, a + a, -a, a - b, a ** b, a.abs(), a / b, a.sum()))
+    compiled, tail, _ = _compiled_many(module, a, b)
+    with np.errstate(all="ignore"), fn.no_grad():
+        want = module(a, b)
+    got = compiled.call([a._data, b._data], tail)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w.numpy())
+
+
+@pytest.mark.parametrize("case", ["sum", "sum_dim", "mean_keep", "amax", "amin_dim0",
+                                  "int_sum", "sum_3d_mid"])
+def test_reductions_match_eager(case):
+    x = fn.from_numpy(_RNG.standard_normal((4, 300)).astype(np.float32))
+    x3 = fn.from_numpy(_RNG.standard_normal((3, 4, 5)))
+    xi = fn.from_numpy(_RNG.integers(-10**12, 10**12, (4, 300)))
+    f, arg = {
+        "sum": (lambda a: (a * 2).sum(), x),
+        "sum_dim": (lambda a: a.exp().sum(dim=1), x),
+        "mean_keep": (lambda a: (a - a.mean(dim=1, keepdim=True)), x),
+        "amax": (lambda a: a.amax(), x),
+        "amin_dim0": (lambda a: a.amin(dim=0) + 1, x),
+        "int_sum": (lambda a: (a * 3).sum(dim=1), xi),
+        "sum_3d_mid": (lambda a: a.sum(dim=1), x3),
+    }[case]
+    module = Fn(f)
+    compiled, tail, _ = _compiled_many(module, arg)
+    with fn.no_grad():
+        want = module(arg).numpy()
+    got = compiled.call([arg._data], tail)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    if want.dtype.kind in "iu":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_views_transposed_gemm_and_mixed_dtypes():
+    a = fn.from_numpy(_RNG.standard_normal((6, 4)).astype(np.float32))
+    w = fn.from_numpy(_RNG.standard_normal((6, 5)))
+    module = Fn(lambda a, w: (a.t() @ w.float(), (a.t() @ w.float()).relu() * 2,
+                              a.reshape(4, 6).t().sum(dim=0), a.unsqueeze(0).expand(2, 6, 4) + 1))
+    compiled, tail, _ = _compiled_many(module, a, w)
+    with fn.no_grad():
+        want = module(a, w)
+    got = compiled.call([a._data, w._data], tail)
+    for g, w_ in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w_.numpy(), rtol=1e-5, atol=1e-5)
