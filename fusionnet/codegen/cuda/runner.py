@@ -62,6 +62,17 @@ def _pointer(a) -> int:
     return ptr if ptr is not None else a.__array_interface__["data"][0]
 
 
+def _copy(xp, dst, src, stream) -> None:
+    """``dst[...] = src`` on ``stream``: one device-to-device memcpy where both are
+    contiguous arrays of one dtype (cheaper to issue than CuPy's copy kernel)."""
+    data = getattr(dst, "data", None)
+    if hasattr(data, "copy_from_device_async") and src.dtype == dst.dtype and \
+            src.flags.c_contiguous and src.shape == dst.shape:
+        data.copy_from_device_async(src.data, src.nbytes, stream)
+    else:
+        xp.copyto(dst, src)
+
+
 def _strides(a) -> list:
     return [s // a.itemsize for s in a.strides]
 
@@ -336,7 +347,7 @@ class _Plan:
             # the plan's buffers before this one writes them.
             stream.wait_event(self.event)
         for static, a in zip(self.static, inputs):
-            xp.copyto(static, a)
+            _copy(xp, static, a, stream)
         self.calls += 1
         if self.capture and self.graph is None and self.calls >= 2:
             self._capture()
@@ -345,7 +356,11 @@ class _Plan:
         else:
             for act in self.actions:
                 act()
-        outs = [o.copy() for o in self.outputs]
+        outs = []
+        for o in self.outputs:
+            fresh = xp.empty(o.shape, o.dtype)
+            _copy(xp, fresh, o, stream)
+            outs.append(fresh)
         if self.event is None:
             self.event = xp.cuda.Event(disable_timing=True)
         self.event.record(stream)
