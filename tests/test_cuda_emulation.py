@@ -17,8 +17,10 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import types
 
@@ -29,7 +31,6 @@ import fusionnet as fn
 from fusionnet import nn, zoo
 from fusionnet.codegen import lower
 from fusionnet.codegen.cuda import CudaBackend
-from fusionnet.codegen.cuda.kernels import signature
 from fusionnet.passes import optimize
 from fusionnet.runtime.symbolic import analyse_batch
 from fusionnet.tracer import trace
@@ -71,26 +72,24 @@ template <class F> static void emu_run(unsigned gx, unsigned gy, unsigned bx, un
 _BUILT: dict = {}
 
 
-def _wrapper(k, prog) -> str:
-    decl = signature("emu_" + k.name, k.params, prog)
-    decl = decl.replace('extern "C" __global__ void', 'extern "C" void', 1)
-    head, params = decl.split("(", 1)
-    names = []
-    for p in k.params:
-        if p[0] == "array":
-            names.append(p[2])
-            names += [f"{p[2]}_s{j}" for j in range(len(prog.shapes[p[1]]))]
-        else:
-            names.append(p[2])
-    extra = "unsigned gx_, unsigned gy_, unsigned bx_, unsigned by_"
-    params = params[:-1]
-    sep = ", " if params else ""
-    return (f"{head}({extra}{sep}{params}) {{ emu_run(gx_, gy_, bx_, by_, [&]() {{ "
-            f"{k.name}({', '.join(names)}); }}); }}")
+_SIGNATURE = re.compile(r'^extern "C" __global__ void (\w+)\((.*)\) \{$', re.M)
 
 
-def _build(source: str, kernels: dict, prog) -> ctypes.CDLL:
-    text = _SHIM + source + "\n" + "\n".join(_wrapper(k, prog) for k in kernels.values())
+def _wrappers(source: str) -> list[str]:
+    """A host entry point per kernel of ``source`` (read from its signature line) that runs
+    it on an emulated grid: ``emu_<name>(gx, gy, bx, by, <the kernel's parameters>)``."""
+    out = []
+    for name, params in _SIGNATURE.findall(source):
+        names = [p.split()[-1].lstrip("*") for p in params.split(", ")] if params else []
+        sep = ", " if params else ""
+        out.append(f'extern "C" void emu_{name}(unsigned gx_, unsigned gy_, unsigned bx_, '
+                   f'unsigned by_{sep}{params}) {{ emu_run(gx_, gy_, bx_, by_, [&]() {{ '
+                   f'{name}({", ".join(names)}); }}); }}')
+    return out
+
+
+def _build(source: str) -> ctypes.CDLL:
+    text = _SHIM + source + "\n" + "\n".join(_wrappers(source))
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
     if key not in _BUILT:
         folder = tempfile.mkdtemp(prefix="fusionnet-cuda-emu-")
@@ -111,7 +110,6 @@ class FakeCupy:
         self.capturing = None          # the list being recorded while a stream captures
         self.launches = 0              # kernel launches that ran (not recorded)
         self.graph_launches = 0
-        self.program = None
         fake = self
 
         class Stream:
@@ -193,7 +191,7 @@ class FakeCupy:
 
     def RawModule(self, code, options=()):  # noqa: N802 - CuPy's name
         fake = self
-        lib = _build(code, fake.kernels, fake.program)
+        lib = _build(code)
 
         class Module:
             def get_function(self, name):
@@ -229,7 +227,6 @@ def _compiled(module, *inputs, generic=False):
     prog = lower(graph, symbols, backend=CudaBackend())
     xp = FakeCupy()
     compiled = CudaBackend().compile(prog, xp=xp)
-    xp.kernels, xp.program = compiled.kernels, prog
     tail = [p.ref._data for p in prog.params] + [v for _, v in prog.constants]
     return compiled, tail, xp
 
@@ -378,7 +375,6 @@ def _compiled_many(module, *inputs):
     prog = lower(optimize(traced), {}, backend=CudaBackend())
     xp = FakeCupy()
     compiled = CudaBackend().compile(prog, xp=xp)
-    xp.kernels, xp.program = compiled.kernels, prog
     return compiled, [p.ref._data for p in prog.params] + [v for _, v in prog.constants], xp
 
 
@@ -432,3 +428,47 @@ def test_views_transposed_gemm_and_mixed_dtypes():
     got = compiled.call([a._data, w._data], tail)
     for g, w_ in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w_.numpy(), rtol=1e-5, atol=1e-5)
+
+
+class FakeCudaArray(np.ndarray):
+    """A NumPy array that reports a CUDA device: ``placement`` sees a device array, so
+    ``fuse`` compiles with the CUDA backend, while eager ops still run on NumPy."""
+
+    @property
+    def device(self):
+        """Device 0, as a CuPy array's ``device`` (only ``id`` is read)."""
+        return types.SimpleNamespace(id=0)
+
+
+def test_fuse_compiles_device_arrays_with_the_cuda_backend(monkeypatch):
+    """The whole runtime path: signature with the placement, backend choice, the runner,
+    one graph launch per call from the second; a host input of the same shape gets its own
+    numba entry (the inline cache never hands it the device entry)."""
+    from fusionnet.codegen.cuda.runner import CudaCompiled  # noqa: PLC0415
+    from fusionnet.codegen.numba import NumbaCompiled  # noqa: PLC0415
+    from fusionnet.runtime import fuse  # noqa: PLC0415
+
+    xp = FakeCupy()
+    # (fusionnet.device the attribute is the device class; the module is in sys.modules)
+    monkeypatch.setattr(sys.modules["fusionnet.device"], "require_cupy", lambda dev=None: xp)
+    fn.manual_seed(5)
+    module = zoo.MLP()
+    x = fn.randn(2, 20)
+    module(x)
+    fused = fuse(module, fallback=False)
+    on_device = fn.Tensor._wrap(x._data.view(FakeCudaArray))
+    with fn.no_grad():
+        want = module(x).numpy()
+        for _ in range(3):
+            np.testing.assert_allclose(np.asarray(fused(on_device)._data), want, rtol=1e-5,
+                                       atol=1e-6)
+        for _ in range(2):
+            np.testing.assert_allclose(fused(x).numpy(), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(fused(on_device)._data), want, rtol=1e-5,
+                                   atol=1e-6)
+    entries = {id(e): e for e in fused._fusion_runner.exact.values()}.values()
+    kinds = sorted(type(e.compiled).__name__ for e in entries)
+    assert kinds == sorted([CudaCompiled.__name__, NumbaCompiled.__name__])
+    (device_entry,) = [e for e in entries if isinstance(e.compiled, CudaCompiled)]
+    assert device_entry.placement == (FakeCudaArray, 0) and not device_entry.fast
+    assert xp.graph_launches == 3
