@@ -6,8 +6,9 @@
   epilogue, the epilogue after cuBLAS);
 * ``loops.py``: a ``while`` region as one device-side kernel;
 * ``module.py``: the whole module (one NVRTC compile per Program);
-* ``runner.py``: the host side (``cupy.RawModule``, ``cupy.matmul``, preallocated buffers
-  per placement, CUDA graph capture).
+* ``runner.py``: the compiled program (``cupy.RawModule``; one plan per placement);
+* ``plan.py``: a plan's preallocated buffers, views, bound launches (``cupy.matmul`` for
+  big GEMMs) and CUDA graph; ``hostflow.py``: host loops and branches (read-backs).
 
 ``fuse`` compiles with this backend when a block's inputs and state are on a CUDA device.
 Rendering needs neither CuPy nor a GPU (the tests compile the source with ``nvcc`` and

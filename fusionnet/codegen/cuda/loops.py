@@ -14,13 +14,14 @@ data-dependent loop carries (the chapter's ``FixedHiddenMLP``); the host loop
 from __future__ import annotations
 
 from ..lower import Kernel, Loop, Program
-from .kernels import (IND, CudaKernel, elementwise_block, loaded_arrays, reduction_block,
-                      shared_declarations, signature)
+from .kernels import (IND, RBLOCK, CudaKernel, elementwise_block, loaded_arrays,
+                      reduction_block, shared_declarations, signature)
 
-__all__ = ["why_not_device_loop", "render_loop"]
+__all__ = ["why_not_device_loop", "render_loop", "LOOP_BLOCK"]
 
-#: Threads of the one block a device-side loop runs in.
-LOOP_BLOCK = 256
+#: Threads of the one block a device-side loop runs in: its reductions' shared-memory
+#: tree has RBLOCK slots, so it may not be more.
+LOOP_BLOCK = RBLOCK
 
 
 def why_not_device_loop(loop: Loop) -> str:
