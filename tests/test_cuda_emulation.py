@@ -29,7 +29,7 @@ import pytest
 
 import fusionnet as fn
 from fusionnet import nn, zoo
-from fusionnet.codegen import lower
+from fusionnet.codegen import get_backend, lower
 from fusionnet.codegen.cuda import CudaBackend
 from fusionnet.passes import optimize
 from fusionnet.runtime.symbolic import analyse_batch
@@ -263,6 +263,10 @@ def test_chapter_blocks_run_as_one_graph_and_match_eager(name, monkeypatch):
         _check(module, compiled, tail, fn.randn(2, features))
     assert xp.graph_launches == 2, compiled.notes
     assert xp.launches == launches * 3, "the graph replays the first call's launches"
+    # The numba backend, rendering the very same Program, agrees.
+    numba = get_backend("numba").compile(compiled.program)
+    np.testing.assert_allclose(compiled.call([x._data], tail), numba.call([x._data], tail),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_gemms_through_cublas_are_not_captured(monkeypatch):
@@ -472,3 +476,5 @@ def test_fuse_compiles_device_arrays_with_the_cuda_backend(monkeypatch):
     (device_entry,) = [e for e in entries if isinstance(e.compiled, CudaCompiled)]
     assert device_entry.placement == (FakeCudaArray, 0) and not device_entry.fast
     assert xp.graph_launches == 3
+    runtime = dict(fn.explain(fused, on_device).sections)["runtime"]
+    assert "CUDA module for 'MLP'" in runtime and "CUDA plans {'plans': 1, 'graphs': 1}" in runtime

@@ -43,6 +43,7 @@ class CompiledProgram:
     kernel_sources: dict = field(default_factory=dict)  # kernel name -> its source
     path: str = ""
     parallel: bool = False  # fn takes a trailing flag: may it launch threads now?
+    stats_label = "compile stats"  # what explain calls compile_stats()
 
     def call(self, arrays, tail):
         """Run the compiled forward. Where ``parallel`` is False this is exactly

@@ -42,9 +42,12 @@ class CudaCompiled(CompiledProgram):
     ``xp`` is CuPy (looked up on the first call); the CPU emulation in the tests passes a
     stand-in with the same few functions."""
 
+    stats_label = "CUDA plans"
+
     def __init__(self, program: Program, source: str, kernels: dict, xp=None):
         super().__init__(fn=self.forward, program=program, source=source,
-                         kernel_sources={k: v.source for k, v in kernels.items()})
+                         kernel_sources={k: v.source for k, v in kernels.items()},
+                         path=f"<CUDA module for {program.name!r}, compiled by NVRTC>")
         self.kernels = kernels
         self.xp = xp
         self.module = None
@@ -63,6 +66,10 @@ class CudaCompiled(CompiledProgram):
         """How many placements have a plan, and how many of those run as one graph."""
         return {"plans": len(self.plans),
                 "graphs": sum(1 for p in self.plans.values() if p.graph is not None)}
+
+    def describe(self) -> str:
+        """What the runner decided, one line per plan (capture, GEMMs, fallbacks)."""
+        return "\n".join(self.notes)
 
     # ---- the call ---------------------------------------------------------------------
 

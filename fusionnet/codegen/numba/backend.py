@@ -16,6 +16,8 @@ _MAIN_THREAD = threading.main_thread().ident
 class NumbaCompiled(CompiledProgram):
     """A compiled numba module; ``compile_stats`` reads numba's cache counters."""
 
+    stats_label = "numba cache"
+
     def call(self, arrays, tail):
         """Run the driver. A driver with parallel loops takes a trailing flag: only the
         main thread may launch them (numba's default thread pool must not be entered from
