@@ -14,6 +14,7 @@ NVRTC's math library, cuBLAS, and speed. Those are the ``gpu`` tests
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import os
@@ -70,6 +71,7 @@ template <class F> static void emu_run(unsigned gx, unsigned gy, unsigned bx, un
 """
 
 _BUILT: dict = {}
+_FOLDER: list = []  # one temporary folder for this process's builds, removed at exit
 
 
 _SIGNATURE = re.compile(r'^extern "C" __global__ void (\w+)\((.*)\) \{$', re.M)
@@ -92,8 +94,10 @@ def _build(source: str) -> ctypes.CDLL:
     text = _SHIM + source + "\n" + "\n".join(_wrappers(source))
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
     if key not in _BUILT:
-        folder = tempfile.mkdtemp(prefix="fusionnet-cuda-emu-")
-        src, lib = os.path.join(folder, "m.cpp"), os.path.join(folder, "m.so")
+        if not _FOLDER:
+            _FOLDER.append(tempfile.mkdtemp(prefix="fusionnet-cuda-emu-"))
+            atexit.register(shutil.rmtree, _FOLDER[0], ignore_errors=True)
+        src, lib = (os.path.join(_FOLDER[0], f"{key}.{ext}") for ext in ("cpp", "so"))
         with open(src, "w") as fh:
             fh.write(text)
         proc = subprocess.run([CXX, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread",

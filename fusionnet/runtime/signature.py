@@ -2,7 +2,7 @@
 
 A signature is the cache key built on every call::
 
-    (module.training, grad mode, (shape, dtype, array type, requires_grad) per input)
+    (module.training, grad mode, (shape, dtype, placement, requires_grad) per input)
 
 The placement (:func:`placement`: ``numpy.ndarray``, or a device array's type and GPU
 index) is the device guard: a block compiled for ``cuda:0`` recompiles for ``cuda:1`` or
