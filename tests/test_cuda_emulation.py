@@ -482,3 +482,17 @@ def test_fuse_compiles_device_arrays_with_the_cuda_backend(monkeypatch):
     assert xp.graph_launches == 3
     runtime = dict(fn.explain(fused, on_device).sections)["runtime"]
     assert "CUDA module for 'MLP'" in runtime and "CUDA plans {'plans': 1, 'graphs': 1}" in runtime
+
+
+def test_a_kept_output_survives_the_next_graph_launch():
+    """Outputs are copied out of the plan's buffers, which the next launch overwrites."""
+    module = zoo.MLP()
+    x1, x2 = fn.randn(2, 20), fn.randn(2, 20)
+    compiled, tail, xp = _compiled(module, x1)
+    compiled.call([x1._data], tail)
+    first = compiled.call([x1._data], tail)      # captured here, then launched
+    kept = first.copy()
+    second = compiled.call([x2._data], tail)     # a graph launch over the same buffers
+    assert xp.graph_launches == 2
+    np.testing.assert_array_equal(first, kept)
+    assert not np.allclose(first, second)
