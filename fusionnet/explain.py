@@ -209,8 +209,8 @@ def _runtime_sections(report: Report, runner, inputs) -> None:
         else:
             sizes = "symbolic batch size" if entry.generic else (
                 f"exact sizes ({entry.batch_note})")
-            lines.append(f"  compiled {entry.compiled.path} ({sizes}); numba cache "
-                         f"{entry.compiled.compile_stats()}")
+            lines.append(f"  compiled {entry.compiled.path} ({sizes}); "
+                         f"{entry.compiled.stats_label} {entry.compiled.compile_stats()}")
             report.kernel_sources.update(entry.compiled.kernel_sources)
     lines += _children_lines(runner, "  ")
     report.add_section("runtime", "\n".join(lines))

@@ -2,9 +2,10 @@
 combine step (the elementwise op its row names), is rendered into a small kernel per
 dtype and built with ``nvcc -c`` (no GPU needed).
 
-The CUDA code generator is still planned; this keeps its spelling table
-(``fusionnet/codegen/cuda/spellings.py``) honest until it lands. Skipped when ``nvcc`` is
-not installed.
+The whole generated modules are compiled by ``tests/test_cuda_codegen.py`` and run on the
+CPU by ``tests/test_cuda_emulation.py``; this checks the spelling table
+(``fusionnet/codegen/cuda/spellings.py``) alone, per dtype. Skipped when ``nvcc`` is not
+installed.
 """
 from __future__ import annotations
 

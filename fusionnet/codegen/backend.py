@@ -43,6 +43,7 @@ class CompiledProgram:
     kernel_sources: dict = field(default_factory=dict)  # kernel name -> its source
     path: str = ""
     parallel: bool = False  # fn takes a trailing flag: may it launch threads now?
+    stats_label = "compile stats"  # what explain calls compile_stats()
 
     def call(self, arrays, tail):
         """Run the compiled forward. Where ``parallel`` is False this is exactly
@@ -93,6 +94,24 @@ class Backend:
         """Whether this backend can generate ``op`` (a row of the op table)."""
         return not self.why_unsupported(op)
 
+    def check(self, program: Program) -> None:
+        """Raise :class:`Unsupported`, with the reason, for any op or layout step in
+        ``program`` this backend does not generate."""
+        from .lower import Branch, Loop, View, walk_steps  # noqa: PLC0415
+
+        for step in walk_steps(program.steps):
+            if isinstance(step, (Loop, Branch)):
+                continue
+            if isinstance(step, View):
+                if step.step not in self.layout:
+                    raise Unsupported(f"{self.name} does not spell the layout step "
+                                      f"{step.step!r}")
+                continue
+            for name in dict.fromkeys(step.ops):
+                why = self.why_unsupported(get_op(name))
+                if why:
+                    raise Unsupported(f"kernel {step.name} ({' + '.join(step.ops)}): {why}")
+
     def compile(self, program: Program) -> CompiledProgram:
         """Generate source for ``program`` and compile it."""
         raise Unsupported(f"backend {self.name!r} cannot compile")
@@ -107,8 +126,7 @@ _instances: dict[str, Backend] = {}
 
 
 def get_backend(name: str) -> Backend:
-    """The backend called ``name`` (one of :data:`BACKENDS`). The CUDA backend answers
-    ``supports`` but cannot compile yet (its ``compile`` raises :class:`Unsupported`)."""
+    """The backend called ``name`` (one of :data:`BACKENDS`)."""
     backend = _instances.get(name)
     if backend is None:
         if name not in _REGISTRY:

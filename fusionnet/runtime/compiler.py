@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..codegen import Unsupported, lower
-from ..codegen.backend import default_backend
+from ..codegen.backend import default_backend, get_backend
 from ..graph import Graph, GraphBreak
 from ..nn.module import STRUCTURE_VERSION
 from ..tensor import DATA_VERSION
 from ..tracer import TraceError, materialise_lazy, trace
 from .guards import python_guards, snapshot
-from .signature import describe_args
+from .signature import describe_args, placement
 from .symbolic import analyse_batch
 
 __all__ = ["Entry", "Fallback", "compile_signature"]
@@ -60,6 +60,7 @@ class Entry:
     optimized: Graph | None = None
     traced: Graph | None = None
     batch_note: str = ""
+    placement: object = np.ndarray                    # where its arrays live (signature.py)
 
     @property
     def single(self) -> bool:
@@ -93,9 +94,7 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
 
     Returns ``(entry, first_result)``: the result of running the new entry on ``args``
     (arrays, as the driver returns them). Raises :class:`Fallback` when it cannot."""
-    if any(type(t._data) is not np.ndarray for t in args):
-        raise Fallback("inputs are on a CUDA device and the CUDA code generator is not "
-                       "built yet", partial=False)
+    where, backend = _backend_for(runner, args)
     traced = _trace(runner, args)
     _check_side_effects(traced)
     analysis = analyse_batch(runner.module, args, traced, runner.optimize)
@@ -104,21 +103,38 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
     graph = analysis.graph if analysis.generic else runner.optimize(traced)
     try:
         program = lower(graph, {"B": ("x0", 0)} if analysis.generic else {})
-        compiled = default_backend().compile(program)
+        compiled = backend.compile(program)
     except Unsupported as err:
         raise Fallback(str(err), traced=traced) from None
     entry = _entry(runner.module, compiled, program, analysis, graph, traced)
+    entry.placement = where
     entry.version, entry.data_version = version, data_version
     entry.snapshot = snapshot(runner.module)
     entry.per_call, entry.on_move = python_guards(traced)
     entry.passthrough = _passthrough(traced)
-    entry.fast = not entry.per_call and not entry.passthrough
+    # The runner's inline cache takes NumPy inputs only: a device entry never goes there.
+    entry.fast = not entry.per_call and not entry.passthrough and where is np.ndarray
     try:  # numba compiles on the first call: do it now, so a failure falls back
         result = entry.call([t._data for t in args])
     except Exception as err:  # noqa: BLE001 - any compiler error means "run eagerly"
         raise Fallback(f"code generation failed: {type(err).__name__}: "
                        f"{str(err).splitlines()[0] if str(err) else ''}", traced=traced) from None
     return entry, result
+
+
+def _backend_for(runner, args):
+    """``(placement, backend)`` for these inputs: numba for host arrays, CUDA for device
+    arrays. Inputs on different devices run eagerly (eager raises, or copes); parameters on
+    another device than the inputs make the trace itself raise eager's error."""
+    places = {placement(t._data) for t in args}
+    if len(places) > 1:
+        raise Fallback("inputs are on different devices", partial=False)
+    where = places.pop() if places else np.ndarray
+    on_host = where is np.ndarray
+    if runner.backend == ("cuda" if on_host else "numba"):
+        raise Fallback(f"backend={runner.backend!r} was requested for inputs "
+                       f"{'on the CPU' if on_host else 'on a CUDA device'}", partial=False)
+    return where, default_backend() if on_host else get_backend("cuda")
 
 
 def _trace(runner, args) -> Graph:

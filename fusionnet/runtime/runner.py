@@ -29,7 +29,8 @@ from ..tensor import DATA_VERSION, Tensor
 from .backward import attach, graph_at, run_with_grad
 from .compiler import Entry, Fallback, compile_signature
 from .guards import resolve, resolve_or_none, snapshot, user_stacklevel
-from .signature import batch_of, describe_args, describe_key, generic_key, signature
+from .signature import (batch_of, describe_args, describe_key, generic_key, placement,
+                        signature)
 from .symbolic import check_at
 
 _MAIN_THREAD = threading.main_thread().ident
@@ -102,8 +103,9 @@ class FusionRunner:
 
     def __init__(self, module, name: str, *, wrapper: bool, backend: str = "auto",
                  passes=None, fallback: bool = True, cache_size: int = 32):
-        if backend not in ("auto", "numba", "eager"):
-            raise ValueError(f"fuse: backend must be 'auto', 'numba' or 'eager', got {backend!r}")
+        if backend not in ("auto", "numba", "cuda", "eager"):
+            raise ValueError("fuse: backend must be 'auto', 'numba', 'cuda' or 'eager', got "
+                             f"{backend!r}")
         self.module = module
         self.wrapper = wrapper
         self.name = name
@@ -263,7 +265,7 @@ class FusionRunner:
     def _params_still_fit(self, entry: Entry, params) -> bool:
         """New parameter arrays (``p.data = ...``): fine if shape, dtype and device match."""
         for a, (shape, dtype) in zip(params, entry.param_specs):
-            if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
+            if placement(a) != entry.placement or a.shape != shape or a.dtype != dtype:
                 return False
         entry.param_arrays = params
         entry.set_tail(tuple(params) + tuple(entry.constants))
@@ -330,7 +332,7 @@ class FusionRunner:
         changed = [f"{tuple(p._data.shape)} {p._data.dtype} on {p.device} (was {shape} {dtype})"
                    for p, (shape, dtype) in zip(entry.params, entry.param_specs)
                    if p._data.shape != shape or p._data.dtype != dtype
-                   or type(p._data) is not np.ndarray]
+                   or placement(p._data) != entry.placement]
         changed += [f"{kind} {target!r} was replaced" for p, (kind, target)
                     in zip(entry.params, entry.param_paths)
                     if kind != "external" and resolve_or_none(self.module, kind, target) is not p]

@@ -2,9 +2,11 @@
 
 A signature is the cache key built on every call::
 
-    (module.training, grad mode, (shape, dtype, array type, requires_grad) per input)
+    (module.training, grad mode, (shape, dtype, placement, requires_grad) per input)
 
-The array type stands for the device (``numpy.ndarray`` vs a CuPy array). The grad
+The placement (:func:`placement`: ``numpy.ndarray``, or a device array's type and GPU
+index) is the device guard: a block compiled for ``cuda:0`` recompiles for ``cuda:1`` or
+the CPU. The grad
 mode and each input's ``requires_grad`` are part of it because forward may read them
 (``if torch.is_grad_enabled():``) and because they decide whether outputs require grad.
 A *generic* key drops the leading (batch) size of every input: one batch-generic entry
@@ -12,15 +14,28 @@ serves every batch size whose inputs agree on everything else.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import autograd
 
-__all__ = ["signature", "generic_key", "describe_args", "describe_key", "batch_of"]
+__all__ = ["signature", "generic_key", "describe_args", "describe_key", "batch_of",
+           "placement"]
+
+
+def placement(array):
+    """Where ``array`` lives, as signatures and parameter checks compare it:
+    ``numpy.ndarray`` for host arrays, ``(array type, GPU index)`` for device arrays."""
+    kind = type(array)
+    if kind is np.ndarray:
+        return kind
+    return (kind, getattr(getattr(array, "device", None), "id", None))
 
 
 def signature(training: bool, arrays, tensors) -> tuple:
     """The key of a call with input ``tensors`` (whose ``arrays`` are given)."""
     return (training, autograd.is_grad_enabled(),
-            *[(a.shape, a.dtype, type(a), t.requires_grad) for a, t in zip(arrays, tensors)])
+            *[(a.shape, a.dtype, placement(a), t.requires_grad)
+              for a, t in zip(arrays, tensors)])
 
 
 def generic_key(key: tuple) -> tuple:

@@ -62,6 +62,8 @@ def _probe(x: Tensor, size: int) -> Tensor:
     else:  # integer/bool inputs are often indices: zeros stay valid
         data = np.zeros(shape, x._data.dtype)
     t = Tensor._wrap(data)
+    if type(x._data) is not np.ndarray:  # probes go where the input is (a CUDA block)
+        t = t.to(x.device)
     t.requires_grad = x.requires_grad
     return t
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from ...ops import get_op
 from ..backend import Backend, CompiledProgram
-from ..lower import Branch, Loop, Program, Unsupported, View, walk_steps
+from ..lower import Program, Unsupported, walk_steps
 from .emitters import ELEMENTWISE, GEMM, GEMM_RANKS, LAYOUT, UNSUPPORTED
 
 __all__ = ["NumbaBackend", "NumbaCompiled"]
@@ -16,6 +15,8 @@ _MAIN_THREAD = threading.main_thread().ident
 
 class NumbaCompiled(CompiledProgram):
     """A compiled numba module; ``compile_stats`` reads numba's cache counters."""
+
+    stats_label = "numba cache"
 
     def call(self, arrays, tail):
         """Run the driver. A driver with parallel loops takes a trailing flag: only the
@@ -42,24 +43,16 @@ class NumbaBackend(Backend):
     unsupported = UNSUPPORTED
 
     def check(self, program: Program) -> None:
-        """Raise :class:`Unsupported`, with the reason, for any op or layout step in
-        ``program`` this backend does not generate."""
+        """The base checks (ops and layout steps), then the ranks each product kernel is
+        generated for (``GEMM_RANKS``: 2-D matmul, 4-D conv2d and max_pool2d)."""
+        super().check(program)
         for step in walk_steps(program.steps):
-            if isinstance(step, (Loop, Branch)):
+            if getattr(step, "kind", None) != "gemm":
                 continue
-            if isinstance(step, View):
-                if step.step not in self.layout:
-                    raise Unsupported(f"numba does not spell the layout step {step.step!r}")
-                continue
-            for name in dict.fromkeys(step.ops):
-                why = self.why_unsupported(get_op(name))
-                if why:
-                    raise Unsupported(f"kernel {step.name} ({' + '.join(step.ops)}): {why}")
-            if step.kind == "gemm":
-                (product,) = [op for op in step.ops if op in GEMM]
-                ranks = GEMM_RANKS[product]
-                if step.gemm["ranks"] != ranks:
-                    raise Unsupported(f"only {ranks[0]}-D {product} is generated so far")
+            (product,) = [op for op in step.ops if op in GEMM]
+            ranks = GEMM_RANKS[product]
+            if step.gemm["ranks"] != ranks:
+                raise Unsupported(f"only {ranks[0]}-D {product} is generated so far")
 
     def compile(self, program: Program) -> CompiledProgram:
         """Render ``program`` as a module, load it from the compile cache folder (writing
