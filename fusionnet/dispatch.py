@@ -94,6 +94,12 @@ def _to_tensors(op, args, Tensor):
     return tuple(out), like
 
 
+def _refuse_bools(op, args, Tensor):
+    for a in args:
+        if isinstance(a, Tensor) and a._data.dtype.kind == "b":
+            raise TypeError(f"fusionnet.{op.name}: {op.refuses_bool}")
+
+
 def _check_devices(op, tensors, like):
     dev = like._device
     for t in tensors:
@@ -134,6 +140,8 @@ def apply(name, *args, **attrs):
     from .tensor import Tensor  # noqa: PLC0415 - tensor.py imports this module
 
     op = get_op(name)
+    if op.refuses_bool:
+        _refuse_bools(op, args, Tensor)
     tensors, like = _to_tensors(op, args, Tensor)
     hook = getattr(_local, "hook", None)
     if hook is not None:

@@ -265,6 +265,8 @@ def binary(b: Builder) -> bool:
     shape = broadcast(v.shape, shape_o)
     if shape is None or not b.fits(shape):
         return False
+    if op == "sub" and (dt_o == "bool" or kind == "bool"):
+        return False  # PyTorch refuses subtraction with a bool
     dtype = promote(v.dtype, dt_o, kind, (v.shape, shape_o))
     if op == "div":
         dtype = result_float(dtype)

@@ -20,17 +20,19 @@ from .rules import bool_dtype, broadcast, float_dtype, same_dtype, same_shape
 E = Kind.ELEMENTWISE
 
 
-def _unary(name, eager, grad, doc, *, saves=SAVES_INPUTS, dtype=same_dtype):
+def _unary(name, eager, grad, doc, *, saves=SAVES_INPUTS, dtype=same_dtype, refuses_bool=""):
     # Float math converts bool inputs to float32 first (eager and generated code alike).
     bools = "float32" if dtype is float_dtype else None
     return register(Op(name, E, 1, eager, same_shape, dtype, grad, doc, saves=saves,
-                       bools_as=bools))
+                       bools_as=bools, refuses_bool=refuses_bool))
 
 
-def _binary(name, eager, grad, doc, *, saves=SAVES_INPUTS, dtype=same_dtype, neutral=None):
+def _binary(name, eager, grad, doc, *, saves=SAVES_INPUTS, dtype=same_dtype, neutral=None,
+            refuses_bool=""):
     bools = "float32" if dtype is float_dtype else None
     return register(Op(name, E, 2, eager, broadcast, dtype, grad, doc, saves=saves,
-                       promote=(0, 1), neutral=neutral or {}, bools_as=bools))
+                       promote=(0, 1), neutral=neutral or {}, bools_as=bools,
+                       refuses_bool=refuses_bool))
 
 
 def _float_in(a):
@@ -73,14 +75,9 @@ def _special(xp):
 
 _unary("neg", lambda xp, a: xp.negative(a), lambda g, x, **_: (-g,),
        "negation -x", saves=SAVES_NONE)
-def _abs_dtype(d, **_):
-    if d.kind == "b":  # PyTorch has no abs kernel for bool ("abs_cpu" not implemented)
-        raise TypeError("fusionnet.abs: abs is not implemented for bool tensors")
-    return d
-
-
 _unary("abs", lambda xp, a: xp.abs(a), lambda g, x, **_: (g * x.sign(),),
-       "absolute value", dtype=_abs_dtype)
+       "absolute value",  # PyTorch has no abs kernel for bool ("abs_cpu" not implemented)
+       refuses_bool="abs is not implemented for bool tensors")
 
 
 def _sign_eager(xp, a):
@@ -166,7 +163,9 @@ register(Op("clamp", E, 1, _clamp_eager, same_shape, same_dtype, _clamp_grad,
 _binary("add", lambda xp, a, b: xp.add(a, b), lambda g, a, b, **_: (g, g),
         "a + b", saves=SAVES_NONE, neutral={0: 0, 1: 0})
 _binary("sub", lambda xp, a, b: xp.subtract(a, b), lambda g, a, b, **_: (g, -g),
-        "a - b", saves=SAVES_NONE, neutral={1: 0})
+        "a - b", saves=SAVES_NONE, neutral={1: 0},
+        refuses_bool="subtraction with a bool tensor is not supported (PyTorch's rule); use "
+                     "~ or logical_not() to invert a mask")
 _binary("mul", lambda xp, a, b: xp.multiply(a, b), lambda g, a, b, **_: (g * b, g * a),
         "a * b", saves=SAVES_OTHERS, neutral={0: 1, 1: 1})
 

@@ -143,6 +143,9 @@ class Op:
         bools_as: a dtype name: bool inputs are converted to it before computing
             (``"float32"`` for float math such as ``exp``: NumPy would take its float16
             loop for bools, and code generators must not call float functions on bools).
+        refuses_bool: an error message: PyTorch refuses a bool tensor as any input of
+            this op (``sub``, ``abs``), so eager dispatch raises ``TypeError`` with it
+            before promotion turns the bool into a number.
     """
 
     name: str
@@ -164,6 +167,7 @@ class Op:
     same_type_is_identity: bool = False
     bools_as: str | None = None
     value_errors: Callable | None = None
+    refuses_bool: str = ""
 
     @property
     def may_alias(self) -> bool:
