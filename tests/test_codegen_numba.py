@@ -379,10 +379,10 @@ def test_unrepresentable_literal_raises_as_eager_does():
 
 
 @pytest.mark.parametrize("name", ["exp", "log", "tanh", "sigmoid", "erf", "sin", "cos"])
-def test_transcendental_rows_equal_eager_bit_for_bit(name):
-    # Found by the fuzzer (seed 1202, case 1202000407): tanh's last bit differed, and
-    # `.int()` of a tanh near 1 gave 1 compiled and 0 eager. Eager and generated code
-    # both compute these in double and round once.
+def test_transcendental_rows_are_correctly_rounded_and_within_ulps_of_eager(name):
+    # Generated code computes these in double and rounds once; numba would otherwise call
+    # the float32 libm functions (tanhf...), a second approximation beside NumPy's SIMD
+    # loops. Eager keeps NumPy's float32 loops (10-30x faster than going through double).
     class Unary(nn.Module):
         def forward(self, t):
             return getattr(t.abs() + 0.01 if name == "log" else t, name)()
@@ -392,9 +392,10 @@ def test_transcendental_rows_equal_eager_bit_for_bit(name):
     fused = fn.fuse(block, fallback=False)
     with fn.no_grad():
         got, want = fused(fn.from_numpy(x)).numpy(), block(fn.from_numpy(x)).numpy()
-    np.testing.assert_array_equal(got, want)
+    ulps = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32).astype(np.int64))
+    assert ulps.max() <= 4  # NumPy documents its float32 SIMD loops within 4 ulp
     inner = np.abs(x) + np.float32(0.01) if name == "log" else x   # rounded in float32
-    ref = {"sigmoid": lambda v: 1 / (1 + np.exp(-v))}.get(name, getattr(np, name, None))
-    if ref is not None:  # and that is the correctly rounded float32 (up to double rounding)
-        close = ref(inner.astype(np.float64)).astype(np.float32)
-        assert np.mean(got == close) > 0.999
+    ref = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+           "erf": lambda v: np.vectorize(math.erf)(v)}.get(name, getattr(np, name, None))
+    close = ref(inner.astype(np.float64)).astype(np.float32)
+    assert np.mean(got == close) > 0.999

@@ -423,3 +423,19 @@ def test_bounded_fuzz_run_finds_no_mismatches_and_no_crashes(tmp_path):
                                      "timeouts", "harness_errors")}
     assert not any(found.values()), (f"{found}; failing seeds {summary['failing_seeds']}; "
                                       f"repros in {out}\n{proc.stderr}")
+
+
+def test_rounding_flips_of_discrete_results_are_notes_only_where_the_case_makes_them():
+    from fusionnet.fuzz.compare import ROUNDING, case_flips, compare_arrays
+
+    e = np.zeros(485, np.int32)
+    f = e.copy()
+    f[7] = 1                                  # one tanh near 1 truncated the other way
+    assert compare_arrays(e, f, flips=True).startswith(ROUNDING)
+    assert not compare_arrays(e, f).startswith(ROUNDING)   # a case with no conversion
+    f[:20] = 1                                # too many to be last-bit flips
+    assert compare_arrays(e, f, flips=True) and not compare_arrays(
+        e, f, flips=True).startswith(ROUNDING)
+    assert case_flips("h5 = h2.clamp(-1000.0, 1000.0).int()")
+    assert case_flips("h4 = h0 > 0.5")
+    assert not case_flips("h1 = torch.tanh(h0) * 2")

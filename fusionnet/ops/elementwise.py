@@ -40,21 +40,6 @@ def _float_in(a):
     return a.astype("float32") if a.dtype.kind == "b" else a
 
 
-def in_double(fn):
-    """``fn(xp, a)`` for a transcendental row: on NumPy float32 input it computes in
-    float64 and rounds once, as the generated code does (``math.*`` are double functions,
-    the result is converted to the node's dtype). NumPy's float32 SIMD loops differ from
-    that in the last bit for a third of inputs, and a last bit decides ``.int()``, ``>``
-    and ``floor`` of the result: eager and compiled code must compute the same function."""
-    def eager(xp, a):
-        a = _float_in(a)
-        if xp is np and a.dtype == np.float32:
-            return fn(xp, a.astype(np.float64)).astype(np.float32)
-        return fn(xp, a)
-    eager.__doc__ = fn.__doc__
-    return eager
-
-
 def _sigmoid(xp, a):
     # Stable in float32 at both ends (the tanh form loses everything below ~1e-7).
     a = _float_in(a)
@@ -96,16 +81,16 @@ def _zero_grad(g, x, **_):
 
 _unary("sign", _sign_eager, _zero_grad,
        "sign: -1, 0 or 1; NaN gives 0 (as PyTorch); its gradient is zero", saves=SAVES_NONE)
-_unary("exp", in_double(lambda xp, a: xp.exp(a)), lambda g, x, out, **_: (g * out,),
+_unary("exp", lambda xp, a: xp.exp(_float_in(a)), lambda g, x, out, **_: (g * out,),
        "e to the x", saves=SAVES_OUTPUT, dtype=float_dtype)
-_unary("log", in_double(lambda xp, a: xp.log(a)), lambda g, x, **_: (g / x,),
+_unary("log", lambda xp, a: xp.log(_float_in(a)), lambda g, x, **_: (g / x,),
        "natural logarithm", dtype=float_dtype)
 _unary("sqrt", lambda xp, a: xp.sqrt(_float_in(a)), lambda g, x, out, **_: (g * 0.5 / out,),
        "square root", saves=SAVES_OUTPUT, dtype=float_dtype)
-_unary("sigmoid", in_double(_sigmoid),
+_unary("sigmoid", _sigmoid,
        lambda g, x, out, **_: (g * out * (1 - out),),
        "logistic sigmoid 1 / (1 + e^-x)", saves=SAVES_OUTPUT, dtype=float_dtype)
-_unary("tanh", in_double(lambda xp, a: xp.tanh(a)), lambda g, x, out, **_: (g * (1 - out * out),),
+_unary("tanh", lambda xp, a: xp.tanh(_float_in(a)), lambda g, x, out, **_: (g * (1 - out * out),),
        "hyperbolic tangent", saves=SAVES_OUTPUT, dtype=float_dtype)
 # The gradient reads the output (relu(x) > 0 exactly where x > 0), as PyTorch's does:
 # so relu_ on a tensor that autograd needs still trains.
@@ -117,14 +102,14 @@ def _relu_grad(g, x, out, **_):
 
 _unary("relu", lambda xp, a: xp.maximum(a, 0).astype(a.dtype, copy=False), _relu_grad,
        "max(x, 0); NaN stays NaN", saves=SAVES_OUTPUT)
-_unary("erf", in_double(lambda xp, a: _special(xp).erf(a)),
+_unary("erf", lambda xp, a: _special(xp).erf(_float_in(a)),
        lambda g, x, **_: (g * (2 / math.sqrt(math.pi)) * (-(x * x)).exp(),),
        "Gauss error function (for exact GELU)", dtype=float_dtype)
 
 
-_unary("sin", in_double(lambda xp, a: xp.sin(a)), lambda g, x, **_: (g * x.cos(),),
+_unary("sin", lambda xp, a: xp.sin(_float_in(a)), lambda g, x, **_: (g * x.cos(),),
        "sine", dtype=float_dtype)
-_unary("cos", in_double(lambda xp, a: xp.cos(a)), lambda g, x, **_: (-(g * x.sin()),),
+_unary("cos", lambda xp, a: xp.cos(_float_in(a)), lambda g, x, **_: (-(g * x.sin()),),
        "cosine", dtype=float_dtype)
 
 
@@ -172,7 +157,8 @@ _binary("mul", lambda xp, a, b: xp.multiply(a, b), lambda g, a, b, **_: (g * b, 
 
 def _div_grad(g, a, b, needs=(True, True), **_):
     ga = g / b if needs[0] else None
-    gb = -g * a / (b * b) if needs[1] else None
+    # PyTorch's grouping, -g * ((a / b) / b): no b * b to overflow, and the same rounding
+    gb = -g * ((a / b) / b) if needs[1] else None
     return ga, gb
 
 
