@@ -574,7 +574,7 @@ def _trace_once(module, example_inputs, on_break, name, conversions, convert, mo
         alias.requires_grad = bool(x.requires_grad)
         tracer.bind(alias, nid)
         tracer.grad[nid] = bool(x.requires_grad)
-        tracer.inputs[id(alias)] = bool(x.requires_grad)
+        tracer.inputs[id(alias)] = bool(x.requires_grad) and x._ctx is None  # a leaf
         inputs.append(alias)
     recorder = Recorder(module_class)
     prev = dispatch.set_trace_hook(tracer)

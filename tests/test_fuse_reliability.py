@@ -797,3 +797,28 @@ def test_writing_into_an_output_the_backward_does_not_read_still_trains():
         grads.append(block.weight.grad.numpy().copy())
     np.testing.assert_allclose(grads[1], grads[0], rtol=1e-6)
     np.testing.assert_allclose(grads[2], grads[0], rtol=1e-6)
+
+
+def test_a_fused_child_may_write_in_place_into_a_non_leaf_input():
+    # Found by the fuzzer (seed 1204, cases 1204000375 and 1204000423): ReLU(inplace=True)
+    # as a fused child, called on an intermediate that requires grad, raised "a leaf
+    # Variable that requires grad"; the tensor has history, so eager writes into it.
+    class Parent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+            self.act = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            h = self.lin(x)
+            scale = float(h.abs().max().item())   # the parent runs its own forward
+            self.act(h)
+            return h / scale
+
+    block = Parent()
+    fused = fuse(block)
+    x = torch.randn(4, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FusionFallbackWarning)
+        got = fused(x)
+    _same(got, block(x))
