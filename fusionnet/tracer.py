@@ -85,6 +85,7 @@ class Scope:
         self.alias: dict[int, tuple] = {}        # id(view) -> (root base, ((op, attrs), ...))
         self.alias_version: dict[int, int] = {}  # id(view) -> base version it was derived at
         self.base_version: dict[int, int] = {}   # id(base) -> in-place writes so far
+        self.values: dict[int, object] = {}      # node -> its traced value's array (first bound)
 
 
 def _scoped(name: str):
@@ -104,6 +105,7 @@ class _Tracer(RegionTracing):
     alias = _scoped("alias")
     alias_version = _scoped("alias_version")
     base_version = _scoped("base_version")
+    values = _scoped("values")
 
     def __init__(self, module, graph: Graph, on_break: str, conversions=None,
                  convert: bool = True):
@@ -148,6 +150,9 @@ class _Tracer(RegionTracing):
     def bind(self, t: Tensor, nid: int, by_array: bool = True):
         self.keep.append((t, t._data))  # arrays too: a freed array's id could be reused
         self.node_of[id(t)] = nid
+        # The value as it was when bound (an in-place op later rebinds ``t`` to a new node):
+        # a backward traced inside the trace reads it (``runtime/joint.py``).
+        self.values.setdefault(nid, t._data)
         if by_array:
             self.node_of[id(t._data)] = nid
             self.owner_of[id(t._data)] = t

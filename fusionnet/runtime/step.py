@@ -1,0 +1,564 @@
+"""``fuse(step)``: a whole training step (forward, loss, backward, update) as one native call.
+
+``step(X, Y)`` is a plain function that uses modules and optimisers it finds in its
+globals and closure (``opt.zero_grad(); loss = loss_fn(net(X), Y); loss.backward();
+opt.step(); return loss``). It is traced once per signature as the body of a module
+(:class:`StepModule`) whose children are those modules, so parameters are live
+references as in any fused forward, and two calls behave differently while tracing:
+
+* ``loss.backward()`` records the backward into the trace (``joint.backward_in_trace``)
+  and sets each parameter's ``.grad`` to its traced gradient;
+* ``opt.step()`` records the optimiser's update (``updates.py``) on those gradients.
+
+The traced graph's inputs are the step's tensors, then the optimiser's runtime
+scalars and state tensors (0-d ``lr``...; momentum buffers, Adam moments); its outputs
+are what ``step`` returned, then every new parameter, state and gradient value. The
+graph goes through the ordinary passes, lowering and backend, and the compiled
+driver's results are written back in place (:class:`StepEntry`), so the optimiser's
+state and the parameters are exactly where eager leaves them. Anything the trace or
+the backend cannot handle runs the step eagerly, with one warning naming the reason.
+"""
+from __future__ import annotations
+
+import threading
+import types
+import warnings
+
+import numpy as np
+
+from .. import autograd, dispatch
+from ..codegen import Unsupported, lower
+from ..codegen.backend import default_backend
+from ..graph import GraphBreak
+from ..nn import Module
+from ..nn.module import STRUCTURE_VERSION
+from ..optim.optimizer import TRACING, Optimizer
+from ..passes import optimize
+from ..pystate import first_failure
+from ..structure import leaf_count, unflatten
+from ..tensor import DATA_VERSION, Tensor
+from ..tracer import TraceError, trace
+from .guards import python_guards, user_stacklevel
+from .joint import NotDifferentiable, backward_in_trace, leaf_of
+from .symbolic import PROBES, MIN_GENERIC_BATCH, _agrees, _annotate, _probe, check_at
+from .updates import rule_for
+
+__all__ = ["FusedStep", "StepModule", "NotCompilable", "find_state"]
+
+
+_MAIN_THREAD = threading.main_thread().ident
+
+
+class NotCompilable(Exception):
+    """The step cannot be compiled (the reason); it runs eagerly."""
+
+
+def find_state(fn) -> tuple[list, list]:
+    """The modules and optimisers ``fn`` refers to by name (globals, closure cells,
+    default arguments and the object of a bound method, and so on through the plain
+    functions it names, a few levels deep), in first-seen order; submodules of another
+    found module are left out (their parameters come with it)."""
+    modules, opts, seen = [], [], set()
+
+    def visit(f, depth):
+        for obj in _named_by(f):
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, Module):
+                modules.append(obj)
+            elif isinstance(obj, Optimizer):
+                opts.append(obj)
+            elif isinstance(obj, (types.FunctionType, types.MethodType)) and depth < 3 and \
+                    not getattr(obj, "__module__", "").startswith("fusionnet"):
+                visit(obj, depth + 1)
+
+    visit(fn, 0)
+    inner = {id(m) for top in modules for m in top.modules() if m is not top}
+    return [m for m in modules if id(m) not in inner], opts
+
+
+def _named_by(fn) -> list:
+    """The objects ``fn``'s code can reach by name: globals, cells, defaults, self."""
+    if isinstance(fn, types.MethodType):
+        return [fn.__self__] + _named_by(fn.__func__)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return []
+    found = [fn.__globals__[n] for n in code.co_names if n in fn.__globals__]
+    for cell in fn.__closure__ or ():
+        try:
+            found.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            pass
+    found.extend(fn.__defaults__ or ())
+    found.extend((fn.__kwdefaults__ or {}).values())
+    return found
+
+
+class _Context(threading.local):
+    """The step being traced in this thread (None outside a trace)."""
+
+    current = None
+
+
+_CTX = _Context()
+
+
+class _Trace:
+    """What one trace of a step collects: the extra inputs, the values to write back."""
+
+    def __init__(self, plan, n_user: int):
+        self.plan = plan
+        self.n_user = n_user
+        self.extras: dict = {}
+        self.user: list = []
+        self.writes: list = []        # (what, target...) per extra output
+        self.values: list = []        # the traced value of each write
+        self.grad_params: list = []
+
+    def write(self, what, value) -> None:
+        self.writes.append(what)
+        self.values.append(value)
+
+
+class StepModule(Module):
+    """The module a step function is traced as: its children are the modules the
+    function uses (so their parameters are the trace's live state)."""
+
+    def __init__(self, fn, modules):
+        super().__init__()
+        object.__setattr__(self, "_step_fn", fn)
+        for i, m in enumerate(modules):
+            self.add_module(f"m{i}", m)
+
+    def forward(self, *args):
+        """Run the step on traced inputs; returns (its result, the values to write back)."""
+        ctx = _CTX.current
+        ctx.user = list(args[:ctx.n_user])
+        ctx.extras = dict(zip(ctx.plan.extra_keys, args[ctx.n_user:]))
+        result = self._step_fn(*ctx.user)
+        return result, tuple(ctx.values)
+
+
+# ---- the optimiser plan: runtime scalars and state, per call ------------------------------
+
+
+class _Plan:
+    """Which optimiser scalars and state tensors feed the compiled step, and in which
+    order; ``arrays()`` builds them for the call about to run."""
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.extra_keys: list = []     # ("scalar", set, name) | ("state", id(p), name)
+        self.scalar_of: dict = {}      # id(p) -> the key of its set of scalars
+        self.key = self._structure()
+
+    def _structure(self) -> tuple:
+        key = []
+        for opt in self.opts:
+            rule = rule_for(opt)
+            if rule is None:
+                raise NotCompilable(f"{type(opt).__name__} has no compiled update (SGD, Adam "
+                                    "and AdamW do)")
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    state = opt.state.get(p, {})
+                    key.append((id(p), p.requires_grad, rule.structure(group, state),
+                                rule.state_names(group, state), p._data.dtype.str))
+        return tuple(key)
+
+    def prepare(self, advance: bool) -> list:
+        """The extra input arrays for one call (``advance``: also move Python-side state
+        on, as eager's update does; a trace only looks)."""
+        arrays, keys, seen = [], [], set()
+        for opt in self.opts:
+            rule = rule_for(opt)
+            for gi, group in enumerate(opt.param_groups):
+                for p in group["params"]:
+                    if not p.requires_grad:
+                        continue
+                    state = opt.state.setdefault(p, {})
+                    rule.init(p, state, group)
+                    names = rule.state_names(group, state)
+                    for name in names:
+                        keys.append(("state", id(p), name))
+                        arrays.append(state[name]._data)
+                    look = dict(state)
+                    if advance:
+                        rule.advance(state, group)
+                        look = state
+                    elif "step" in look:
+                        look["step"] = look["step"] + 1
+                    dtype = p._data.dtype
+                    # One set of scalars per group, dtype and step count (usually one).
+                    skey = (id(opt), gi, dtype.str, look.get("step"))
+                    self.scalar_of[id(p)] = skey
+                    if skey not in seen:
+                        seen.add(skey)
+                        for name, value in rule.scalars(group, look).items():
+                            keys.append(("scalar", skey, name))
+                            arrays.append(np.array(value, dtype))
+        self.extra_keys = keys
+        return arrays
+
+
+# ---- the hooks that run while a step is traced --------------------------------------------
+
+
+def _backward_hook(root, gradient, retain_graph):
+    ctx = _CTX.current
+    tracer = dispatch.trace_hook()
+    if gradient is not None and not isinstance(gradient, Tensor):
+        gradient = Tensor(gradient, dtype=root.dtype)
+    try:
+        leaves = backward_in_trace(tracer, root, gradient)
+    except NotDifferentiable as err:
+        raise NotCompilable(str(err)) from None
+    params = {}
+    for p in ctx.plan.params:
+        nid = leaf_of(tracer, p)
+        if nid is not None:
+            params[nid] = p
+    users = {tracer.node_of.get(id(t)): i for i, t in enumerate(ctx.user)}
+    for nid, g in leaves.items():
+        if nid in params:
+            p = params[nid]
+            if p.grad is not None:
+                raise NotCompilable("a gradient accumulates into a .grad left by an earlier "
+                                    "call (call zero_grad() before backward in the step)")
+            p.grad = g
+            ctx.write(("grad", p), g)
+            ctx.grad_params.append(p)
+        elif nid in users:
+            ctx.write(("input_grad", users[nid]), g)
+        else:
+            raise NotCompilable("backward reaches a tensor that requires grad and is "
+                                "neither a parameter nor an argument of the step")
+
+
+def _step_hook(opt, closure):
+    if closure is not None:
+        raise NotCompilable("optimizer.step(closure) is not compiled")
+    ctx = _CTX.current
+    rule = rule_for(opt)
+    if rule is None or opt not in ctx.plan.opts:
+        raise NotCompilable(f"{type(opt).__name__} is not an optimiser the step names")
+    tracer = dispatch.trace_hook()
+    with autograd.no_grad():
+        for group in opt.param_groups:
+            for p in group["params"]:
+                if p.grad is None or not p.requires_grad:
+                    continue
+                if id(p.grad) not in tracer.node_of:
+                    raise NotCompilable("a parameter's .grad was not computed in the step")
+                skey = ctx.plan.scalar_of[id(p)]
+                sc = {k[2]: t for k, t in ctx.extras.items() if k[0] == "scalar" and
+                      k[1] == skey}
+                state = {k[2]: t for k, t in ctx.extras.items() if k[0] == "state" and
+                         k[1] == id(p)}
+                new_p, new_state = rule.update(p, p.grad, state, sc, group)
+                ctx.write(("param", p), new_p)
+                for name, value in new_state.items():
+                    ctx.write(("state", opt, p, name), value)
+    return None
+
+
+class _Tracing:
+    """While a step is traced: the hooks are installed and the parameters' ``.grad`` are
+    put back afterwards (the trace assigns traced gradients to them)."""
+
+    def __init__(self, ctx, params):
+        self.ctx, self.params = ctx, params
+
+    def __enter__(self):
+        self.grads = [p.grad for p in self.params]
+        self.prev = (_CTX.current, autograd._state.backward_hook, TRACING.step_hook)
+        _CTX.current = self.ctx
+        autograd._state.backward_hook = _backward_hook
+        TRACING.step_hook = _step_hook
+        return self
+
+    def __exit__(self, *exc):
+        _CTX.current, autograd._state.backward_hook, TRACING.step_hook = self.prev
+        for p, g in zip(self.params, self.grads):
+            p.grad = g
+        return False
+
+
+# ---- compiled entries --------------------------------------------------------------------
+
+
+class StepEntry:
+    """One compiled signature of a step: the driver, what it reads, what it writes."""
+
+    def __init__(self, compiled, program, graph, writes, spec, n_results, generic, plan_key):
+        self.compiled = compiled
+        self.fn = compiled.fn
+        self.params = [p.ref for p in program.params]
+        self.arrays = [p.ref._data for p in program.params]
+        self.constants = [v for _, v in program.constants]
+        self.graph = graph
+        self.writes = writes
+        self.spec = spec
+        self.n_results = n_results
+        self.generic = generic
+        self.plan_key = plan_key
+        self.per_call, self.on_move = [], []
+        self.version = STRUCTURE_VERSION[0]
+        self.data_version = DATA_VERSION[0]
+
+    def tail(self) -> list:
+        """The live parameter arrays and the constants, as the driver takes them."""
+        if DATA_VERSION[0] != self.data_version:  # some storage was replaced: re-read
+            arrays = [p._data for p in self.params]
+            for a, b in zip(arrays, self.arrays):
+                if a.shape != b.shape or a.dtype != b.dtype:
+                    raise NotCompilable("a parameter changed shape or dtype")
+            self.arrays, self.data_version = arrays, DATA_VERSION[0]
+        return self.arrays + self.constants
+
+    def run(self, args, extras):
+        """Call the driver and write its results back; returns what the step returned."""
+        tail = self.tail()
+        if self.compiled.parallel:  # only the main thread may launch parallel loops
+            tail = tail + [threading.get_ident() == _MAIN_THREAD]
+        out = self.fn(*[t._data for t in args], *extras, *tail)
+        if not isinstance(out, tuple):
+            out = (out,)
+        n = self.n_results
+        for what, value in zip(self.writes, out[n:]):
+            kind = what[0]
+            if kind == "param":
+                np.copyto(what[1]._data, value)
+            elif kind == "state":
+                _, opt, p, name = what
+                state = opt.state[p]
+                if name in state:
+                    np.copyto(state[name]._data, value)
+                else:
+                    state[name] = Tensor._wrap(value)
+            elif kind == "grad":
+                what[1].grad = Tensor._wrap(value)
+            else:  # an argument's gradient, accumulated as eager does
+                t = args[what[1]]
+                t.grad = Tensor._wrap(value) if t.grad is None else t.grad + Tensor._wrap(value)
+        results = [Tensor._wrap(r) for r in out[:n]]
+        return unflatten(self.spec, results)
+
+
+class FusedStep:
+    """What ``fuse(fn)`` returns for a plain function: call it like ``fn``."""
+
+    def __init__(self, fn, *, fallback: bool = True, passes=None, cache_size: int = 32):
+        self.fn = fn
+        self.__wrapped__ = fn
+        self.__name__ = getattr(fn, "__name__", "step")
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.name = self.__name__
+        self.fallback, self.passes, self.cache_size = fallback, passes, cache_size
+        self.exact: dict = {}
+        self.generic: dict = {}
+        self.compiles: list = []       # one reason per compile
+        self.reasons: list = []        # why a signature runs eagerly
+        self.warned: set = set()
+        self.lock = threading.RLock()
+        self.traced = None             # the last traced graph (explain)
+        self.found = None              # (modules, optimisers) the step names
+
+    # -- the call path --
+
+    def __call__(self, *args, **kwargs):
+        if kwargs or not args or not all(isinstance(a, Tensor) for a in args):
+            self._warn("only positional Tensor arguments are compiled")
+            return self.fn(*args, **kwargs)
+        found = self.found
+        if found is None:  # the names the step uses; re-read when a guard fails
+            found = self.found = self._state()
+        modules, opts = found
+        try:
+            plan = _Plan(opts)
+        except NotCompilable as err:
+            return self._eager(args, str(err))
+        key = (autograd.is_grad_enabled(), plan.key,
+               *[(t._data.shape, t._data.dtype, type(t._data), t.requires_grad) for t in args])
+        entry = self.exact.get(key)
+        if entry is None:
+            entry = self._lookup_or_compile(args, key, plan, modules)
+        if isinstance(entry, str):
+            return self._eager(args, entry)
+        if entry.per_call and first_failure(entry.per_call) or (
+                entry.version != STRUCTURE_VERSION[0] and first_failure(entry.on_move)):
+            self.exact.clear()
+            self.generic.clear()
+            self.found = None
+            return self(*args)
+        entry.version = STRUCTURE_VERSION[0]
+        extras = plan.prepare(advance=True)
+        if entry.scaled:
+            b = args[0]._data.shape[0]
+            extras += [np.array(k * b, dtype) for k, dtype in entry.scaled]
+        return entry.run(args, extras)
+
+    def _state(self):
+        modules, opts = find_state(self.fn)
+        return modules, opts
+
+    def _eager(self, args, reason: str):
+        self._warn(reason)
+        return self.fn(*args)
+
+    def _warn(self, reason: str) -> None:
+        if not self.fallback:
+            raise RuntimeError(f"fusionnet.fuse: step {self.name} cannot be compiled: {reason}")
+        if reason in self.warned:
+            return
+        self.warned.add(reason)
+        from .runner import FusionFallbackWarning  # noqa: PLC0415
+
+        warnings.warn(f"fusionnet.fuse: step {self.name} runs eagerly: {reason}",
+                      FusionFallbackWarning, stacklevel=user_stacklevel())
+
+    # -- compiling --
+
+    def _lookup_or_compile(self, args, key, plan, modules):
+        with self.lock:
+            gkey = key[:2] + tuple((shape[1:], len(shape), *rest)
+                                   for shape, *rest in key[2:])
+            entry = self.generic.get(gkey)
+            batch = {t._data.shape[0] if t._data.ndim else None for t in args}
+            batch = batch.pop() if len(batch) == 1 else None
+            if entry is not None and batch is not None and not check_at(entry.graph, batch):
+                self.exact[key] = entry
+                return entry
+            reason = "first call" if not self.compiles else \
+                f"new signature ({', '.join(f'{tuple(t.shape)} {t._data.dtype}' for t in args)})"
+            self.compiles.append(reason)
+            try:
+                entry = self._compile(args, plan, modules)
+            except NotCompilable as err:
+                entry = str(err)
+            if not isinstance(entry, str) and entry.generic:
+                self.generic[gkey] = entry
+            self.exact[key] = entry
+            if len(self.exact) > self.cache_size:
+                self.exact.pop(next(iter(self.exact)))
+            if isinstance(entry, str):
+                self.reasons.append(entry)
+            return entry
+
+    def _trace(self, module, args, plan, extras):
+        ctx = _Trace(plan, len(args))
+        plan.params = list(module.parameters())
+        from .runner import eager_region  # noqa: PLC0415 - runner imports the runtime
+
+        with _Tracing(ctx, plan.params), eager_region():
+            try:
+                graph = trace(module, *args, *[Tensor._wrap(a) for a in extras])
+            except GraphBreak as brk:
+                raise NotCompilable(f"{brk.reason} at {brk.source}") from None
+            except TraceError as err:
+                raise NotCompilable(str(err)) from None
+        return graph, ctx
+
+    def _compile(self, args, plan, modules) -> StepEntry:
+        if any(type(t._data) is not np.ndarray for t in args):
+            raise NotCompilable("inputs are not NumPy arrays (CUDA steps run eagerly)")
+        module = StepModule(self.fn, modules)
+        extras = plan.prepare(advance=False)
+        traced, ctx = self._trace(module, args, plan, extras)
+        self.traced = traced
+        result_spec = traced.node(traced.output)["spec"][1][0]
+        n_results = leaf_count(result_spec)
+        graph, generic, scaled = self._analyse(module, args, plan, extras, traced)
+        try:
+            program = lower(graph, {"B": ("x0", 0)} if generic else {})
+            compiled = default_backend().compile(program)
+        except Unsupported as err:
+            raise NotCompilable(str(err)) from None
+        entry = StepEntry(compiled, program, graph, ctx.writes, result_spec, n_results,
+                          generic, plan.key)
+        per_call, entry.on_move = python_guards(traced)
+        entry.per_call = [_by_identity(c) for c in per_call]
+        entry.scaled = scaled
+        return entry
+
+    def _analyse(self, module, args, plan, extras, traced):
+        """The optimized graph, batch-generic (``sym_shape`` set) when two probe batch
+        sizes agree with the real trace, as for a fused module (``symbolic.py``); and the
+        literal scalars that scale with the batch, made inputs (see :func:`_batch_scalars`)."""
+        opt = lambda g: optimize(g, passes=self.passes)  # noqa: E731
+        real = opt(traced)
+        batch = {t._data.shape[0] if t._data.ndim else None for t in args}
+        if len(batch) != 1 or None in batch or next(iter(batch)) < MIN_GENERIC_BATCH:
+            return real, False, []
+        batch = next(iter(batch))
+        try:
+            g1, _ = self._trace(module, [_probe(t, PROBES[0]) for t in args], plan, extras)
+            g2, _ = self._trace(module, [_probe(t, PROBES[1]) for t in args], plan, extras)
+        except NotCompilable:
+            return real, False, []
+        if g1.shape_reads or g2.shape_reads or traced.shape_reads:
+            return real, False, []
+        scaled = _batch_scalars(g1, g2, traced, batch)
+        if scaled is None:
+            return real, False, []
+        o1, o2 = opt(g1), opt(g2)
+        if _annotate(o1, o2, *PROBES) or _agrees(o1, opt(traced), batch):
+            return real, False, []
+        return o1, True, scaled
+
+
+class _Same:
+    """A guard that a name still refers to the same optimiser: its settings are runtime
+    inputs or part of the plan's key (``_Plan``), so a changed ``lr`` is no reason to
+    compile again, and comparing the whole object every call would cost more than the step."""
+
+    __slots__ = ("what", "read", "obj")
+
+    def __init__(self, check, obj):
+        self.what, self.read, self.obj = check.what, check.read, obj
+
+    def holds(self) -> bool:
+        """Whether the name still refers to the same object."""
+        return self.read() is self.obj
+
+
+def _by_identity(check):
+    value = check.read()
+    return _Same(check, value) if isinstance(value, (Optimizer, Module)) else check
+
+
+def _batch_scalars(g1, g2, real, batch: int):
+    """Literal 0-d constants whose value is ``k * B`` (a mean's element count, which its
+    gradient divides by) in the probe traces ``g1``, ``g2`` and the real trace: each
+    becomes a new input of all three graphs, and ``[(k, dtype), ...]`` (in input order)
+    says what the runtime passes for it. None when the traces differ otherwise."""
+    if list(g1.order()) != list(g2.order()) or list(g1.order()) != list(real.order()):
+        return None
+    out = []
+    for n in g1.order():
+        a, b, r = g1.node(n), g2.node(n), real.node(n)
+        if "value" not in a or "value" not in b or "value" not in r:
+            continue
+        v1, v2, vr = (np.asarray(d["value"]) for d in (a, b, r))
+        if v1.shape != () or v1.dtype.kind != "f" or v1 == v2:
+            continue
+        k = float(v1) / PROBES[0]
+        if k != int(k) or float(v2) != k * PROBES[1] or float(vr) != k * batch:
+            return None
+        position = len(g1.inputs)
+        for g in (g1, g2, real):
+            _as_input(g, n, position)
+        out.append((int(k), v1.dtype))
+    return out
+
+
+def _as_input(graph, nid: int, position: int) -> None:
+    """Turn literal constant ``nid`` into input ``position`` (its value is passed at
+    call time)."""
+    d = graph.node(nid)
+    d.pop("value", None)
+    d["kind"], d["target"], d["requires_grad"], d["device"] = "input", position, False, "cpu"
+    graph._inputs.add(nid)
+    graph._order = None
