@@ -57,7 +57,10 @@ FIELDS = {
     "target": ("input, param, buffer, constant, item",
                "input position; parameter/buffer/constant name ('0.weight'); the result "
                "of a multi-result region an item reads"),
-    "ref": ("param, buffer, constant", "the live tensor (read at call time)"),
+    "ref": ("param, buffer, constant; random inputs",
+            "the live tensor (read at call time); a random input's Generator"),
+    "random": ("input, optional", "(kind, dtype) of a random input: 'uniform' (rand) or "
+               "'normal' (randn), drawn from the ref Generator at every call"),
     "detach": ("param, buffer, constant", "a `.data` read: no gradient flows"),
     "external": ("constant", "a live tensor found outside the module (a global...)"),
     "value": ("constant", "a literal's array"),

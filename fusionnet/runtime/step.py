@@ -38,6 +38,7 @@ from ..pystate import first_failure
 from ..structure import leaf_count, unflatten
 from ..tensor import DATA_VERSION, Tensor
 from ..tracer import TraceError, trace
+from .compiler import draws, random_inputs
 from .guards import python_guards, user_stacklevel
 from .joint import NotDifferentiable, backward_in_trace, leaf_of
 from .symbolic import PROBES, MIN_GENERIC_BATCH, _agrees, _annotate, _probe, check_at
@@ -395,6 +396,8 @@ class FusedStep:
             return self(*args)
         entry.version = STRUCTURE_VERSION[0]
         extras = plan.prepare(advance=True)
+        if entry.random:
+            extras += draws(entry.random, [args[0]._data])
         if entry.scaled:
             b = args[0]._data.shape[0]
             extras += [np.array(k * b, dtype) for k, dtype in entry.scaled]
@@ -481,6 +484,7 @@ class FusedStep:
         per_call, entry.on_move = python_guards(traced)
         entry.per_call = [_by_identity(c) for c in per_call]
         entry.scaled = scaled
+        entry.random = random_inputs(graph)
         return entry
 
     def _analyse(self, module, args, plan, extras, traced):
