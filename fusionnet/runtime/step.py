@@ -153,6 +153,8 @@ class _Plan:
         self.opts = opts
         self.extra_keys: list = []     # ("scalar", set, name) | ("state", id(p), name)
         self.scalar_of: dict = {}      # id(p) -> the key of its set of scalars
+        self.recipe = None             # what prepare() reads, once it has walked the state
+        self.advances: list = []
         self.key = self._structure()
 
     def _structure(self) -> tuple:
@@ -162,17 +164,40 @@ class _Plan:
             if rule is None:
                 raise NotCompilable(f"{type(opt).__name__} has no compiled update (SGD, Adam "
                                     "and AdamW do)")
-            for group in opt.param_groups:
+            for gi, group in enumerate(opt.param_groups):
+                steps: list = []
                 for p in group["params"]:
                     state = opt.state.get(p, {})
+                    # Which set of scalars the parameter reads (params of one group, dtype
+                    # and step count share one) is part of the driver's signature too; the
+                    # step count itself is a runtime value.
+                    step = (p._data.dtype.str, state.get("step"))
+                    if step not in steps:
+                        steps.append(step)
+                    sset = (gi, steps.index(step))
                     key.append((id(p), p.requires_grad, rule.structure(group, state),
-                                rule.state_names(group, state), p._data.dtype.str))
+                                rule.state_names(group, state), sset))
         return tuple(key)
+
+    def quick(self) -> tuple:
+        """What can change the full key without this runtime noticing: the state dicts
+        replaced or grown, a group's settings, a parameter's ``requires_grad``."""
+        out = []
+        for opt in self.opts:
+            rule = rule_for(opt)
+            out.append((id(opt.state), len(opt.state), len(opt.param_groups)))
+            for group in opt.param_groups:
+                out.append(rule.structure(group, {}))
+                out.append(tuple(p.requires_grad for p in group["params"]))
+        return tuple(out)
 
     def prepare(self, advance: bool) -> list:
         """The extra input arrays for one call (``advance``: also move Python-side state
         on, as eager's update does; a trace only looks)."""
+        if advance and self.recipe is not None:
+            return self._fast_prepare()
         arrays, keys, seen = [], [], set()
+        recipe, advances = [], []
         for opt in self.opts:
             rule = rule_for(opt)
             for gi, group in enumerate(opt.param_groups):
@@ -185,10 +210,13 @@ class _Plan:
                     for name in names:
                         keys.append(("state", id(p), name))
                         arrays.append(state[name]._data)
+                        recipe.append((state, name))
                     look = dict(state)
                     if advance:
                         rule.advance(state, group)
                         look = state
+                        if "step" in state:
+                            advances.append((rule, state, group))
                     elif "step" in look:
                         look["step"] = look["step"] + 1
                     dtype = p._data.dtype
@@ -197,10 +225,27 @@ class _Plan:
                     self.scalar_of[id(p)] = skey
                     if skey not in seen:
                         seen.add(skey)
-                        for name, value in rule.scalars(group, look).items():
+                        values = rule.scalars(group, look)
+                        for name, value in values.items():
                             keys.append(("scalar", skey, name))
                             arrays.append(np.array(value, dtype))
+                        recipe.append((rule, group, state, dtype, tuple(values)))
         self.extra_keys = keys
+        if advance:  # the same walk for every later call with this plan, without the walk
+            self.recipe, self.advances = recipe, advances
+        return arrays
+
+    def _fast_prepare(self) -> list:
+        for rule, state, group in self.advances:
+            rule.advance(state, group)
+        arrays = []
+        for item in self.recipe:
+            if len(item) == 2:
+                arrays.append(item[0][item[1]]._data)
+            else:
+                rule, group, state, dtype, names = item
+                values = rule.scalars(group, state)
+                arrays += [np.array(values[n], dtype) for n in names]
         return arrays
 
 
@@ -328,6 +373,7 @@ class StepEntry:
         if not isinstance(out, tuple):
             out = (out,)
         n = self.n_results
+        grew = False
         for what, value in zip(self.writes, out[n:]):
             kind = what[0]
             if kind == "param":
@@ -339,13 +385,15 @@ class StepEntry:
                     np.copyto(state[name]._data, value)
                 else:
                     state[name] = Tensor._wrap(value)
+                    grew = True
             elif kind == "grad":
                 what[1].grad = Tensor._wrap(value)
             else:  # an argument's gradient, accumulated as eager does
                 t = args[what[1]]
                 t.grad = Tensor._wrap(value) if t.grad is None else t.grad + Tensor._wrap(value)
-        results = [Tensor._wrap(r) for r in out[:n]]
-        return unflatten(self.spec, results)
+        if self.spec == "T":
+            return Tensor._wrap(out[0]), grew
+        return unflatten(self.spec, [Tensor._wrap(r) for r in out[:n]]), grew
 
 
 class FusedStep:
@@ -366,10 +414,24 @@ class FusedStep:
         self.lock = threading.RLock()
         self.traced = None             # the last traced graph (explain)
         self.found = None              # (modules, optimisers) the step names
+        self.fast = None               # (entry, plan, signature, plan.quick()) of the last call
 
     # -- the call path --
 
     def __call__(self, *args, **kwargs):
+        fast = self.fast
+        if fast is not None and not kwargs:
+            # The last call's entry, if nothing it depends on moved (the common case).
+            entry, plan, sig, quick = fast
+            if (len(args) == len(sig) - 1 and autograd._state.enabled is sig[0][0] and all(
+                    type(t._data) is np.ndarray and t._data.shape == s[0] and
+                    t._data.dtype is s[1] and t.requires_grad is s[2]
+                    for t, s in zip(args, sig[1:]))
+                    and entry.version == STRUCTURE_VERSION[0]
+                    and not (entry.per_call and first_failure(entry.per_call))
+                    and plan.quick() == quick):
+                return self._run(entry, plan, args)
+            self.fast = None
         if kwargs or not args or not all(isinstance(a, Tensor) for a in args):
             self._warn("only positional Tensor arguments are compiled")
             return self.fn(*args, **kwargs)
@@ -393,15 +455,25 @@ class FusedStep:
             self.exact.clear()
             self.generic.clear()
             self.found = None
+            self.fast = None
             return self(*args)
         entry.version = STRUCTURE_VERSION[0]
+        sig = ((autograd._state.enabled,),) + tuple(
+            (t._data.shape, t._data.dtype, t.requires_grad) for t in args)
+        self.fast = (entry, plan, sig, plan.quick())
+        return self._run(entry, plan, args)
+
+    def _run(self, entry, plan, args):
         extras = plan.prepare(advance=True)
         if entry.random:
             extras += draws(entry.random, [args[0]._data])
         if entry.scaled:
             b = args[0]._data.shape[0]
             extras += [np.array(k * b, dtype) for k, dtype in entry.scaled]
-        return entry.run(args, extras)
+        result, grew = entry.run(args, extras)
+        if grew:  # a first step made optimiser state: the next call has another key
+            self.fast = None
+        return result
 
     def _state(self):
         modules, opts = find_state(self.fn)
@@ -476,11 +548,15 @@ class FusedStep:
         graph, generic, scaled = self._analyse(module, args, plan, extras, traced)
         try:
             program = lower(graph, {"B": ("x0", 0)} if generic else {})
+            writes = _in_place(program, ctx.writes, n_results, len(args), plan)
+            program.writes = {i: target for i, (target, _) in writes.items()}
             compiled = default_backend().compile(program)
         except Unsupported as err:
             raise NotCompilable(str(err)) from None
-        entry = StepEntry(compiled, program, graph, ctx.writes, result_spec, n_results,
+        kept = [w for i, w in enumerate(ctx.writes) if n_results + i not in writes]
+        entry = StepEntry(compiled, program, graph, kept, result_spec, n_results,
                           generic, plan.key)
+        entry.in_place = [what for _, what in sorted(writes.values(), key=str)]
         per_call, entry.on_move = python_guards(traced)
         entry.per_call = [_by_identity(c) for c in per_call]
         entry.scaled = scaled
@@ -511,6 +587,26 @@ class FusedStep:
         if _annotate(o1, o2, *PROBES) or _agrees(o1, opt(traced), batch):
             return real, False, []
         return o1, True, scaled
+
+
+def _in_place(program, writes, n_results: int, n_user: int, plan) -> dict:
+    """``{output index: (driver argument, what)}`` for the new values the driver can write
+    into the arrays they replace: parameters and existing optimiser state (a state the
+    first step creates is returned and stored by the runtime)."""
+    param_names = {id(p.ref): p.name for p in program.params}
+    state_pos = {(k[1], k[2]): n_user + i for i, k in enumerate(plan.extra_keys)
+                 if k[0] == "state"}
+    out = {}
+    for i, what in enumerate(writes):
+        target = None
+        if what[0] == "param":
+            target = param_names.get(id(what[1]))
+        elif what[0] == "state":
+            pos = state_pos.get((id(what[2]), what[3]))
+            target = None if pos is None else program.inputs[pos]
+        if target is not None:
+            out[n_results + i] = (target, what)
+    return out
 
 
 class _Same:
