@@ -67,6 +67,8 @@ FIELDS = {
     "device": ("input", "device of the traced input"),
     "requires_grad": ("input, output", "whether eager's value requires grad (per leaf)"),
     "no_grad": ("op", "computed under no_grad() in a forward traced with grad on"),
+    "phase": ("op, optional", "'backward' or 'update': recorded by loss.backward() or "
+              "optimizer.step() inside a trace (runtime/joint.py, runtime/step.py; explain)"),
     "spec": ("output", "how the output leaves nest (fusionnet.structure)"),
     "sym_shape": ("all, optional", "shape with 'B'/'k*B' for batch-scaled sizes"),
     "buffer": ("op, group, optional", "buffer slot chosen by plan_buffers"),

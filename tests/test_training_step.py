@@ -164,3 +164,25 @@ def test_rebinding_a_global_is_seen():
     b = fused(X, Y).item()
     assert len(fused.compiles) == 2
     assert b == pytest.approx(2 * a, rel=0.2)
+
+
+def test_explain_shows_phases_and_saved_bytes():
+    (net, opt, step), _ = _pair(lambda ps: optim.Adam(ps, lr=1e-2))
+    fused = fuse(step)
+    X, Y = _data(0, 8)
+    text = str(torch.explain(fused, X, Y))
+    for part in ("forward kernels:", "backward kernels:", "update kernels:",
+                 "saved between forward and backward:", "bytes at batch 8",
+                 "written in place: 12 arrays"):
+        assert part in text, part
+    assert not any(opt.state[p] for p in net.parameters() if p in opt.state) or all(
+        opt.state[p]["step"] == 0 for p in net.parameters())  # explain ran no step
+
+
+def test_explain_of_a_fused_module_shows_its_compiled_backward():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 10))
+    text = str(torch.explain(fuse(net), torch.randn(4, 20)))
+    assert "compiled backward" in text and "backward kernels:" in text
+    assert "saved by the forward for the backward: 1 values, 512 bytes" in text
+    assert "matmul + le + logical_not + where" in text  # the ReLU mask in the epilogue

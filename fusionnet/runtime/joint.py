@@ -23,7 +23,7 @@ from ..ops import get_op
 from ..regions import region_of
 from ..tensor import Tensor
 
-__all__ = ["NotDifferentiable", "backward_in_trace", "leaf_of"]
+__all__ = ["NotDifferentiable", "backward_in_trace", "leaf_of", "mark_phase"]
 
 
 class NotDifferentiable(Exception):
@@ -64,6 +64,7 @@ def backward_in_trace(tracer, root: Tensor, gradient: Tensor | None = None) -> d
     if not tracer.grad.get(rid, False):
         raise RuntimeError("element 0 of tensors does not require grad and does not have a "
                            "grad_fn")
+    first = graph._next_id
     if gradient is None:
         if int(np.prod(root.shape)) != 1:
             raise RuntimeError(f"grad can be implicitly created only for scalar outputs; "
@@ -95,7 +96,15 @@ def backward_in_trace(tracer, root: Tensor, gradient: Tensor | None = None) -> d
                 leaves[n] = g
                 continue
             _backward_node(tracer, graph, n, d, g, grads)
+    mark_phase(graph, first, "backward")
     return leaves
+
+
+def mark_phase(graph, first: int, phase: str) -> None:
+    """Tag the op nodes created since id ``first`` with ``phase`` (for ``explain``)."""
+    for n in range(first, graph._next_id):
+        if n in graph.nx and graph.node(n)["kind"] == "op":
+            graph.node(n)["phase"] = phase
 
 
 def _backward_node(tracer, graph, n: int, d, g: Tensor, grads: dict) -> None:

@@ -40,7 +40,7 @@ from ..tensor import DATA_VERSION, Tensor
 from ..tracer import TraceError, trace
 from .compiler import draws, random_inputs
 from .guards import python_guards, user_stacklevel
-from .joint import NotDifferentiable, backward_in_trace, leaf_of
+from .joint import NotDifferentiable, backward_in_trace, leaf_of, mark_phase
 from .symbolic import PROBES, MIN_GENERIC_BATCH, _agrees, _annotate, _probe, check_at
 from .updates import rule_for
 
@@ -291,6 +291,7 @@ def _step_hook(opt, closure):
     if rule is None or opt not in ctx.plan.opts:
         raise NotCompilable(f"{type(opt).__name__} is not an optimiser the step names")
     tracer = dispatch.trace_hook()
+    first = tracer.graph._next_id
     with autograd.no_grad():
         for group in opt.param_groups:
             for p in group["params"]:
@@ -307,6 +308,7 @@ def _step_hook(opt, closure):
                 ctx.write(("param", p), new_p)
                 for name, value in new_state.items():
                     ctx.write(("state", opt, p, name), value)
+    mark_phase(tracer.graph, first, "update")
     return None
 
 
@@ -493,6 +495,46 @@ class FusedStep:
 
         warnings.warn(f"fusionnet.fuse: step {self.name} runs eagerly: {reason}",
                       FusionFallbackWarning, stacklevel=user_stacklevel())
+
+    # -- explain --
+
+    def explain(self, *args):
+        """A :class:`fusionnet.explain.Report` of the step at ``args``: the traced and
+        optimized graphs, the forward, backward and update kernels, what the backward
+        reads from the forward (bytes), compiles and the generated source. Compiles the
+        signature if needed; runs no step."""
+        from ..explain import Report  # noqa: PLC0415
+        from .phases import phase_lines  # noqa: PLC0415
+
+        modules, opts = self.found or self._state()
+        plan = _Plan(opts)
+        key = (autograd.is_grad_enabled(), plan.key,
+               *[(t._data.shape, t._data.dtype, type(t._data), t.requires_grad) for t in args])
+        entry = self.exact.get(key) or self._lookup_or_compile(args, key, plan, modules)
+        traced = self.traced
+        if isinstance(entry, str):
+            report = Report(self.name, traced) if traced is not None else None
+            if report is None:
+                from ..graph import Graph  # noqa: PLC0415
+
+                report = Report(self.name, Graph(self.name))
+            report.add_section("training step", f"runs eagerly: {entry}")
+            return report
+        report = Report(self.name, traced, list(traced.breaks), entry.graph)
+        batch = args[0]._data.shape[0] if entry.generic else None
+        lines = [f"one native call per step ({'symbolic batch size' if entry.generic else 'exact sizes'})",
+                 f"modules: {', '.join(type(m).__name__ for m in modules)}; optimisers: "
+                 f"{', '.join(type(o).__name__ for o in opts)}"]
+        lines += phase_lines(entry.graph, traced, batch)
+        lines.append(f"written in place: {len(entry.in_place)} arrays (parameters and "
+                     f"optimiser state); returned: {len(entry.writes)} more (gradients, new "
+                     "state)")
+        lines += [f"compiles: {len(self.compiles)}"] + [
+            f"  compile {i + 1}: {why}" for i, why in enumerate(self.compiles)]
+        report.add_section("training step", "\n".join(lines))
+        report.kernel_sources.update(entry.compiled.kernel_sources)
+        report.add_section("generated source", "\n\n".join(entry.compiled.kernel_sources.values()))
+        return report
 
     # -- compiling --
 
