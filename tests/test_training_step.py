@@ -186,3 +186,39 @@ def test_explain_of_a_fused_module_shows_its_compiled_backward():
     assert "compiled backward" in text and "backward kernels:" in text
     assert "saved by the forward for the backward: 1 values, 512 bytes" in text
     assert "matmul + le + logical_not + where" in text  # the ReLU mask in the epilogue
+
+
+class _Halving(nn.Module):
+    """FixedHiddenMLP's pattern: layers, then a data-dependent ``while`` on the result."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(20, 16)
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, X):
+        X = self.out(nn.functional.relu(self.fc(X)))
+        while X.abs().sum() > 4:
+            X = X / 2
+        return X
+
+
+def test_step_through_a_data_dependent_while_matches_eager():
+    def make():
+        torch.manual_seed(0)
+        return _Halving()
+    fused = _train(lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9), steps=30, make_net=make)
+    entry = next(e for e in fused.exact.values() if not isinstance(e, str))
+    assert entry.graph.nodes_of("while")  # the loops are in the compiled code
+
+
+def test_fixed_hidden_mlp_step_matches_eager():
+    from fusionnet import zoo
+
+    def make():
+        torch.manual_seed(0)
+        net = zoo.FixedHiddenMLP()
+        net(torch.rand(2, 20))
+        return net
+    _train(lambda ps: optim.SGD(ps, lr=0.05), steps=20, make_net=make,
+           loss_fn=lambda out, Y: (out - Y.sum()) ** 2)

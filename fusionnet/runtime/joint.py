@@ -23,11 +23,17 @@ from ..ops import get_op
 from ..regions import region_of
 from ..tensor import Tensor
 
-__all__ = ["NotDifferentiable", "backward_in_trace", "leaf_of", "mark_phase"]
+__all__ = ["NotDifferentiable", "backward_in_trace", "walk", "leaf_of", "mark_phase",
+           "value_of"]
 
 
 class NotDifferentiable(Exception):
     """The traced graph holds something this builder cannot differentiate (the reason)."""
+
+
+def value_of(tracer, nid: int) -> Tensor:
+    """A tensor standing for node ``nid`` of the scope being traced (bound to it)."""
+    return _value(tracer, nid)
 
 
 def _value(tracer, nid: int) -> Tensor:
@@ -74,29 +80,53 @@ def backward_in_trace(tracer, root: Tensor, gradient: Tensor | None = None) -> d
         # broadcast a literal to batch-sized constants (the code would then be tied to
         # one batch size). ``x == x or x != x`` is true even for NaN, as eager's seed is.
         gradient = (root == root).logical_or(root != root).to(root.dtype)
-    reach = _reaching(graph, rid, tracer.grad)
+    with autograd.no_grad():  # as eager's engine: the backward itself is not recorded
+        leaves = walk(tracer, {rid: gradient})
+    mark_phase(graph, first, "backward")
+    return leaves
+
+
+def walk(tracer, seeds: dict, stop=()) -> dict:
+    """Back-propagate ``seeds`` (``{node: gradient}``) through the graph of the scope being
+    traced; returns ``{leaf node: gradient}`` for the non-op nodes reached (inputs,
+    parameters; in a loop body also its state and captures). ``while`` regions on the
+    way are differentiated by ``joint_loops.backward_while``; nodes in ``stop`` are
+    treated as leaves."""
+    graph = tracer.graph
+    reach = set()
+    for r in seeds:
+        reach |= _reaching(graph, r, tracer.grad)
     for n in reach:
         d = graph.node(n)
-        if region_of(d) is not None:
+        if region_of(d) is not None and d["kind"] != "while":
             raise NotDifferentiable(f"the gradient flows through a {d['kind']} region "
-                                    "(loops and branches are differentiated by replaying "
-                                    "them eagerly)")
-    grads = {rid: gradient}
+                                    "(branches are differentiated by replaying them "
+                                    "eagerly)")
+    grads = dict(seeds)
+    items: dict = {}   # region -> {item position: gradient}
     leaves = {}
-    with autograd.no_grad():  # as eager's engine: the backward itself is not recorded
-        # A graph being traced only grows, and every node reads earlier ones: creation
-        # order is a topological order (and asking networkx here would put its code
-        # among what the trace read from Python).
-        for n in sorted(graph.nx.nodes, reverse=True):
-            g = grads.pop(n, None)
-            if g is None or n not in reach:
-                continue
-            d = graph.node(n)
-            if d["kind"] != "op":
-                leaves[n] = g
-                continue
+    # A graph being traced only grows, and every node reads earlier ones: creation order
+    # is a topological order (and asking networkx here would put its code among what the
+    # trace read from Python).
+    for n in sorted(graph.nx.nodes, reverse=True):
+        g = grads.pop(n, None)
+        d = graph.node(n)
+        if d["kind"] == "while" and n in items:
+            from .joint_loops import backward_while  # noqa: PLC0415
+
+            backward_while(tracer, n, d, items.pop(n), grads)
+            continue
+        if g is None or n not in reach:
+            continue
+        if n in stop:
+            leaves[n] = g
+        elif d["kind"] == "item":
+            region = d["args"][0]
+            items.setdefault(region, {})[d["target"]] = g
+        elif d["kind"] != "op":
+            leaves[n] = g
+        else:
             _backward_node(tracer, graph, n, d, g, grads)
-    mark_phase(graph, first, "backward")
     return leaves
 
 

@@ -353,6 +353,8 @@ class StepEntry:
         self.generic = generic
         self.plan_key = plan_key
         self.per_call, self.on_move = [], []
+        self.grad_tensors: list = []   # (parameter, its .grad tensor over the buffer)
+        self.grad_arrays: list = []
         self.version = STRUCTURE_VERSION[0]
         self.data_version = DATA_VERSION[0]
 
@@ -371,7 +373,9 @@ class StepEntry:
         tail = self.tail()
         if self.compiled.parallel:  # only the main thread may launch parallel loops
             tail = tail + [threading.get_ident() == _MAIN_THREAD]
-        out = self.fn(*[t._data for t in args], *extras, *tail)
+        out = self.fn(*[t._data for t in args], *extras, *self.grad_arrays, *tail)
+        for p, g in self.grad_tensors:  # the driver wrote this step's gradients into them
+            p.grad = g
         if not isinstance(out, tuple):
             out = (out,)
         n = self.n_results
@@ -591,6 +595,7 @@ class FusedStep:
         try:
             program = lower(graph, {"B": ("x0", 0)} if generic else {})
             writes = _in_place(program, ctx.writes, n_results, len(args), plan)
+            grad_bufs = _grad_buffers(program, ctx.writes, n_results, writes)
             program.writes = {i: target for i, (target, _) in writes.items()}
             compiled = default_backend().compile(program)
         except Unsupported as err:
@@ -598,7 +603,9 @@ class FusedStep:
         kept = [w for i, w in enumerate(ctx.writes) if n_results + i not in writes]
         entry = StepEntry(compiled, program, graph, kept, result_spec, n_results,
                           generic, plan.key)
-        entry.in_place = [what for _, what in sorted(writes.values(), key=str)]
+        entry.in_place = [what for _, what in writes.values() if what[0] != "grad"]
+        entry.grad_arrays = [b for _, b in grad_bufs]
+        entry.grad_tensors = [(p, Tensor._wrap(b)) for p, b in grad_bufs]
         per_call, entry.on_move = python_guards(traced)
         entry.per_call = [_by_identity(c) for c in per_call]
         entry.scaled = scaled
@@ -649,6 +656,22 @@ def _in_place(program, writes, n_results: int, n_user: int, plan) -> dict:
         if target is not None:
             out[n_results + i] = (target, what)
     return out
+
+
+def _grad_buffers(program, writes, n_results: int, in_place: dict) -> list:
+    """Parameter gradients go into one buffer per parameter, kept by the entry and
+    written by the driver (new driver arguments after the inputs): boxing a returned
+    array costs more than the small gradients of a small model."""
+    bufs = []
+    for i, what in enumerate(writes):
+        if what[0] != "grad":
+            continue
+        p = what[1]
+        name = f"gbuf{len(bufs)}"
+        program.inputs.append(name)
+        in_place[n_results + i] = (name, what)
+        bufs.append((p, np.zeros(p._data.shape, p._data.dtype)))
+    return bufs
 
 
 class _Same:
