@@ -133,8 +133,15 @@ def _gemm(k: Kernel, parallel: bool = False) -> list[str]:
     # Integer and bool products wrap around as NumPy's do (uint64 loops); floats use BLAS.
     blas_ok = np.dtype(k.dtype).kind == "f"
     fn = GEMM[matmul] + ("_nt" if g["transposed"] else "_nn") + ("" if blas_ok else "_int")
-    # A transposed left operand (x.T @ w) is copied contiguous: BLAS then reads it fast.
-    a = f"np.ascontiguousarray({g['a']}.T)" if g.get("a_transposed") else g["a"]
+    # A transposed left operand (x.T @ w, every weight gradient): BLAS reads the transposed
+    # view of a contiguous array in place (its F layout); copying it first cost 10x the
+    # product for a (4096, 256) activation. The integer loops copy (they index a[i, k]).
+    if not g.get("a_transposed"):
+        a = g["a"]
+    elif blas_ok:
+        a = f"np.ascontiguousarray({g['a']}).T"
+    else:
+        a = f"np.ascontiguousarray({g['a']}.T)"
     lines.append(f"{IND}{fn}({a}, {g['b']}, out)")
     if k.body:  # the epilogue, applied in place on the GEMM result
         lines += _render_hoisted(k)
