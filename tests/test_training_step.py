@@ -222,3 +222,14 @@ def test_fixed_hidden_mlp_step_matches_eager():
         return net
     _train(lambda ps: optim.SGD(ps, lr=0.05), steps=20, make_net=make,
            loss_fn=lambda out, Y: (out - Y.sum()) ** 2)
+
+
+def test_eager_backend_and_decorator_forms():
+    (net, opt, step), (enet, eopt, estep) = _pair(lambda ps: optim.SGD(ps, lr=0.1))
+    eager = fuse(step, backend="eager")
+    X, Y = _data(0, 4)
+    assert eager(X, Y).item() == pytest.approx(estep(X, Y).item(), rel=1e-6)
+    assert eager.exact == {}
+    decorated = fuse(fallback=False)(step)
+    decorated(X, Y)
+    assert decorated.compiles == ["first call"]

@@ -140,6 +140,10 @@ def _builders(weights):
             "fused-step": lambda: fusionnet_impl("fused-step"), "numba-step": numba_impl}
 
 
+def _scalar(loss) -> float:
+    return float(loss.item()) if hasattr(loss, "item") else float(loss)
+
+
 def run_training(batches=BATCHES, impls=IMPLS, repeats: int = 7,
                  min_sample_s: float = 0.02, progress=None) -> list[dict]:
     """Time one training step per implementation and batch size; returns rows
@@ -162,7 +166,7 @@ def run_training(batches=BATCHES, impls=IMPLS, repeats: int = 7,
                              "note": f"{type(err).__name__}: {err}"})
                 continue
             xy = to_input(X, Y)
-            losses = [float(step(xy)) for _ in range(3)]   # also compiles
+            losses = [_scalar(step(xy)) for _ in range(3)]   # also compiles
             got = [np.array(a, copy=True) for a in params()]
             status, note = "ok", ""
             if name == "eager":

@@ -197,6 +197,10 @@ def fuse(obj=None, *, backend: str = "auto", passes=None, fallback: bool = True,
         # A plain function (a training step): compiled whole, see runtime/step.py.
         from .step import FusedStep  # noqa: PLC0415
 
-        return FusedStep(obj, fallback=fallback, passes=passes, cache_size=cache_size)
+        if backend not in ("auto", "numba", "eager"):
+            raise ValueError(f"fuse: backend must be 'auto', 'numba' or 'eager', got "
+                             f"{backend!r}")
+        return FusedStep(obj, fallback=fallback, passes=passes, cache_size=cache_size,
+                         backend=backend)
     raise TypeError(f"fuse expects an nn.Module subclass or instance or a function, got "
                     f"{type(obj).__name__}")

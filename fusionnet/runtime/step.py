@@ -405,8 +405,10 @@ class StepEntry:
 class FusedStep:
     """What ``fuse(fn)`` returns for a plain function: call it like ``fn``."""
 
-    def __init__(self, fn, *, fallback: bool = True, passes=None, cache_size: int = 32):
+    def __init__(self, fn, *, fallback: bool = True, passes=None, cache_size: int = 32,
+                 backend: str = "auto"):
         self.fn = fn
+        self.backend = backend
         self.__wrapped__ = fn
         self.__name__ = getattr(fn, "__name__", "step")
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -438,6 +440,8 @@ class FusedStep:
                     and plan.quick() == quick):
                 return self._run(entry, plan, args)
             self.fast = None
+        if self.backend == "eager":
+            return self.fn(*args, **kwargs)
         if kwargs or not args or not all(isinstance(a, Tensor) for a in args):
             self._warn("only positional Tensor arguments are compiled")
             return self.fn(*args, **kwargs)
