@@ -233,3 +233,43 @@ def test_eager_backend_and_decorator_forms():
     decorated = fuse(fallback=False)(step)
     decorated(X, Y)
     assert decorated.compiles == ["first call"]
+
+
+def test_step_naming_optimisers_in_a_list_with_groups_and_frozen_parameters():
+    def make():
+        torch.manual_seed(0)
+        net = _mlp()
+        net[0].bias.requires_grad_(False)
+        return net
+    nets = [make(), make()]
+    opts = [optim.SGD([{"params": [n[0].weight], "lr": 0.1},
+                       {"params": [n[2].weight, n[2].bias], "lr": 0.01, "momentum": 0.5}])
+            for n in nets]
+    inner = fuse(nets[0])   # a fused module inside a fused step runs its forward inline
+
+    def fstep(X, Y):
+        opts[0].zero_grad()
+        loss = nn.functional.mse_loss(inner(X), Y)
+        loss.backward()
+        opts[0].step()
+        return loss
+
+    def estep(X, Y):
+        opts[1].zero_grad()
+        loss = nn.functional.mse_loss(nets[1](X), Y)
+        loss.backward()
+        opts[1].step()
+        return loss
+    fused = fuse(fstep)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FusionFallbackWarning)
+        for i in range(12):
+            if i == 6:
+                for o in opts:
+                    o.param_groups[1]["lr"] = 0.05
+            X, Y = _data(i, BATCHES[i % len(BATCHES)])
+            _close(fused(X, Y).item(), estep(X, Y).item(), f"loss {i}")
+    for p, q in zip(nets[0].parameters(), nets[1].parameters()):
+        _close(p.detach().numpy(), q.detach().numpy(), "weights")
+    assert nets[0][0].bias.grad is None
+    assert len(fused.compiles) == 2, fused.compiles  # the first step creates the buffers

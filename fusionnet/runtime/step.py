@@ -34,7 +34,7 @@ from ..nn import Module
 from ..nn.module import STRUCTURE_VERSION
 from ..optim.optimizer import TRACING, Optimizer
 from ..passes import optimize
-from ..pystate import first_failure
+from ..pystate import fingerprint, first_failure
 from ..structure import leaf_count, unflatten
 from ..tensor import DATA_VERSION, Tensor
 from ..tracer import TraceError, trace
@@ -57,12 +57,12 @@ class NotCompilable(Exception):
 def find_state(fn) -> tuple[list, list]:
     """The modules and optimisers ``fn`` refers to by name (globals, closure cells,
     default arguments and the object of a bound method, and so on through the plain
-    functions it names, a few levels deep), in first-seen order; submodules of another
+    functions, lists, tuples and dicts it names, a few levels deep), in first-seen order; submodules of another
     found module are left out (their parameters come with it)."""
     modules, opts, seen = [], [], set()
 
-    def visit(f, depth):
-        for obj in _named_by(f):
+    def visit(objects, depth):
+        for obj in objects:
             if id(obj) in seen:
                 continue
             seen.add(id(obj))
@@ -70,11 +70,17 @@ def find_state(fn) -> tuple[list, list]:
                 modules.append(obj)
             elif isinstance(obj, Optimizer):
                 opts.append(obj)
-            elif isinstance(obj, (types.FunctionType, types.MethodType)) and depth < 3 and \
+            elif depth >= 3:
+                continue
+            elif isinstance(obj, (types.FunctionType, types.MethodType)) and \
                     not getattr(obj, "__module__", "").startswith("fusionnet"):
+                visit(_named_by(obj), depth + 1)
+            elif type(obj) in (list, tuple):  # `opts[0]`, `models = [net, ema]`
                 visit(obj, depth + 1)
+            elif type(obj) is dict:
+                visit(obj.values(), depth + 1)
 
-    visit(fn, 0)
+    visit(_named_by(fn), 0)
     inner = {id(m) for top in modules for m in top.modules() if m is not top}
     return [m for m in modules if id(m) not in inner], opts
 
@@ -693,9 +699,37 @@ class _Same:
         return self.read() is self.obj
 
 
+class _SameItems(_Same):
+    """A list, tuple or dict holding optimisers or modules: the same container with the
+    same objects in it (their settings are checked as for :class:`_Same`)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, check, obj):
+        super().__init__(check, obj)
+        self.items = _items(obj)
+
+    def holds(self) -> bool:
+        """Whether the name refers to the same container holding the same objects."""
+        value = self.read()
+        return value is self.obj and _items(value) == self.items
+
+
+def _items(obj) -> tuple:
+    values = obj.values() if type(obj) is dict else obj
+    return tuple(id(v) if isinstance(v, (Optimizer, Module)) else fingerprint(v)
+                 for v in values)
+
+
 def _by_identity(check):
     value = check.read()
-    return _Same(check, value) if isinstance(value, (Optimizer, Module)) else check
+    if isinstance(value, (Optimizer, Module)):
+        return _Same(check, value)
+    if type(value) in (list, tuple, dict) and any(
+            isinstance(v, (Optimizer, Module))
+            for v in (value.values() if type(value) is dict else value)):
+        return _SameItems(check, value)
+    return check
 
 
 def _batch_scalars(g1, g2, real, batch: int):
