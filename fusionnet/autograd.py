@@ -29,6 +29,9 @@ __all__ = ["Node", "AccumulateGrad", "backward", "no_grad", "enable_grad",
 
 class _State(threading.local):
     enabled = True  # each thread starts with grad mode on (a class default: no getattr)
+    # While a training step is traced (``fusionnet.runtime.step``), ``backward`` is recorded
+    # into the trace by this hook instead of running: ``hook(root, gradient, retain_graph)``.
+    backward_hook = None
 
 
 _state = _State()
@@ -491,6 +494,8 @@ def backward(root, gradient=None, retain_graph: bool = False):
     PyTorch: a second backward through a node that saved values raises."""
     from .tensor import Tensor  # noqa: PLC0415 - tensor imports this module
 
+    if _state.backward_hook is not None:
+        return _state.backward_hook(root, gradient, retain_graph)
     if not root.requires_grad:
         raise RuntimeError("element 0 of tensors does not require grad and does not have a "
                            "grad_fn")

@@ -173,6 +173,10 @@ def inspect_block(module, inputs, passes=None) -> Inspection:
 def explain(module, *inputs, passes=None) -> Report:
     """Trace ``module(*inputs)`` (recording, not raising, graph breaks), optimize it when
     the trace is complete, and report; a fused module also reports its runtime."""
+    from .runtime.step import FusedStep  # noqa: PLC0415 - the runtime imports this module
+
+    if isinstance(module, FusedStep):  # a compiled training step (fuse on a function)
+        return module.explain(*inputs)
     seen = inspect_block(module, inputs, passes)
     report = Report(type(seen.target).__name__, seen.traced, list(seen.traced.breaks),
                     seen.optimized)
@@ -214,5 +218,39 @@ def _runtime_sections(report: Report, runner, inputs) -> None:
             report.kernel_sources.update(entry.compiled.kernel_sources)
     lines += _children_lines(runner, "  ")
     report.add_section("runtime", "\n".join(lines))
+    back = _backward_lines(runner, inputs)
+    if back:
+        report.add_section("backward", "\n".join(back))
     if report.kernel_sources:
         report.add_section("generated source", "\n\n".join(report.kernel_sources.values()))
+
+
+def _backward_lines(runner, inputs) -> list[str]:
+    """For a module whose parameters require grad: the compiled backward of the grad-mode
+    signature (forward and backward kernels, what the forward saves), or why it replays."""
+    from .autograd import enable_grad  # noqa: PLC0415
+    from .runtime.phases import kernel_lines  # noqa: PLC0415
+
+    if not any(p.requires_grad for p in runner.module.parameters()):
+        return []
+    with enable_grad():
+        runner(tuple(inputs), {})
+    lines = []
+    for entry in dict.fromkeys(runner.exact.values()):
+        if not entry.grad_enabled or entry.fn is None:
+            continue
+        back = entry.joint
+        if back is None:
+            lines.append(f"  backward replays the traced graph eagerly: "
+                         f"{entry.joint_reason or 'no output requires grad'}")
+            continue
+        lines.append(f"  compiled backward {back.compiled.path} "
+                     f"({'symbolic batch size' if back.generic else 'exact sizes'}): one "
+                     "native call per backward()")
+        lines += kernel_lines(entry.optimized, "  ", "forward kernels")
+        lines += kernel_lines(back.graph, "  ", "backward kernels")
+        lines.append(f"  saved by the forward for the backward: {back.n_saved} values, "
+                     f"{back.saved_bytes} bytes at the traced sizes")
+        lines.append(f"  gradients: {len(back.leaves)} ("
+                     f"{sum(k == 'param' for k, _ in back.leaves)} parameters)")
+    return lines

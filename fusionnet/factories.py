@@ -104,7 +104,7 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tens
 def rand(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw) -> Tensor:
     """Uniform samples from [0, 1) (from ``generator``, default the default stream)."""
     shape = _size(size, kw.pop("size", None))
-    arr = _on(device, lambda xp: _random.generator(xp, generator).random(
+    arr = _on(device, lambda xp: _random.generator(xp, generator, traced=True).random(
         shape, dtype=_float_dtype(dtype)))
     return _make(arr, requires_grad)
 
@@ -112,7 +112,7 @@ def rand(*size, dtype=None, device=None, requires_grad=False, generator=None, **
 def randn(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw) -> Tensor:
     """Standard normal samples (from ``generator``, default the default stream)."""
     shape = _size(size, kw.pop("size", None))
-    arr = _on(device, lambda xp: _random.generator(xp, generator).standard_normal(
+    arr = _on(device, lambda xp: _random.generator(xp, generator, traced=True).standard_normal(
         shape, dtype=_float_dtype(dtype)))
     return _make(arr, requires_grad)
 

@@ -57,13 +57,18 @@ FIELDS = {
     "target": ("input, param, buffer, constant, item",
                "input position; parameter/buffer/constant name ('0.weight'); the result "
                "of a multi-result region an item reads"),
-    "ref": ("param, buffer, constant", "the live tensor (read at call time)"),
+    "ref": ("param, buffer, constant; random inputs",
+            "the live tensor (read at call time); a random input's Generator"),
+    "random": ("input, optional", "(kind, dtype) of a random input: 'uniform' (rand) or "
+               "'normal' (randn), drawn from the ref Generator at every call"),
     "detach": ("param, buffer, constant", "a `.data` read: no gradient flows"),
     "external": ("constant", "a live tensor found outside the module (a global...)"),
     "value": ("constant", "a literal's array"),
     "device": ("input", "device of the traced input"),
     "requires_grad": ("input, output", "whether eager's value requires grad (per leaf)"),
     "no_grad": ("op", "computed under no_grad() in a forward traced with grad on"),
+    "phase": ("op, optional", "'backward' or 'update': recorded by loss.backward() or "
+              "optimizer.step() inside a trace (runtime/joint.py, runtime/step.py; explain)"),
     "spec": ("output", "how the output leaves nest (fusionnet.structure)"),
     "sym_shape": ("all, optional", "shape with 'B'/'k*B' for batch-scaled sizes"),
     "buffer": ("op, group, optional", "buffer slot chosen by plan_buffers"),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["manual_seed", "seed", "initial_seed", "generator", "Generator",
+__all__ = ["manual_seed", "seed", "initial_seed", "generator", "draw", "Generator",
            "default_generator", "uniform_bits", "GOLDEN", "MIX1", "MIX2"]
 
 #: SplitMix64's constants (Steele, Lea and Flood, 2014).
@@ -159,10 +159,26 @@ class _Draws:
         return self.gen.integers(low, high, size, dtype, self.xp)
 
 
-def generator(xp, gen: Generator | None = None):
+def generator(xp, gen: Generator | None = None, traced: bool = False):
     """The draws of ``gen`` (default: the default stream) on array module ``xp``; a tracer
-    is told first (its graph must not freeze the values)."""
-    from .dispatch import note_random  # noqa: PLC0415 - dispatch imports tensor modules
+    is told first (its graph must not freeze the values).
 
+    ``traced``: the caller makes a tensor of each array as it is (``rand``, ``randn``), so
+    a tracer may record the draw as a random *input* of its graph, drawn from ``gen`` at
+    every call of the compiled code (``tracer.random_draws``), instead of stopping."""
+    from .dispatch import note_random, trace_hook  # noqa: PLC0415 - dispatch imports tensors
+
+    hook = trace_hook()
+    if traced and hook is not None and hasattr(hook, "random_draws"):
+        return hook.random_draws(gen or default_generator, xp)
     note_random("random numbers drawn")
     return _Draws(gen or default_generator, xp)
+
+
+def draw(gen: Generator, kind: str, shape, dtype):
+    """One draw of a compiled graph's random input: ``kind`` is ``"uniform"`` (``rand``)
+    or ``"normal"`` (``randn``); the same numbers eager's call would give at this point
+    of ``gen``'s stream."""
+    if kind == "uniform":
+        return gen.random(tuple(shape), dtype)
+    return gen.standard_normal(tuple(shape), dtype)

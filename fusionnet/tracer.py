@@ -86,6 +86,7 @@ class Scope:
         self.alias: dict[int, tuple] = {}        # id(view) -> (root base, ((op, attrs), ...))
         self.alias_version: dict[int, int] = {}  # id(view) -> base version it was derived at
         self.base_version: dict[int, int] = {}   # id(base) -> in-place writes so far
+        self.values: dict[int, object] = {}      # node -> its traced value's array (first bound)
 
 
 def _scoped(name: str):
@@ -105,6 +106,7 @@ class _Tracer(RegionTracing):
     alias = _scoped("alias")
     alias_version = _scoped("alias_version")
     base_version = _scoped("base_version")
+    values = _scoped("values")
 
     def __init__(self, module, graph: Graph, on_break: str, conversions=None,
                  convert: bool = True):
@@ -117,6 +119,7 @@ class _Tracer(RegionTracing):
         self.inputs: dict[int, bool] = {}   # id of each input forward received -> is it a
                                             # leaf that requires grad (the caller's flag)
         self.saved_for_backward: list = []  # (node, op, label, storage, version) per save
+        self.random_taken: dict = {}        # id(generator) -> positions this trace drew
         self.external: ObjectIndex | None = None
         self.module = module
         self.module_names = {id(m): name for name, m in module.named_modules()}
@@ -150,6 +153,9 @@ class _Tracer(RegionTracing):
     def bind(self, t: Tensor, nid: int, by_array: bool = True):
         self.keep.append((t, t._data))  # arrays too: a freed array's id could be reused
         self.node_of[id(t)] = nid
+        # The value as it was when bound (an in-place op later rebinds ``t`` to a new node):
+        # a backward traced inside the trace reads it (``runtime/joint.py``).
+        self.values.setdefault(nid, t._data)
         if by_array:
             self.node_of[id(t._data)] = nid
             self.owner_of[id(t._data)] = t
@@ -468,6 +474,13 @@ class _Tracer(RegionTracing):
             return  # fusionnet's own reads; sizes it bakes in show up in the graph
         self.graph.shape_reads.append(user_source(reader))
 
+    def random_draws(self, gen, xp):
+        """What ``rand``/``randn`` draw from while tracing: each draw becomes a random
+        input of the graph (drawn from ``gen`` when the compiled code is called, so every
+        call has fresh numbers); the trace itself continues on numbers from a copy of
+        ``gen``'s stream, which it leaves where it was."""
+        return _TracedDraws(self, gen, xp)
+
     def on_random(self, what: str):
         self.stop(f"{what} inside forward (a traced graph would freeze the values)")
 
@@ -478,6 +491,44 @@ class _Tracer(RegionTracing):
             raise brk
         if not any(b.reason == reason and b.source == source for b in self.graph.breaks):
             self.graph.breaks.append(brk)
+
+
+class _TracedDraws:
+    """``random.generator``'s draws during a trace (see ``_Tracer.random_draws``)."""
+
+    def __init__(self, tracer, gen, xp):
+        self.tracer, self.gen, self.xp = tracer, gen, xp
+
+    def random(self, size, dtype=np.float64):
+        return self._draw("uniform", size, dtype)
+
+    def standard_normal(self, size, dtype=np.float64):
+        return self._draw("normal", size, dtype)
+
+    def _draw(self, kind, size, dtype):
+        from . import random as _random  # noqa: PLC0415
+
+        tracer = self.tracer
+        # A scratch copy of the stream, moved past the draws this trace made already.
+        taken = tracer.random_taken.get(id(self.gen), 0)
+        scratch = _random.Generator()
+        scratch.set_state((self.gen.get_state()[0], self.gen.counter + taken))
+        array = _random.draw(scratch, kind, size, dtype)
+        tracer.random_taken[id(self.gen)] = (scratch.counter - self.gen.counter) % 2**64
+        if tracer.scope.parent is not None or self.xp is not np:
+            tracer.stop("random numbers drawn inside a loop or branch body, or on a GPU "
+                        "(a compiled loop would draw once)")
+            return array
+        graph = tracer.graph
+        source, module = tracer.where()
+        nid = graph.add_node("input", shape=array.shape, dtype=array.dtype,
+                             target=len(graph.inputs), requires_grad=False, device="cpu",
+                             random=(kind, np.dtype(array.dtype).name), ref=self.gen,
+                             source=source, module=module)
+        alias = Tensor._wrap(array)
+        tracer.bind(alias, nid)
+        tracer.grad[nid] = False
+        return array
 
 
 def materialise_lazy(module, inputs):

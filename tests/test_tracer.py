@@ -137,12 +137,18 @@ def test_constant_only_python_values_do_not_break():
     assert graph.complete
 
 
-def test_random_numbers_in_forward_break_but_eval_dropout_traces():
+def test_random_numbers_in_forward_are_random_inputs():
     net = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
-    with pytest.raises(GraphBreak, match="random"):
-        trace(net, torch.rand(2, 4))
+    g = trace(net, torch.rand(2, 4))
+    assert [g.node(n).get("random") for n in g.inputs] == [None, ("uniform", "float32")]
     net.eval()
-    assert trace(net, torch.rand(2, 4)).complete
+    assert len(trace(net, torch.rand(2, 4)).inputs) == 1
+
+    class Fill(nn.Module):  # in-place random fills still break: NumPy math on the draws
+        def forward(self, x):
+            return x + torch.empty(2, 4).uniform_()
+    with pytest.raises(GraphBreak, match="random"):
+        trace(Fill(), torch.rand(2, 4))
 
 
 def test_golden_graph_of_relu_mm_plus_one():

@@ -340,7 +340,12 @@ class RegionTracing:
         source = _at_line(source, line)
         g = self.graph
         grad_on = autograd.is_grad_enabled()
-        needs = grad_on and any(self.grad.get(a, False) for a in args)
+        # A parameter read inside a body (not captured: module state is referenced where
+        # it is used) makes the results require grad too, as eager's would.
+        needs = grad_on and (any(self.grad.get(a, False) for a in args) or any(
+            body.node(m)["kind"] == "param" and not body.node(m).get("detach") and
+            body.node(m)["ref"].requires_grad
+            for body in bodies.values() for m in body.order()))
         shapes = tuple((tuple(r._data.shape), str(r._data.dtype)) for r in results)
         rid = g.add_node(kind, args=args, shape=(), dtype="bool", outs=shapes, source=source,
                          module=module, **bodies)

@@ -44,6 +44,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="minimum length of one timing sample, ms (default 20; 10 with --quick)")
     p.add_argument("--no-compile-time", dest="compile_time", action="store_false",
                    help="skip the cold/cached compile-time subprocesses")
+    p.add_argument("--training", dest="training", action="store_true", default=None,
+                   help="also time the training-step section (MLP step with MSE + SGD: "
+                        "eager, fused module, fused step, PyTorch, a hand-written numba "
+                        "step); on by default for a full run without --models/--impls/--quick")
+    p.add_argument("--no-training", dest="training", action="store_false",
+                   help="skip the training-step section")
+    p.add_argument("--training-only", action="store_true",
+                   help="run only the training-step section")
     p.add_argument("--out", default="bench-out", help="output folder (default: bench-out/)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress line on stderr")
@@ -60,6 +68,12 @@ def run(args) -> int:
                                      "impls": IMPLS, "repeats": 7, "min_sample_s": 0.02}
     pick = lambda given, key: base[key] if given is None else given  # noqa: E731
     sample_s = None if args.sample_ms is None else args.sample_ms / 1e3
+    training = args.training
+    if training is None:
+        training = not (args.quick or args.models or args.impls)
+    if args.training_only:
+        return _run_training_only(args, pick(args.repeats, "repeats"),
+                                  pick(sample_s, "min_sample_s"))
     try:
         results = run_suite(models=pick(args.models, "models"),
                             batch_sizes=pick(args.batch_sizes, "batch_sizes"),
@@ -71,8 +85,18 @@ def run(args) -> int:
     except ValueError as err:
         print(f"fusionnet bench: {err}", file=sys.stderr)
         return 2
+    if training:
+        from . import training as train  # noqa: PLC0415
+
+        results["training"] = train.run_training(
+            repeats=pick(args.repeats, "repeats"), min_sample_s=pick(sample_s, "min_sample_s"),
+            progress=sys.stderr if args.progress else None)
+        results["training_ratios"] = train.ratios(results["training"])
     os.makedirs(args.out, exist_ok=True)
     print(report.summary_text(results))
+    if training:
+        print()
+        print(train.summary_text(results["training"]))
     print()
     print("wrote", report.write_json(results, os.path.join(args.out, "results.json")))
     print(report.plot(results, os.path.join(args.out, "latency.png")))
@@ -81,6 +105,24 @@ def run(args) -> int:
         print(f"{len(failed)} row(s) FAILED the correctness check: " + ", ".join(
             f"{r['model']} b={r['batch']} {r['impl']}" for r in failed), file=sys.stderr)
     return 1 if failed else 0
+
+
+def _run_training_only(args, repeats, sample_s) -> int:
+    """``--training-only``: the training-step section alone, printed and written to
+    ``training.json``."""
+    from . import report  # noqa: PLC0415
+    from . import training as train  # noqa: PLC0415
+    from .machine import machine_info  # noqa: PLC0415
+
+    rows = train.run_training(repeats=repeats, min_sample_s=sample_s,
+                              progress=sys.stderr if args.progress else None)
+    results = {"machine": machine_info(), "training": rows,
+               "training_ratios": train.ratios(rows),
+               "argv": getattr(args, "argv", None) or ["fusionnet"] + sys.argv[1:]}
+    os.makedirs(args.out, exist_ok=True)
+    print(train.summary_text(rows))
+    print("wrote", report.write_json(results, os.path.join(args.out, "training.json")))
+    return 1 if any(r["status"] == "FAILED" for r in rows) else 0
 
 
 def main(argv=None) -> int:

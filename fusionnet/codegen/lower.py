@@ -138,6 +138,10 @@ class Program:
     structure: str = "tensor"                       # "tensor" (one array) or "tuple"
     spec: object = "T"                              # how the outputs nest (structure.py)
     symbols: dict = field(default_factory=dict)     # "B" -> (input name, dim)
+    # Outputs the driver writes into one of its own arguments instead of returning them
+    # (output index -> argument name): a training step updates parameters and optimiser
+    # state in place (``runtime/step.py``). Set by the caller after lowering.
+    writes: dict = field(default_factory=dict)
     shapes: dict = field(default_factory=dict)      # array name -> symbolic shape
     dtypes: dict = field(default_factory=dict)      # array name -> dtype name
     scalars: dict = field(default_factory=dict)     # name -> (python value, dtype)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from ..dispatch import trace_hook
 from ..factories import arange, rand
 from ..tensor import Tensor
 
@@ -117,7 +118,16 @@ def nll_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor: 
                          f"{tuple(input.shape)} and {tuple(target.shape)}")
     if target.is_floating_point():
         raise TypeError("nll_loss: target must hold integer class indices (int64)")
-    picked = input[arange(input.shape[0], device=input.device), target]
+    if trace_hook() is not None:
+        # Traced (for compiled code): select with a one-hot mask, ops the code generators
+        # produce, instead of indexing. The values and the gradient are eager's exactly
+        # (``where`` keeps the picked element and adds zeros), but an out-of-range class
+        # picks nothing instead of raising (see docs/training.md).
+        classes = arange(input.shape[1], device=input.device)
+        hot = target.unsqueeze(1) == classes
+        picked = input.where(hot, 0.0).sum(1)
+    else:
+        picked = input[arange(input.shape[0], device=input.device), target]
     return _reduce(-picked, reduction)
 
 

@@ -6,7 +6,7 @@ from typing import Iterable
 from ..factories import zeros_like
 from .optimizer import Optimizer
 
-__all__ = ["Adam"]
+__all__ = ["Adam", "AdamW"]
 
 
 class Adam(Optimizer):
@@ -42,3 +42,21 @@ class Adam(Optimizer):
         denom = (v / (1 - b2 ** t)).sqrt() + group["eps"]
         step_size = group["lr"] / (1 - b1 ** t)
         p.sub_(step_size * m / denom)
+
+
+class AdamW(Adam):
+    """PyTorch's AdamW: Adam with decoupled weight decay, ``p *= 1 - lr * wd`` before the
+    Adam update (the gradient itself is not decayed); ``weight_decay`` defaults to 0.01."""
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True
+        self.defaults["decoupled_weight_decay"] = True
+
+    def _update(self, p, g, group, state) -> None:
+        if group["weight_decay"] != 0:
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+        super()._update(p, g, group, state)

@@ -1,6 +1,7 @@
 """``Optimizer``: parameter groups, per-parameter state and ``zero_grad``."""
 from __future__ import annotations
 
+import threading
 from typing import Any, Iterable
 
 from ..autograd import enable_grad, no_grad
@@ -8,6 +9,15 @@ from ..nn.module import zero_grads
 from ..tensor import Tensor
 
 __all__ = ["Optimizer"]
+
+
+class _Tracing(threading.local):
+    # While a training step is traced (``fusionnet.runtime.step``), ``step`` records the
+    # update into the trace through this hook: ``hook(optimizer, closure)``.
+    step_hook = None
+
+
+TRACING = _Tracing()
 
 
 class Optimizer:
@@ -57,6 +67,8 @@ class Optimizer:
         The loop, ``maximize`` and L2 ``weight_decay`` are shared; each optimiser
         supplies :meth:`_update` for one parameter.
         """
+        if TRACING.step_hook is not None:
+            return TRACING.step_hook(self, closure)
         loss = None
         if closure is not None:
             with enable_grad():
@@ -67,7 +79,8 @@ class Optimizer:
                     if p.grad is None:
                         continue
                     g = -p.grad if group.get("maximize") else p.grad
-                    if group.get("weight_decay", 0) != 0:
+                    if group.get("weight_decay", 0) != 0 and not group.get(
+                            "decoupled_weight_decay"):  # AdamW decays p itself
                         g = g + group["weight_decay"] * p
                     self._update(p, g, group, self.state.setdefault(p, {}))
         return loss

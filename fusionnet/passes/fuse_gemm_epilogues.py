@@ -8,14 +8,15 @@ prologue (BLAS reads a transposed operand for free): any op whose row's layout s
 (``Op.layout``) are one 2-D transpose is, whatever its name (``t``, ``transpose``, a
 user's ``movedim``). The epilogue grows one
 reader at a time while the matmul's value has exactly one reader, that reader
-is elementwise, and it keeps the matmul's output shape and dtype. Every
+is elementwise, and it keeps the matmul's output shape and dtype; elementwise
+producers read only by the epilogue (a ReLU mask in a backward) join it. Every
 decision is noted for ``explain``.
 """
 from __future__ import annotations
 
 from ..graph import Graph
 from ..ops import Kind, get_op, is_transpose, layout_steps
-from ._groups import is_op, make_group, op_kind
+from ._groups import grow_upward, is_op, make_group, op_kind
 
 __all__ = ["fuse_gemm_epilogues"]
 
@@ -78,6 +79,12 @@ def fuse_gemm_epilogues(graph: Graph) -> Graph:
         while (u := _next_epilogue_op(g, root, d["shape"], d["dtype"], notes)) is not None:
             members.add(u)
             root = u
+        if root != m:
+            # Elementwise producers read only by the epilogue are computed in its loop too
+            # (a backward's ReLU mask ``h > 0`` beside ``g @ W``): never producers of the
+            # GEMM's own operands, which BLAS reads as arrays.
+            epilogue = members - {m} - prologue
+            members |= grow_upward(g, set(epilogue), d["shape"], []) - epilogue
         make_group(g, members, root, "gemm_epilogue" if root != m else "gemm")
         g.notes.extend(f"fuse_gemm_epilogues: {n}" for n in notes)
     return g

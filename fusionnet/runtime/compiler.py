@@ -61,6 +61,9 @@ class Entry:
     traced: Graph | None = None
     batch_note: str = ""
     placement: object = np.ndarray                    # where its arrays live (signature.py)
+    random: list = field(default_factory=list)        # random inputs (random_inputs)
+    joint: object = None                              # the compiled backward, if any
+    joint_reason: str = ""                            # why the backward replays instead
 
     @property
     def single(self) -> bool:
@@ -73,7 +76,10 @@ class Entry:
         self.main_tail = tail + (True,) if self.parallel else tail
 
     def call(self, arrays):
-        """Run the compiled driver on input arrays (the backend adds any flags it takes)."""
+        """Run the compiled driver on input arrays (the backend adds any flags it takes);
+        random inputs are drawn here, fresh for every call (see :func:`draws`)."""
+        if self.random:
+            arrays = list(arrays) + draws(self.random, arrays)
         return self.compiled.call(arrays, self.tail)
 
 
@@ -97,10 +103,18 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
     where, backend = _backend_for(runner, args)
     traced = _trace(runner, args)
     _check_side_effects(traced)
-    analysis = analyse_batch(runner.module, args, traced, runner.optimize)
+    # The compiled backward is built for the numba backend only (CUDA: [gpu-1]).
+    joint, joint_reason = _joint(runner, args, traced) if where is np.ndarray else (
+        None, "the compiled backward is not built for CUDA yet")
+    if joint is not None:  # forward-with-saves and a compiled backward (joint_module.py)
+        graph, analysis, back = joint
+    else:
+        analysis = analyse_batch(runner.module, args, traced, runner.optimize)
+        back = None
     # Taken after every trace: what the compiled code assumes from here on.
     version, data_version = STRUCTURE_VERSION[0], DATA_VERSION[0]
-    graph = analysis.graph if analysis.generic else runner.optimize(traced)
+    if joint is None:
+        graph = analysis.graph if analysis.generic else runner.optimize(traced)
     try:
         program = lower(graph, {"B": ("x0", 0)} if analysis.generic else {})
         compiled = backend.compile(program)
@@ -112,8 +126,16 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
     entry.snapshot = snapshot(runner.module)
     entry.per_call, entry.on_move = python_guards(traced)
     entry.passthrough = _passthrough(traced)
+    entry.joint, entry.joint_reason = back, joint_reason
+    entry.random = random_inputs(graph)
+    if entry.random and joint is None and any(traced.node(traced.output).get(
+            "requires_grad", ())):
+        # The replayed backward would need this call's draws: run eagerly instead.
+        raise Fallback("random numbers inside forward with a backward that cannot be "
+                       f"compiled ({joint_reason})", traced=traced)
     # The runner's inline cache takes NumPy inputs only: a device entry never goes there.
-    entry.fast = not entry.per_call and not entry.passthrough and where is np.ndarray
+    entry.fast = not entry.per_call and not entry.passthrough and where is np.ndarray and \
+        back is None and not entry.random
     try:  # numba compiles on the first call: do it now, so a failure falls back
         result = entry.call([t._data for t in args])
     except Exception as err:  # noqa: BLE001 - any compiler error means "run eagerly"
@@ -135,6 +157,49 @@ def _backend_for(runner, args):
         raise Fallback(f"backend={runner.backend!r} was requested for inputs "
                        f"{'on the CPU' if on_host else 'on a CUDA device'}", partial=False)
     return where, default_backend() if on_host else get_backend("cuda")
+
+
+def random_inputs(graph: Graph) -> list:
+    """``[(shape or symbolic shape, kind, dtype, generator), ...]``: the random inputs of
+    ``graph`` (``rand``/``randn`` inside forward), in input order."""
+    out = []
+    for n in graph.inputs:
+        d = graph.node(n)
+        if d.get("random"):
+            kind, dtype = d["random"]
+            out.append((d.get("sym_shape", d["shape"]), kind, np.dtype(dtype), d["ref"]))
+    return out
+
+
+def draws(specs, arrays) -> list:
+    """The random input arrays of one call, drawn in trace order from their generators
+    (so the stream moves on exactly as eager's ``rand``/``randn`` calls would move it)."""
+    from ..random import draw  # noqa: PLC0415
+    from .symbolic import evaluate  # noqa: PLC0415
+
+    batch = arrays[0].shape[0] if arrays and arrays[0].ndim else 0
+    return [draw(gen, kind, tuple(evaluate(d, batch) for d in shape), dtype)
+            for shape, kind, dtype, gen in specs]
+
+
+def _joint(runner, args, traced: Graph):
+    """``((forward graph, analysis, backward), "")`` when the output requires grad and
+    the backward compiles; ``(None, why not)`` otherwise (the backward then replays the
+    traced graph eagerly, ``backward.py``)."""
+    from .joint import NotDifferentiable  # noqa: PLC0415
+    from .joint_module import build_joint  # noqa: PLC0415
+
+    out = traced.node(traced.output)
+    if not traced.grad_enabled or not any(out.get("requires_grad", ())):
+        return None, ""
+    if _passthrough(traced):
+        return None, "an output is an input or a parameter itself"
+    try:
+        return build_joint(runner, args, traced, runner.optimize), ""
+    except NotDifferentiable as err:
+        return None, str(err)
+    except Exception as err:  # noqa: BLE001 - the replayed backward still works
+        return None, f"building the backward failed: {type(err).__name__}: {err}"
 
 
 def _trace(runner, args) -> Graph:

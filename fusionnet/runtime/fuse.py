@@ -177,7 +177,8 @@ for _name in ("train", "eval", "to", "cpu", "cuda", "float", "double"):
 
 def fuse(obj=None, *, backend: str = "auto", passes=None, fallback: bool = True,
          cache_size: int = 32):
-    """Compile a block's forward: ``@fuse`` on a Module subclass, or ``fuse(module)``.
+    """Compile a block's forward: ``@fuse`` on a Module subclass, or ``fuse(module)``; or a
+    whole training step: ``fuse(step)`` on a plain function (see ``docs/training.md``).
 
     Options: ``backend`` (``"auto"``, ``"numba"`` or ``"eager"``), ``passes`` (a
     pass list for :func:`fusionnet.optimize`), ``fallback`` (run eagerly with a
@@ -192,4 +193,14 @@ def fuse(obj=None, *, backend: str = "auto", passes=None, fallback: bool = True,
         return _fuse_class(obj, options)
     if isinstance(obj, Module):
         return FusedModule(obj, **options)
-    raise TypeError(f"fuse expects an nn.Module subclass or instance, got {type(obj).__name__}")
+    if callable(obj) and hasattr(obj, "__code__") or hasattr(obj, "__func__"):
+        # A plain function (a training step): compiled whole, see runtime/step.py.
+        from .step import FusedStep  # noqa: PLC0415
+
+        if backend not in ("auto", "numba", "eager"):
+            raise ValueError(f"fuse: backend must be 'auto', 'numba' or 'eager', got "
+                             f"{backend!r}")
+        return FusedStep(obj, fallback=fallback, passes=passes, cache_size=cache_size,
+                         backend=backend)
+    raise TypeError(f"fuse expects an nn.Module subclass or instance or a function, got "
+                    f"{type(obj).__name__}")

@@ -27,6 +27,7 @@ from ..pystate import first_failure
 from ..structure import unflatten
 from ..tensor import DATA_VERSION, Tensor
 from .backward import attach, graph_at, run_with_grad
+from .joint_module import attach_joint
 from .compiler import Entry, Fallback, compile_signature
 from .guards import resolve, resolve_or_none, snapshot, user_stacklevel
 from .signature import (batch_of, describe_args, describe_key, generic_key, placement,
@@ -219,6 +220,8 @@ class FusionRunner:
         return True
 
     def _outputs(self, entry: Entry, result, args):
+        if entry.joint is not None:  # forward-with-saves: the output runs a compiled backward
+            return attach_joint(self, entry, result, args)
         if entry.passthrough:
             return self._with_passthrough(entry, result, args)
         if entry.single:

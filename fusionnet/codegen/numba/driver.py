@@ -28,11 +28,15 @@ def _driver(prog: Program) -> list[str]:
     # Never hand out an input, parameter or constant (or a view of one) itself: eager
     # would have returned a fresh tensor for `x * 1`, which simplification turned into x.
     fresh = _fresh(prog.steps)
-    outs = ", ".join(o if o in fresh else f"{o}.copy()" for o in prog.outputs)
+    # In-place results last, once nothing reads the old values any more.
+    lines += [f"{IND}{target}[...] = {prog.outputs[i]}" for i, target in
+              sorted(prog.writes.items())]
+    outs = ", ".join(o if o in fresh else f"{o}.copy()" for i, o in enumerate(prog.outputs)
+                     if i not in prog.writes)
     if prog.structure == "tensor":
         lines.append(f"{IND}return {outs}")
     else:
-        lines.append(f"{IND}return ({outs},)")
+        lines.append(f"{IND}return ({outs},)" if outs else f"{IND}return ()")
     return lines
 
 
