@@ -477,11 +477,21 @@ def register_post_accumulate_grad_hook(leaf, hook) -> _HookHandle:
 
 
 def _accumulate(leaf, g, Tensor) -> None:  # noqa: N803 - the class, passed in
+    accumulate_grad(leaf, g)
+
+
+def accumulate_grad(leaf, g, fresh: bool = False) -> None:
+    """Add ``g`` into ``leaf.grad`` as the engine does, then run the leaf's
+    post-accumulate hooks (DistributedDataParallel's all-reduce). ``fresh``: ``g`` owns a
+    new array nobody else holds (a compiled backward's output), so it is taken as is."""
     if not leaf.requires_grad:
         return
-    # A fresh, writable array: gradients may be broadcast views or shared between
-    # inputs (add passes one g to both).
-    leaf.grad = Tensor._wrap(g._data.copy()) if leaf.grad is None else leaf.grad + g
+    # Otherwise a fresh, writable array: gradients may be broadcast views or shared
+    # between inputs (add passes one g to both).
+    if leaf.grad is None:
+        leaf.grad = g if fresh else type(g)._wrap(g._data.copy())
+    else:
+        leaf.grad = leaf.grad + g
     if _POST_ACCUMULATE:  # one dict test on the common path
         for hook in tuple(_POST_ACCUMULATE.get(id(leaf), ())):
             hook(leaf)

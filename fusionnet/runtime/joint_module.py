@@ -351,9 +351,8 @@ def _joint_grad(g, *inputs, needs, back, arrays, **_):
     out = [None] * len(inputs)
     for (kind, what), r in zip(back.leaves, res):
         gt = Tensor._wrap(r)
-        if kind == "param":
-            if what.requires_grad:
-                what.grad = gt if what.grad is None else what.grad + gt
+        if kind == "param":  # through the engine's rule, so post-accumulate hooks run
+            autograd.accumulate_grad(what, gt, fresh=True)
         else:
             out[what] = gt
     return tuple(out)
