@@ -273,3 +273,17 @@ def test_step_naming_optimisers_in_a_list_with_groups_and_frozen_parameters():
         _close(p.detach().numpy(), q.detach().numpy(), "weights")
     assert nets[0][0].bias.grad is None
     assert len(fused.compiles) == 2, fused.compiles  # the first step creates the buffers
+
+
+def test_replaced_parameter_storage_is_seen():
+    (net, opt, step), (enet, eopt, estep) = _pair(lambda ps: optim.Adam(ps, lr=1e-2))
+    fused = fuse(step)
+    X, Y = _data(0, 4)
+    fused(X, Y), estep(X, Y)
+    for m in (net, enet):   # same shapes: reused without compiling
+        m[2].bias.data = torch.zeros(10)
+    _close(fused(X, Y).item(), estep(X, Y).item(), "after .data =")
+    assert len(fused.compiles) == 1
+    for p, q in zip(net.parameters(), enet.parameters()):
+        _close(p.detach().numpy(), q.detach().numpy(), "weights")
+    assert opt.state[net[0].weight]["step"] == eopt.state[enet[0].weight]["step"] == 2

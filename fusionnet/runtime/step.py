@@ -364,19 +364,20 @@ class StepEntry:
         self.version = STRUCTURE_VERSION[0]
         self.data_version = DATA_VERSION[0]
 
-    def tail(self) -> list:
-        """The live parameter arrays and the constants, as the driver takes them."""
+    def tail(self):
+        """The live parameter arrays and the constants, as the driver takes them; None
+        when a parameter's storage was replaced by one of another shape or dtype (the
+        step must be compiled again)."""
         if DATA_VERSION[0] != self.data_version:  # some storage was replaced: re-read
             arrays = [p._data for p in self.params]
             for a, b in zip(arrays, self.arrays):
-                if a.shape != b.shape or a.dtype != b.dtype:
-                    raise NotCompilable("a parameter changed shape or dtype")
+                if type(a) is not np.ndarray or a.shape != b.shape or a.dtype != b.dtype:
+                    return None
             self.arrays, self.data_version = arrays, DATA_VERSION[0]
         return self.arrays + self.constants
 
-    def run(self, args, extras):
+    def run(self, args, extras, tail):
         """Call the driver and write its results back; returns what the step returned."""
-        tail = self.tail()
         if self.compiled.parallel:  # only the main thread may launch parallel loops
             tail = tail + [threading.get_ident() == _MAIN_THREAD]
         out = self.fn(*[t._data for t in args], *extras, *self.grad_arrays, *tail)
@@ -429,6 +430,7 @@ class FusedStep:
         self.traced = None             # the last traced graph (explain)
         self.found = None              # (modules, optimisers) the step names
         self.fast = None               # (entry, plan, signature, plan.quick()) of the last call
+        self.pending = ""              # why the next compile happens, when known early
 
     # -- the call path --
 
@@ -472,6 +474,7 @@ class FusedStep:
             self.generic.clear()
             self.found = None
             self.fast = None
+            self.pending = "a value the step read from Python changed"
             return self(*args)
         entry.version = STRUCTURE_VERSION[0]
         sig = ((autograd._state.enabled,),) + tuple(
@@ -480,13 +483,20 @@ class FusedStep:
         return self._run(entry, plan, args)
 
     def _run(self, entry, plan, args):
-        extras = plan.prepare(advance=True)
+        tail = entry.tail()
+        if tail is None:  # `p.data = ...` of another shape: compile again
+            self.exact.clear()
+            self.generic.clear()
+            self.fast = None
+            self.pending = "a parameter's storage changed shape or dtype"
+            return self(*args)
+        extras = plan.prepare(advance=True)   # (moves Adam's step count on: after checks)
         if entry.random:
             extras += draws(entry.random, [args[0]._data])
         if entry.scaled:
             b = args[0]._data.shape[0]
             extras += [np.array(k * b, dtype) for k, dtype in entry.scaled]
-        result, grew = entry.run(args, extras)
+        result, grew = entry.run(args, extras, tail)
         if grew:  # a first step made optimiser state: the next call has another key
             self.fast = None
         return result
@@ -564,6 +574,8 @@ class FusedStep:
                 return entry
             reason = "first call" if not self.compiles else \
                 f"new signature ({', '.join(f'{tuple(t.shape)} {t._data.dtype}' for t in args)})"
+            if self.pending:
+                reason, self.pending = self.pending, ""
             self.compiles.append(reason)
             try:
                 entry = self._compile(args, plan, modules)
@@ -590,6 +602,15 @@ class FusedStep:
                 raise NotCompilable(f"{brk.reason} at {brk.source}") from None
             except TraceError as err:
                 raise NotCompilable(str(err)) from None
+            except NotCompilable:
+                raise
+            except Exception as err:
+                # The step rejects these inputs, as eager would: the same exception, noted.
+                if hasattr(err, "add_note"):
+                    err.add_note(f"fusionnet.fuse: step {self.name} was called with ("
+                                 + ", ".join(f"{tuple(t.shape)} {t._data.dtype}"
+                                             for t in args) + ")")
+                raise
         return graph, ctx
 
     def _compile(self, args, plan, modules) -> StepEntry:
