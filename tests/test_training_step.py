@@ -287,3 +287,11 @@ def test_replaced_parameter_storage_is_seen():
     for p, q in zip(net.parameters(), enet.parameters()):
         _close(p.detach().numpy(), q.detach().numpy(), "weights")
     assert opt.state[net[0].weight]["step"] == eopt.state[enet[0].weight]["step"] == 2
+
+
+def test_numpy_argument_is_refused():
+    from fusionnet.runtime.runner import FuseInputError
+    (_, _, step), _ = _pair(lambda ps: optim.SGD(ps, lr=0.1))
+    X, Y = _data(0, 4)
+    with pytest.raises(FuseInputError, match="NumPy array"):
+        fuse(step)(X.numpy(), Y)

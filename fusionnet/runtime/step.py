@@ -451,6 +451,12 @@ class FusedStep:
         if self.backend == "eager":
             return self.fn(*args, **kwargs)
         if kwargs or not args or not all(isinstance(a, Tensor) for a in args):
+            bad = next((i for i, a in enumerate(args) if isinstance(a, np.ndarray)), None)
+            if bad is not None:  # a likely mistake, refused as a fused module refuses it
+                from .runner import FuseInputError  # noqa: PLC0415
+
+                raise FuseInputError(f"step {self.name}: argument {bad} must be a Tensor, "
+                                     "got a NumPy array (wrap it with fusionnet.from_numpy)")
             self._warn("only positional Tensor arguments are compiled")
             return self.fn(*args, **kwargs)
         found = self.found
