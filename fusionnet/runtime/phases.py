@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..regions import bodies_of
 from .symbolic import evaluate
 
 __all__ = ["PHASES", "phase_of", "phase_lines", "kernel_lines", "saved_bytes"]

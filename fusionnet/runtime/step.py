@@ -21,18 +21,17 @@ the backend cannot handle runs the step eagerly, with one warning naming the rea
 from __future__ import annotations
 
 import threading
-import types
 import warnings
 
 import numpy as np
 
-from .. import autograd, dispatch
+from .. import autograd
 from ..codegen import Unsupported, lower
 from ..codegen.backend import default_backend
 from ..graph import GraphBreak
 from ..nn import Module
 from ..nn.module import STRUCTURE_VERSION
-from ..optim.optimizer import TRACING, Optimizer
+from ..optim.optimizer import Optimizer
 from ..passes import optimize
 from ..pystate import fingerprint, first_failure
 from ..structure import leaf_count, unflatten
@@ -40,304 +39,13 @@ from ..tensor import DATA_VERSION, Tensor
 from ..tracer import TraceError, trace
 from .compiler import draws, random_inputs
 from .guards import python_guards, user_stacklevel
-from .joint import NotDifferentiable, backward_in_trace, leaf_of, mark_phase
+from .step_trace import NotCompilable, Plan, StepModule, Trace, Tracing, find_state
 from .symbolic import PROBES, MIN_GENERIC_BATCH, _agrees, _annotate, _probe, check_at
-from .updates import rule_for
 
 __all__ = ["FusedStep", "StepModule", "NotCompilable", "find_state"]
 
 
 _MAIN_THREAD = threading.main_thread().ident
-
-
-class NotCompilable(Exception):
-    """The step cannot be compiled (the reason); it runs eagerly."""
-
-
-def find_state(fn) -> tuple[list, list]:
-    """The modules and optimisers ``fn`` refers to by name (globals, closure cells,
-    default arguments and the object of a bound method, and so on through the plain
-    functions, lists, tuples and dicts it names, a few levels deep), in first-seen order; submodules of another
-    found module are left out (their parameters come with it)."""
-    modules, opts, seen = [], [], set()
-
-    def visit(objects, depth):
-        for obj in objects:
-            if id(obj) in seen:
-                continue
-            seen.add(id(obj))
-            if isinstance(obj, Module):
-                modules.append(obj)
-            elif isinstance(obj, Optimizer):
-                opts.append(obj)
-            elif depth >= 3:
-                continue
-            elif isinstance(obj, (types.FunctionType, types.MethodType)) and \
-                    not getattr(obj, "__module__", "").startswith("fusionnet"):
-                visit(_named_by(obj), depth + 1)
-            elif type(obj) in (list, tuple):  # `opts[0]`, `models = [net, ema]`
-                visit(obj, depth + 1)
-            elif type(obj) is dict:
-                visit(obj.values(), depth + 1)
-
-    visit(_named_by(fn), 0)
-    inner = {id(m) for top in modules for m in top.modules() if m is not top}
-    return [m for m in modules if id(m) not in inner], opts
-
-
-def _named_by(fn) -> list:
-    """The objects ``fn``'s code can reach by name: globals, cells, defaults, self."""
-    if isinstance(fn, types.MethodType):
-        return [fn.__self__] + _named_by(fn.__func__)
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return []
-    found = [fn.__globals__[n] for n in code.co_names if n in fn.__globals__]
-    for cell in fn.__closure__ or ():
-        try:
-            found.append(cell.cell_contents)
-        except ValueError:  # an empty cell
-            pass
-    found.extend(fn.__defaults__ or ())
-    found.extend((fn.__kwdefaults__ or {}).values())
-    return found
-
-
-class _Context(threading.local):
-    """The step being traced in this thread (None outside a trace)."""
-
-    current = None
-
-
-_CTX = _Context()
-
-
-class _Trace:
-    """What one trace of a step collects: the extra inputs, the values to write back."""
-
-    def __init__(self, plan, n_user: int):
-        self.plan = plan
-        self.n_user = n_user
-        self.extras: dict = {}
-        self.user: list = []
-        self.writes: list = []        # (what, target...) per extra output
-        self.values: list = []        # the traced value of each write
-        self.grad_params: list = []
-
-    def write(self, what, value) -> None:
-        self.writes.append(what)
-        self.values.append(value)
-
-
-class StepModule(Module):
-    """The module a step function is traced as: its children are the modules the
-    function uses (so their parameters are the trace's live state)."""
-
-    def __init__(self, fn, modules):
-        super().__init__()
-        object.__setattr__(self, "_step_fn", fn)
-        for i, m in enumerate(modules):
-            self.add_module(f"m{i}", m)
-
-    def forward(self, *args):
-        """Run the step on traced inputs; returns (its result, the values to write back)."""
-        ctx = _CTX.current
-        ctx.user = list(args[:ctx.n_user])
-        ctx.extras = dict(zip(ctx.plan.extra_keys, args[ctx.n_user:]))
-        result = self._step_fn(*ctx.user)
-        return result, tuple(ctx.values)
-
-
-# ---- the optimiser plan: runtime scalars and state, per call ------------------------------
-
-
-class _Plan:
-    """Which optimiser scalars and state tensors feed the compiled step, and in which
-    order; ``arrays()`` builds them for the call about to run."""
-
-    def __init__(self, opts):
-        self.opts = opts
-        self.extra_keys: list = []     # ("scalar", set, name) | ("state", id(p), name)
-        self.scalar_of: dict = {}      # id(p) -> the key of its set of scalars
-        self.recipe = None             # what prepare() reads, once it has walked the state
-        self.advances: list = []
-        self.key = self._structure()
-
-    def _structure(self) -> tuple:
-        key = []
-        for opt in self.opts:
-            rule = rule_for(opt)
-            if rule is None:
-                raise NotCompilable(f"{type(opt).__name__} has no compiled update (SGD, Adam "
-                                    "and AdamW do)")
-            for gi, group in enumerate(opt.param_groups):
-                steps: list = []
-                for p in group["params"]:
-                    state = opt.state.get(p, {})
-                    # Which set of scalars the parameter reads (params of one group, dtype
-                    # and step count share one) is part of the driver's signature too; the
-                    # step count itself is a runtime value.
-                    step = (p._data.dtype.str, state.get("step"))
-                    if step not in steps:
-                        steps.append(step)
-                    sset = (gi, steps.index(step))
-                    key.append((id(p), p.requires_grad, rule.structure(group, state),
-                                rule.state_names(group, state), sset))
-        return tuple(key)
-
-    def quick(self) -> tuple:
-        """What can change the full key without this runtime noticing: the state dicts
-        replaced or grown, a group's settings, a parameter's ``requires_grad``."""
-        out = []
-        for opt in self.opts:
-            rule = rule_for(opt)
-            out.append((id(opt.state), len(opt.state), len(opt.param_groups)))
-            for group in opt.param_groups:
-                out.append(rule.structure(group, {}))
-                out.append(tuple(p.requires_grad for p in group["params"]))
-        return tuple(out)
-
-    def prepare(self, advance: bool) -> list:
-        """The extra input arrays for one call (``advance``: also move Python-side state
-        on, as eager's update does; a trace only looks)."""
-        if advance and self.recipe is not None:
-            return self._fast_prepare()
-        arrays, keys, seen = [], [], set()
-        recipe, advances = [], []
-        for opt in self.opts:
-            rule = rule_for(opt)
-            for gi, group in enumerate(opt.param_groups):
-                for p in group["params"]:
-                    if not p.requires_grad:
-                        continue
-                    state = opt.state.setdefault(p, {})
-                    rule.init(p, state, group)
-                    names = rule.state_names(group, state)
-                    for name in names:
-                        keys.append(("state", id(p), name))
-                        arrays.append(state[name]._data)
-                        recipe.append((state, name))
-                    look = dict(state)
-                    if advance:
-                        rule.advance(state, group)
-                        look = state
-                        if "step" in state:
-                            advances.append((rule, state, group))
-                    elif "step" in look:
-                        look["step"] = look["step"] + 1
-                    dtype = p._data.dtype
-                    # One set of scalars per group, dtype and step count (usually one).
-                    skey = (id(opt), gi, dtype.str, look.get("step"))
-                    self.scalar_of[id(p)] = skey
-                    if skey not in seen:
-                        seen.add(skey)
-                        values = rule.scalars(group, look)
-                        for name, value in values.items():
-                            keys.append(("scalar", skey, name))
-                            arrays.append(np.array(value, dtype))
-                        recipe.append((rule, group, state, dtype, tuple(values)))
-        self.extra_keys = keys
-        if advance:  # the same walk for every later call with this plan, without the walk
-            self.recipe, self.advances = recipe, advances
-        return arrays
-
-    def _fast_prepare(self) -> list:
-        for rule, state, group in self.advances:
-            rule.advance(state, group)
-        arrays = []
-        for item in self.recipe:
-            if len(item) == 2:
-                arrays.append(item[0][item[1]]._data)
-            else:
-                rule, group, state, dtype, names = item
-                values = rule.scalars(group, state)
-                arrays += [np.array(values[n], dtype) for n in names]
-        return arrays
-
-
-# ---- the hooks that run while a step is traced --------------------------------------------
-
-
-def _backward_hook(root, gradient, retain_graph):
-    ctx = _CTX.current
-    tracer = dispatch.trace_hook()
-    if gradient is not None and not isinstance(gradient, Tensor):
-        gradient = Tensor(gradient, dtype=root.dtype)
-    try:
-        leaves = backward_in_trace(tracer, root, gradient)
-    except NotDifferentiable as err:
-        raise NotCompilable(str(err)) from None
-    params = {}
-    for p in ctx.plan.params:
-        nid = leaf_of(tracer, p)
-        if nid is not None:
-            params[nid] = p
-    users = {tracer.node_of.get(id(t)): i for i, t in enumerate(ctx.user)}
-    for nid, g in leaves.items():
-        if nid in params:
-            p = params[nid]
-            if p.grad is not None:
-                raise NotCompilable("a gradient accumulates into a .grad left by an earlier "
-                                    "call (call zero_grad() before backward in the step)")
-            p.grad = g
-            ctx.write(("grad", p), g)
-            ctx.grad_params.append(p)
-        elif nid in users:
-            ctx.write(("input_grad", users[nid]), g)
-        else:
-            raise NotCompilable("backward reaches a tensor that requires grad and is "
-                                "neither a parameter nor an argument of the step")
-
-
-def _step_hook(opt, closure):
-    if closure is not None:
-        raise NotCompilable("optimizer.step(closure) is not compiled")
-    ctx = _CTX.current
-    rule = rule_for(opt)
-    if rule is None or opt not in ctx.plan.opts:
-        raise NotCompilable(f"{type(opt).__name__} is not an optimiser the step names")
-    tracer = dispatch.trace_hook()
-    first = tracer.graph._next_id
-    with autograd.no_grad():
-        for group in opt.param_groups:
-            for p in group["params"]:
-                if p.grad is None or not p.requires_grad:
-                    continue
-                if id(p.grad) not in tracer.node_of:
-                    raise NotCompilable("a parameter's .grad was not computed in the step")
-                skey = ctx.plan.scalar_of[id(p)]
-                sc = {k[2]: t for k, t in ctx.extras.items() if k[0] == "scalar" and
-                      k[1] == skey}
-                state = {k[2]: t for k, t in ctx.extras.items() if k[0] == "state" and
-                         k[1] == id(p)}
-                new_p, new_state = rule.update(p, p.grad, state, sc, group)
-                ctx.write(("param", p), new_p)
-                for name, value in new_state.items():
-                    ctx.write(("state", opt, p, name), value)
-    mark_phase(tracer.graph, first, "update")
-    return None
-
-
-class _Tracing:
-    """While a step is traced: the hooks are installed and the parameters' ``.grad`` are
-    put back afterwards (the trace assigns traced gradients to them)."""
-
-    def __init__(self, ctx, params):
-        self.ctx, self.params = ctx, params
-
-    def __enter__(self):
-        self.grads = [p.grad for p in self.params]
-        self.prev = (_CTX.current, autograd._state.backward_hook, TRACING.step_hook)
-        _CTX.current = self.ctx
-        autograd._state.backward_hook = _backward_hook
-        TRACING.step_hook = _step_hook
-        return self
-
-    def __exit__(self, *exc):
-        _CTX.current, autograd._state.backward_hook, TRACING.step_hook = self.prev
-        for p, g in zip(self.params, self.grads):
-            p.grad = g
-        return False
 
 
 # ---- compiled entries --------------------------------------------------------------------
@@ -364,19 +72,20 @@ class StepEntry:
         self.version = STRUCTURE_VERSION[0]
         self.data_version = DATA_VERSION[0]
 
-    def tail(self) -> list:
-        """The live parameter arrays and the constants, as the driver takes them."""
+    def tail(self):
+        """The live parameter arrays and the constants, as the driver takes them; None
+        when a parameter's storage was replaced by one of another shape or dtype (the
+        step must be compiled again)."""
         if DATA_VERSION[0] != self.data_version:  # some storage was replaced: re-read
             arrays = [p._data for p in self.params]
             for a, b in zip(arrays, self.arrays):
-                if a.shape != b.shape or a.dtype != b.dtype:
-                    raise NotCompilable("a parameter changed shape or dtype")
+                if type(a) is not np.ndarray or a.shape != b.shape or a.dtype != b.dtype:
+                    return None
             self.arrays, self.data_version = arrays, DATA_VERSION[0]
         return self.arrays + self.constants
 
-    def run(self, args, extras):
+    def run(self, args, extras, tail):
         """Call the driver and write its results back; returns what the step returned."""
-        tail = self.tail()
         if self.compiled.parallel:  # only the main thread may launch parallel loops
             tail = tail + [threading.get_ident() == _MAIN_THREAD]
         out = self.fn(*[t._data for t in args], *extras, *self.grad_arrays, *tail)
@@ -429,6 +138,7 @@ class FusedStep:
         self.traced = None             # the last traced graph (explain)
         self.found = None              # (modules, optimisers) the step names
         self.fast = None               # (entry, plan, signature, plan.quick()) of the last call
+        self.pending = ""              # why the next compile happens, when known early
 
     # -- the call path --
 
@@ -449,6 +159,12 @@ class FusedStep:
         if self.backend == "eager":
             return self.fn(*args, **kwargs)
         if kwargs or not args or not all(isinstance(a, Tensor) for a in args):
+            bad = next((i for i, a in enumerate(args) if isinstance(a, np.ndarray)), None)
+            if bad is not None:  # a likely mistake, refused as a fused module refuses it
+                from .runner import FuseInputError  # noqa: PLC0415
+
+                raise FuseInputError(f"step {self.name}: argument {bad} must be a Tensor, "
+                                     "got a NumPy array (wrap it with fusionnet.from_numpy)")
             self._warn("only positional Tensor arguments are compiled")
             return self.fn(*args, **kwargs)
         found = self.found
@@ -456,7 +172,7 @@ class FusedStep:
             found = self.found = self._state()
         modules, opts = found
         try:
-            plan = _Plan(opts)
+            plan = Plan(opts)
         except NotCompilable as err:
             return self._eager(args, str(err))
         key = (autograd.is_grad_enabled(), plan.key,
@@ -472,6 +188,7 @@ class FusedStep:
             self.generic.clear()
             self.found = None
             self.fast = None
+            self.pending = "a value the step read from Python changed"
             return self(*args)
         entry.version = STRUCTURE_VERSION[0]
         sig = ((autograd._state.enabled,),) + tuple(
@@ -480,13 +197,20 @@ class FusedStep:
         return self._run(entry, plan, args)
 
     def _run(self, entry, plan, args):
-        extras = plan.prepare(advance=True)
+        tail = entry.tail()
+        if tail is None:  # `p.data = ...` of another shape: compile again
+            self.exact.clear()
+            self.generic.clear()
+            self.fast = None
+            self.pending = "a parameter's storage changed shape or dtype"
+            return self(*args)
+        extras = plan.prepare(advance=True)   # (moves Adam's step count on: after checks)
         if entry.random:
             extras += draws(entry.random, [args[0]._data])
         if entry.scaled:
             b = args[0]._data.shape[0]
             extras += [np.array(k * b, dtype) for k, dtype in entry.scaled]
-        result, grew = entry.run(args, extras)
+        result, grew = entry.run(args, extras, tail)
         if grew:  # a first step made optimiser state: the next call has another key
             self.fast = None
         return result
@@ -521,7 +245,7 @@ class FusedStep:
         from .phases import phase_lines  # noqa: PLC0415
 
         modules, opts = self.found or self._state()
-        plan = _Plan(opts)
+        plan = Plan(opts)
         key = (autograd.is_grad_enabled(), plan.key,
                *[(t._data.shape, t._data.dtype, type(t._data), t.requires_grad) for t in args])
         entry = self.exact.get(key) or self._lookup_or_compile(args, key, plan, modules)
@@ -564,6 +288,8 @@ class FusedStep:
                 return entry
             reason = "first call" if not self.compiles else \
                 f"new signature ({', '.join(f'{tuple(t.shape)} {t._data.dtype}' for t in args)})"
+            if self.pending:
+                reason, self.pending = self.pending, ""
             self.compiles.append(reason)
             try:
                 entry = self._compile(args, plan, modules)
@@ -579,17 +305,26 @@ class FusedStep:
             return entry
 
     def _trace(self, module, args, plan, extras):
-        ctx = _Trace(plan, len(args))
+        ctx = Trace(plan, len(args))
         plan.params = list(module.parameters())
         from .runner import eager_region  # noqa: PLC0415 - runner imports the runtime
 
-        with _Tracing(ctx, plan.params), eager_region():
+        with Tracing(ctx, plan.params), eager_region():
             try:
                 graph = trace(module, *args, *[Tensor._wrap(a) for a in extras])
             except GraphBreak as brk:
                 raise NotCompilable(f"{brk.reason} at {brk.source}") from None
             except TraceError as err:
                 raise NotCompilable(str(err)) from None
+            except NotCompilable:
+                raise
+            except Exception as err:
+                # The step rejects these inputs, as eager would: the same exception, noted.
+                if hasattr(err, "add_note"):
+                    err.add_note(f"fusionnet.fuse: step {self.name} was called with ("
+                                 + ", ".join(f"{tuple(t.shape)} {t._data.dtype}"
+                                             for t in args) + ")")
+                raise
         return graph, ctx
 
     def _compile(self, args, plan, modules) -> StepEntry:
@@ -686,7 +421,7 @@ def _grad_buffers(program, writes, n_results: int, in_place: dict) -> list:
 
 class _Same:
     """A guard that a name still refers to the same optimiser: its settings are runtime
-    inputs or part of the plan's key (``_Plan``), so a changed ``lr`` is no reason to
+    inputs or part of the plan's key (``step_trace.Plan``), so a changed ``lr`` is no reason to
     compile again, and comparing the whole object every call would cost more than the step."""
 
     __slots__ = ("what", "read", "obj")
