@@ -331,6 +331,10 @@ def attach_joint(runner, entry, result, args):
     # retain_graph must raise (the engine frees this list).
     saved = tuple((args[i], args[i]._version[0], f"input {i}") for i in back.input_reads)
     saved += tuple((p, p._version[0], f"parameter {j}") for j, p in enumerate(back.params))
+    if getattr(entry.traced, "saved_outputs", (False,))[0]:
+        # Eager's backward reads this output's storage (a relu's result): writing into it
+        # before backward() raises there, so it must here.
+        saved += ((out, out._version[0], "output 0"),)
     if not saved:
         saved = ((out, out._version[0], "output"),)
     out._ctx = autograd.Node(_grad_op(runner), tuple(args), {"back": back,
