@@ -180,3 +180,28 @@ def test_a_parameter_inside_a_loop_body_replays_with_a_reason():
         np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-5, atol=1e-6)
     entry = next(iter(fused._fusion_runner.exact.values()))
     assert entry.joint is None and "inside a data-dependent loop" in entry.joint_reason
+
+
+def test_compiled_backward_of_a_scalar_output():
+    # Fuzz seed 1205, case 1205000076: the compiled backward made the 0-d incoming
+    # gradient of a scalar output 1-d (np.ascontiguousarray) and numba refused it.
+    class Scalar(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+
+        def forward(self, x):
+            return self.w * x.unsqueeze(3).mean(dim=(0, 1, -2, -1))
+
+    block = Scalar()
+    fused = torch.fuse(block, fallback=False)
+    x = torch.randn(16, 1, 3, dtype=torch.float64)
+    for f in (block, fused, fused):
+        block.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        f(xi).backward()
+        if f is block:
+            want = (block.w.grad.numpy().copy(), xi.grad.numpy().copy())
+        else:
+            np.testing.assert_allclose(block.w.grad.numpy(), want[0], rtol=1e-12)
+            np.testing.assert_allclose(xi.grad.numpy(), want[1], rtol=1e-12)

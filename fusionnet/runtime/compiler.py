@@ -141,6 +141,14 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
     except Exception as err:  # noqa: BLE001 - any compiler error means "run eagerly"
         raise Fallback(f"code generation failed: {type(err).__name__}: "
                        f"{str(err).splitlines()[0] if str(err) else ''}", traced=traced) from None
+    if back is not None:
+        from .joint_module import warm_backward  # noqa: PLC0415
+        try:  # the backward too, before any backward() depends on it
+            warm_backward(back, result, args)
+        except Exception as err:  # noqa: BLE001
+            raise Fallback(f"code generation of the backward failed: {type(err).__name__}: "
+                           f"{str(err).splitlines()[0] if str(err) else ''}",
+                           traced=traced) from None
     return entry, result
 
 

@@ -342,11 +342,24 @@ def attach_joint(runner, entry, result, args):
     return out
 
 
+def warm_backward(back, result, args) -> None:
+    """Run the compiled backward once on this call's saves and a gradient of ones, so
+    numba compiles it now: a code-generation failure then makes the signature fall back
+    (with the reason) instead of surfacing at the user's ``backward()``."""
+    want = back.graph.node(back.graph.inputs[0])
+    ga = np.ones(np.shape(result[0]), dtype=want["dtype"])
+    ins = [ga, *result[1:], *[args[i]._data for i in back.input_reads]]
+    back.compiled.call(ins, [p._data for p in back.params] + back.constants)
+
+
 def _joint_grad(g, *inputs, needs, back, arrays, **_):
     """One native call of the compiled backward; parameter gradients accumulate into
     ``.grad`` here, input gradients go back to the engine."""
     want = back.graph.node(back.graph.inputs[0])["dtype"]
-    ga = np.ascontiguousarray(g._data, dtype=want)
+    # Not np.ascontiguousarray: it makes a 0-d gradient (a scalar output's) 1-d.
+    ga = g._data.astype(want, copy=False)
+    if not ga.flags.c_contiguous:
+        ga = ga.copy(order="C")
     ins = [ga, *arrays, *[inputs[i]._data for i in back.input_reads]]
     tail = [p._data for p in back.params] + back.constants
     res = back.compiled.call(ins, tail)
