@@ -76,3 +76,28 @@ def test_import_needs_no_mpi():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_fused_step_that_all_reduces_falls_back_instead_of_dropping_the_all_reduce():
+    # Found when fuse(step) landed beside DDP: the trace did not see MPI read the
+    # gradients, so the compiled step left out the all-reduce and 2 ranks drifted apart
+    # (checked with mpiexec -n 2). The collective now stops the trace with its reason.
+    pytest.importorskip("mpi4py")
+    import fusionnet as torch
+    from fusionnet import distributed as dist, nn
+
+    dist.init()
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    model = dist.DistributedDataParallel(net, auto_reduce=False)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+
+    def step(X, y):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(X), y)
+        loss.backward()
+        model.reduce_gradients()
+        opt.step()
+        return loss
+
+    with pytest.warns(torch.FusionFallbackWarning, match="MPI all-reduce"):
+        torch.fuse(step)(torch.randn(16, 4), torch.randn(16, 1))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dispatch
+
 __all__ = ["ReduceOp", "init", "is_available", "is_initialized", "get_rank",
            "get_world_size", "all_reduce", "broadcast", "barrier", "world"]
 
@@ -84,6 +86,8 @@ def barrier() -> None:
 
 def _host_array(tensor):
     """``(array MPI can read and write, write-back function or None)`` for a tensor."""
+    if hasattr(tensor, "_data"):  # a trace must stop, not freeze what MPI reads
+        dispatch.note_python_value(tensor, "an MPI collective")
     data = getattr(tensor, "_data", tensor)
     if type(data) is np.ndarray and data.flags.c_contiguous and data.flags.writeable:
         return data, None

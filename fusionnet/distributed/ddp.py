@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import dispatch
 from ..nn import Module
 from ..nn.parameter import is_lazy
 from ..tensor import Tensor
@@ -223,6 +224,11 @@ class DistributedDataParallel(Module):
         # One pass in (copyto a bucket view: no reshape copy of a strided gradient), one
         # Allreduce, one pass out that also divides: the bucket costs ~2 memory passes.
         buf = bucket.buffer
+        for p in bucket.params:
+            if p.grad is not None:
+                # MPI reads the arrays behind fusionnet's back: a trace (a fused step)
+                # must stop here, not compile the step without its all-reduce.
+                dispatch.note_python_value(p.grad, "an MPI all-reduce of the gradients")
         for p, (start, stop, shape) in zip(bucket.params, bucket.offsets):
             if p.grad is None:
                 buf[start:stop] = 0
