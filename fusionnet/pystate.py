@@ -69,9 +69,12 @@ def _is_trusted_file(filename: str) -> bool:
 
 def is_user_frame(frame) -> bool:
     """True for frames of the user's own code: not fusionnet, the stdlib or installed
-    packages (fusionnet's example module ``zoo`` counts as user code)."""
-    return not _is_internal_globals(frame.f_globals) and not _is_trusted_file(
-        frame.f_code.co_filename)
+    packages (fusionnet's example module ``zoo`` counts as user code, also when fusionnet
+    itself is installed in site-packages)."""
+    g = frame.f_globals
+    if g.get("__fusionnet_user_code__", False):
+        return True
+    return not _is_internal_globals(g) and not _is_trusted_file(frame.f_code.co_filename)
 
 
 def _is_generated(code) -> bool:

@@ -822,3 +822,20 @@ def test_a_fused_child_may_write_in_place_into_a_non_leaf_input():
         warnings.simplefilter("ignore", FusionFallbackWarning)
         got = fused(x)
     _same(got, block(x))
+
+
+def test_the_example_module_is_user_code_also_when_installed_in_site_packages():
+    # `pip install .` (README's first command) puts fusionnet.zoo in site-packages,
+    # whose code is trusted library code: the chimera's while loop was then not converted
+    # and the main benchmark's Chimera row fell back to eager. The module's own
+    # declaration wins over where its file is.
+    import sys
+    import sysconfig
+
+    from fusionnet.pystate import is_user_frame
+
+    fake = sysconfig.get_paths()["purelib"] + "/fusionnet/zoo.py"
+    for declared in (True, False):
+        ns = {"__name__": "fusionnet.zoo", "sys": sys, "__fusionnet_user_code__": declared}
+        exec(compile("def here():\n    return sys._getframe()\n", fake, "exec"), ns)  # noqa: S102
+        assert is_user_frame(ns["here"]()) is declared
