@@ -66,6 +66,15 @@ def note_shape_read(tensor):
         hook.on_shape_read(tensor)
 
 
+def note_untracked_alias(alias, source):
+    """Called when ``alias`` shares ``source``'s storage outside the op table (``detach()``,
+    ``.data``): a tracer records it now, so a later in-place write into ``source`` is seen
+    through ``alias`` as eager's shared storage shows it."""
+    hook = getattr(_local, "hook", None)
+    if hook is not None and hasattr(hook, "on_untracked_alias"):
+        hook.on_untracked_alias(alias, source)
+
+
 def note_random(what: str):
     """Called before random numbers are drawn; a tracer stops there (values would freeze)."""
     hook = getattr(_local, "hook", None)

@@ -252,7 +252,9 @@ class Tensor(TensorOps):
     def detach(self):
         """A tensor sharing this one's data and version counter, cut from the autograd
         graph (an in-place op on it does not change this tensor's history)."""
-        return Tensor._wrap(self._data, version=self._version)
+        out = Tensor._wrap(self._data, version=self._version)
+        dispatch.note_untracked_alias(out, self)
+        return out
 
     def detach_(self):
         """Cut this tensor from the autograd graph in place."""
@@ -265,7 +267,9 @@ class Tensor(TensorOps):
         """This tensor's data as a tensor that shares storage and is not tracked; unlike
         :meth:`detach` it has its own version counter, so in-place writes through it go
         unnoticed by autograd (as in PyTorch)."""
-        return Tensor._wrap(self._data)
+        out = Tensor._wrap(self._data)
+        dispatch.note_untracked_alias(out, self)
+        return out
 
     @data.setter
     def data(self, value):

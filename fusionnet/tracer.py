@@ -180,6 +180,15 @@ class _Tracer(RegionTracing):
             return self.capture(t, self.scope)
         return self._outside_value(t)
 
+    def on_untracked_alias(self, alias: Tensor, source: Tensor) -> None:
+        """``alias = source.detach()`` / ``source.data`` of a traced value: its detach node
+        and alias link now, while ``source`` still holds the storage they share (made
+        lazily at first use, a write into ``source`` in between was missed)."""
+        if id(source._data) in self.live:
+            return  # module state: `p.data` is its own param node (see _live_node)
+        if id(source) in self.node_of and id(alias) not in self.node_of:
+            self._detached(alias, self.node_for(source))
+
     def _outer_scope_of(self, t: Tensor) -> "Scope | None":
         """The nearest enclosing scope that traced ``t`` (by tensor or by array), if any."""
         scope = self.scope.parent

@@ -839,3 +839,50 @@ def test_the_example_module_is_user_code_also_when_installed_in_site_packages():
         ns = {"__name__": "fusionnet.zoo", "sys": sys, "__fusionnet_user_code__": declared}
         exec(compile("def here():\n    return sys._getframe()\n", fake, "exec"), ns)  # noqa: S102
         assert is_user_frame(ns["here"]()) is declared
+
+
+# ---- seed-1206 fuzz findings -----------------------------------------------------------------
+
+def test_a_size_read_as_python_keeps_the_compiled_backward_exact():
+    # Cases 1206000649/673/686: `if x.shape[0] > 50:` under grad mode; the compiled
+    # forward-with-saves was made batch-generic and reused the other branch's code.
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x * 2 if x.shape[0] > 50 else x + 1
+
+    block = Branchy()
+    fused = fuse(block)
+    for batch in (97, 5, 120, 3):
+        x = torch.randn(batch, 3, requires_grad=True)
+        _same(fused(x), block(x))
+
+
+def test_a_data_alias_sees_a_later_in_place_write_of_its_source():
+    # Case 1206000342: `h5 = h2.data; h2.clamp_(...); return h5` returned the unclamped
+    # values: the alias was only recorded at its first use, after the write.
+    class Alias(nn.Module):
+        def forward(self, x):
+            h = x * 2
+            d, e = h.data, h.detach()
+            h.clamp_(min=-1.0)
+            return d + e
+
+    block = Alias()
+    fused = fuse(block)
+    x = torch.randn(6, 3)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            _same(fused(x), block(x))
+
+
+def test_zeroing_an_output_whose_backward_needs_nothing_of_it_still_trains():
+    # Case 1206000312: the compiled backward's "freed after backward" marker was the
+    # output itself, so writing into it raised at backward().
+    block = nn.Sequential(nn.GELU(), nn.Linear(1, 2))
+    fused = fuse(block)
+    x = 10.0 - torch.randn(7, 1)
+    for f in (block, fused, fused):
+        block.zero_grad()
+        y = f(x)
+        y.zero_()
+        y.sum().backward()

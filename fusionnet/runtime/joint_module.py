@@ -234,7 +234,12 @@ def build_joint(runner, args, traced: Graph, optimize):
     saved = [s for i, s in enumerate(saved) if i not in unused]
     analysis, generic = BatchAnalysis(None, False, "exact"), False
     batch = args[0].shape[0] if args and args[0].ndim else None
-    if batch is not None and batch >= MIN_GENERIC_BATCH and all(
+    if traced.shape_reads:
+        # Sizes read as Python values (`if x.shape[0] > 50:`) may pick other code at
+        # another batch size: exact, as analyse_batch decides for the plain forward.
+        analysis = BatchAnalysis(None, False, "forward reads tensor sizes as Python values "
+                                              f"({traced.shape_reads[0]})")
+    elif batch is not None and batch >= MIN_GENERIC_BATCH and all(
             t.ndim and t.shape[0] == batch for t in args):
         try:
             j1, _ = run([_probe(t, PROBES[0]) for t in args])
@@ -336,7 +341,11 @@ def attach_joint(runner, entry, result, args):
         # before backward() raises there, so it must here.
         saved += ((out, out._version[0], "output 0"),)
     if not saved:
-        saved = ((out, out._version[0], "output"),)
+        # Something for the engine to free (a second backward without retain_graph must
+        # raise), which nobody can write into: not the output (case 1206000312: an
+        # output zeroed in place, whose gradient needs nothing of it, then raised).
+        sentinel = Tensor._wrap(np.empty(0, np.float32))
+        saved = ((sentinel, sentinel._version[0], "saved values"),)
     out._ctx = autograd.Node(_grad_op(runner), tuple(args), {"back": back,
                              "arrays": saved_arrays}, None, saved, needs)
     return out
