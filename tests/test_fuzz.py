@@ -477,3 +477,63 @@ def test_an_ill_conditioned_sum_is_a_note_and_a_real_error_is_not(tmp_path):
     for seed in _plain_seeds(2):   # a well-conditioned result keeps its mismatch
         result = run_case(_case_file(tmp_path, seed), fuse=lambda m: _Planted(m, fault))
         assert "forward" in _kinds(result), seed
+
+
+_OVERFLOWING = '''
+import fusionnet as torch
+from fusionnet import nn
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w0 = nn.Parameter(torch.randn(5, 1) * 0.5)
+
+    def forward(self, x1):
+        return x1.T @ x1 >= self.w0
+
+
+SEED = 1207001939
+BATCHES = (64, 1000)
+INPUTS = [{'shape': ['B', 5], 'dtype': 'float32', 'requires_grad': False, 'regime': 'REGIME'}]
+MUTATIONS = []
+RANDOM_OPS = False
+LOWEST_FLOAT = 'float32'
+'''
+
+
+class _WideProduct(nn.Module):
+    """A stand-in for ``fuse`` computing ``x1.T @ x1`` the way a BLAS with fused
+    multiply-adds can: exact products, so sums past float32's range come out as +-inf
+    where NumPy's float32 product meets ``inf - inf`` and gives NaN."""
+
+    def __init__(self, module, invert=False):
+        super().__init__()
+        self.inner, self.invert = module, invert
+
+    def forward(self, x1):
+        a = x1.detach().numpy().astype(np.float64)
+        with np.errstate(all="ignore"):
+            h1 = (a.T @ a).astype(np.float32)
+        out = h1 >= self.inner.w0.detach().numpy()
+        return fusionnet.from_numpy(~out if self.invert else out)
+
+
+def test_an_overflowing_product_is_a_note_and_a_wrong_comparison_is_not(tmp_path):
+    # Found by the seed-1207 run (case 1207001939): on 'huge' inputs the products of
+    # x1.T @ x1 overflow float32; NumPy gives NaN off the diagonal, numba's BLAS +-inf,
+    # and `>= w` turns that into different bools. Both are valid float32 results.
+    path = tmp_path / "case_overflow.py"
+    path.write_text(_OVERFLOWING.replace("REGIME", "huge"))
+    result = run_case(str(path), fuse=_WideProduct)
+    assert not result.mismatches, result.mismatches
+    assert any("ill-conditioned" in n for n in result.notes), result.notes
+    # The same stand-in on inputs whose products stay in range is exact: no note needed.
+    path.write_text(_OVERFLOWING.replace("REGIME", "normal"))
+    result = run_case(str(path), fuse=_WideProduct)
+    assert not result.mismatches and not result.notes, (result.mismatches, result.notes)
+    # A wrong comparison stays a mismatch, with or without overflow.
+    for regime in ("normal", "huge"):
+        path.write_text(_OVERFLOWING.replace("REGIME", regime))
+        result = run_case(str(path), fuse=lambda m: _WideProduct(m, invert=True))
+        assert "forward" in _kinds(result), (regime, result.notes)
