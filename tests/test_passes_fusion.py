@@ -104,10 +104,101 @@ def test_shared_intermediate_read_by_two_kernels_is_computed_once():
     before = torch.trace(Fn(f), torch.rand(3, 4))
     after = optimize(before)
     kernels = sorted(after.node(n)["ops"] for n in after.nodes_of("group"))
-    assert kernels == [("add",), ("add", "sum"), ("exp",), ("mul", "sum")]
+    # The shared exp is computed inside one reduction kernel and stored as that
+    # kernel's side output for the other reduction to read: once, not twice.
+    assert kernels == [("add",), ("add", "sum"), ("exp", "mul", "sum")]
+    assert sum(ops.count("exp") for ops in kernels) == 1
     assert any("also read by" in note for note in after.notes)
+    assert any("storing side outputs" in note for note in after.notes)
+    verify(after)
     X = torch.rand(3, 4)
     np.testing.assert_allclose(after.run(X).numpy(), before.run(X).numpy(), rtol=1e-6)
+
+
+def test_golden_value_read_after_its_reduction_is_a_side_output():
+    # e = exp(x) is reduced and read again after the reduction: one kernel computes e,
+    # stores it and accumulates its sum; the division reads both results through items.
+    before = torch.trace(Fn(lambda m, x: (lambda e: e / e.sum(dim=1, keepdim=True))(x.exp())),
+                         torch.rand(3, 4))
+    after = fuse_reductions(before)
+    expected = Graph("expected")
+    x = expected.add_node("input", shape=(3, 4), target=0)
+    body = Graph("body")
+    bx = body.add_node("input", shape=(3, 4), dtype="float32", target=0)
+    be = body.add_node("op", op="exp", attrs=(), args=[bx], shape=(3, 4), dtype="float32")
+    bs = body.add_node("op", op="sum", attrs=(("dim", 1), ("keepdim", True)), args=[be],
+                       shape=(3, 1), dtype="float32")
+    body.add_node("output", args=[bs, be], shape=(3, 1), dtype="float32")
+    grp = expected.add_node("group", args=[x], shape=(3, 1), group_kind="reduction",
+                            body=body)
+    total = expected.add_node("item", args=[grp], shape=(3, 1), target=0)
+    e = expected.add_node("item", args=[grp], shape=(3, 4), target=1)
+    div = expected.add_node("op", op="div", attrs=(), args=[e, total], shape=(3, 4))
+    expected.add_node("output", args=[div], shape=(3, 4))
+    assert_same_graph(after, expected)
+    verify(after)
+    X = torch.rand(3, 4)
+    np.testing.assert_allclose(after.run(X).numpy(), before.run(X).numpy(), rtol=1e-6)
+
+
+def test_a_side_output_that_would_close_a_cycle_is_refused():
+    # s = (e * t).sum() with t = e.sum(1): t reads e and feeds s's kernel, so e cannot be
+    # stored by s's kernel (t would have to run inside it). It goes to t's kernel instead.
+    def f(m, x):
+        e = x.exp()
+        return (e * e.sum(dim=1, keepdim=True)).sum()
+
+    before = torch.trace(Fn(f), torch.rand(3, 4))
+    after = fuse_reductions(before)
+    verify(after)
+    groups = {after.node(n)["ops"]: after.node(n) for n in after.nodes_of("group")}
+    assert set(groups) == {("mul", "sum"), ("exp", "sum")}
+    assert "outs" in groups[("exp", "sum")] and "outs" not in groups[("mul", "sum")]
+    assert nx.is_directed_acyclic_graph(after.nx)
+    X = torch.rand(3, 4)
+    np.testing.assert_allclose(after.run(X).numpy(), before.run(X).numpy(), rtol=1e-6)
+
+
+def test_loop_body_halving_and_next_test_are_one_pass():
+    # FixedHiddenMLP's body X /= 2 and the next test X.abs().sum() > 1: one reduction
+    # kernel stores X / 2 (the new loop state) while it sums |X / 2| (the next test).
+    block = zoo.FixedHiddenMLP()
+    before = torch.trace(block, torch.rand(2, 20))
+    after = optimize(before)
+    loop = after.node(after.nodes_of("while")[0])
+    body = loop["body"]
+    kernels = [body.node(n) for n in body.nodes_of("group")]
+    assert [k["ops"] for k in kernels if k["group_kind"] == "reduction"] == [
+        ("div", "abs", "sum")]
+    assert not any(k["ops"] == ("div",) for k in kernels)
+    assert [k["outs"] for k in kernels if "outs" in k] == [
+        (((), "float32"), ((2, 20), "float32"))]
+    verify(after)
+    with torch.no_grad():
+        for scale in (0.01, 1.0, 1e6, 1e15):
+            X = torch.rand(2, 20) * scale
+            np.testing.assert_allclose(after.run(X).numpy(), block(X).numpy(), rtol=1e-5)
+
+
+def test_side_outputs_compile_and_equal_eager_with_gradients():
+    block = Fn(lambda m, x: (lambda e: (e / e.sum(dim=1, keepdim=True)) @ m.W)((x * 2).exp()),
+               (6, 3))
+    fused = fuse(block, fallback=False)
+    for batch in (2, 7, 64):
+        X = torch.randn(batch, 6, requires_grad=True)
+        got = fused(X)
+        want = block(X)
+        np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-5,
+                                   atol=1e-6)
+        grads = []
+        for out in (got, want):
+            X.grad = block.W.grad = None
+            out.sum().backward()
+            grads.append((X.grad.numpy(), block.W.grad.numpy()))
+        for g, w in zip(*grads, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+    source = next(iter(fused._fusion_runner.exact.values())).compiled.kernel_sources
+    assert any("side0[i0, i1] = " in s for s in source.values())  # stored, not recomputed
 
 
 def test_epilogue_stops_at_broadcast_and_multiple_readers():

@@ -66,6 +66,14 @@ class Kernel:
     gemm: dict = field(default_factory=dict)    # a, b, transposed
     buffer: int | None = None
     dtypes: dict = field(default_factory=dict)  # SSA var -> dtype name
+    # Side outputs: (array, SSA var) stored at every index of the loop nest (the body's
+    # values a reduction also hands out; arrays of the loop's shape, allocated fresh).
+    stores: list = field(default_factory=list)
+
+    @property
+    def outs(self) -> list:
+        """Every array the kernel writes: ``out``, then the side outputs'."""
+        return [self.out] + [array for array, _ in self.stores]
 
 
 @dataclass
@@ -207,6 +215,16 @@ class _Lowering:
                 else:
                     name = f"c{len(prog.constants)}"
                     prog.constants.append((name, value))
+            elif kind == "group" and "outs" in d:   # side outputs: read through items
+                operands = [names[a] for a in d["args"]]
+                outs = self._outs(prefix, nid, d)
+                items = {graph.node(u)["target"]: _sym(graph.node(u))
+                         for u in graph.users(nid)}
+                for k, out in enumerate(outs):
+                    prog.shapes[out] = items.get(k, prog.shapes[out])
+                steps.append(_lower_group(prog, d, outs[0], operands, prog.shapes[outs[0]],
+                                          side=outs[1:]))
+                continue
             elif kind == "group":
                 operands = [names[a] for a in d["args"]]
                 steps.append(_lower_group(prog, d, name, operands, shape))
@@ -299,13 +317,17 @@ def _lower_layout(prog: Program, out_steps: list, graph: Graph, d: dict, name: s
         src = out
 
 
-def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple) -> Kernel:
-    """One group node -> one Kernel (elementwise, reduction or gemm)."""
+def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple,
+                 side=()) -> Kernel:
+    """One group node -> one Kernel (elementwise, reduction or gemm); ``side`` names the
+    arrays its side outputs are stored in (the body output's later results)."""
     bg: Graph = d["body"]
     kind = d["group_kind"]
     order = [n for n in bg.order() if bg.node(n)["kind"] == "op"]
     kernel = Kernel(f"k_{name}", "gemm" if kind.startswith("gemm") else kind, name, shape,
                     d["dtype"], operands, [], ops=tuple(d["ops"]), buffer=d.get("buffer"))
+    if side and kernel.kind == "gemm":
+        raise Unsupported("side outputs of a GEMM kernel")
     var: dict[int, str] = {}
     loop_rank = len(shape)
     if kernel.kind == "gemm":
@@ -333,9 +355,12 @@ def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple
         var[n] = f"v{n}"
         kernel.body.append(("op", var[n], bd["op"], dict(bd["attrs"]), args, bd["dtype"]))
         kernel.dtypes[var[n]] = bd["dtype"]
-    root = kernel.reduce.pop("source") if kernel.reduce else bg.node(bg.output)["args"][0]
+    results = bg.node(bg.output)["args"]
+    root = kernel.reduce.pop("source") if kernel.reduce else results[0]
     kernel.result = var[root] if root in var else _load(kernel, var, prog, operands, bg,
                                                         root, loop_rank)
+    # Side outputs have the loop nest's shape: each is stored at the current index.
+    kernel.stores = [(array, var[n]) for array, n in zip(side, results[1:])]
     return kernel
 
 

@@ -4,16 +4,23 @@ Before::  X -> abs -> sum
 After::   group[reduction](X) = sum(abs(X))
 
 A producer joins when all its readers are already in the group and it has the
-reduction's input shape (so one loop reads X once and accumulates). Reductions the
-backend cannot generate (``Backend.supports``: ``argmax``, ``argmin``, whose rows have
-no ``Op.reduction``) are left alone, with a note saying why.
+reduction's input shape (so one loop reads X once and accumulates). A producer of that
+shape that is also read later, outside, joins as a *side output*: the kernel stores
+its value while it accumulates (a loop body's ``X = X / 2`` followed by the next test's
+``X.abs().sum()`` becomes one pass over ``X`` instead of two kernels)::
+
+    X -> div(., 2) -> abs -> sum         group[reduction](X) = (sum(abs(X / 2)), X / 2)
+           '-> (read by the loop state)
+
+Reductions the backend cannot generate (``Backend.supports``: ``argmax``, ``argmin``,
+whose rows have no ``Op.reduction``) are left alone, with a note saying why.
 """
 from __future__ import annotations
 
 from ..codegen.backend import Backend, default_backend
 from ..graph import Graph
 from ..ops import Kind, get_op
-from ._groups import grow_upward, make_group, op_kind
+from ._groups import grow_side_outputs, grow_upward, make_group, op_kind
 
 __all__ = ["fuse_reductions"]
 
@@ -23,6 +30,7 @@ def fuse_reductions(graph: Graph, backend: Backend | None = None) -> Graph:
     ``backend`` (default: the one ``fuse`` compiles with) can generate."""
     backend = backend or default_backend()
     g = graph.copy()
+    position = {n: i for i, n in enumerate(graph.order())}
     for r in reversed(graph.order()):
         if r not in g.nx or op_kind(g, r) is not Kind.REDUCTION:
             continue
@@ -34,6 +42,16 @@ def fuse_reductions(graph: Graph, backend: Backend | None = None) -> Graph:
         source_shape = g.node(d["args"][0])["shape"]
         why_not: list[str] = []
         members = grow_upward(g, {r}, source_shape, why_not)
-        make_group(g, members, r, "reduction")
+        side: list = []
+        while True:  # side outputs bring their own producers, which may bring more
+            more = grow_side_outputs(g, members, r, source_shape, position, 4 - len(side))
+            if not more:
+                break
+            side += more
+            members = grow_upward(g, members, source_shape, why_not)
+        why_not[:] = [w for w in why_not if not any(f" n{m} " in w for m in members)]
+        gid = make_group(g, members, r, "reduction", side=side)
+        for n in [gid, *g.users(gid)]:   # the group and its items stand where r stood
+            position[n] = position[r]
         g.notes.extend(f"fuse_reductions: {n}" for n in why_not)
     return g

@@ -69,8 +69,10 @@ def plan_buffers(graph: Graph) -> Graph:
     for n in g.nx:
         g.node(n).pop("buffer", None)  # a stale plan from an earlier run must not survive
     live, escaping = lifetimes(g), _escaping(g)
+    # A group with side outputs (``outs``) writes several fresh arrays: not planned.
     planned = [n for n in g.order()
-               if g.node(n)["kind"] in ("op", "group") and n not in escaping]
+               if g.node(n)["kind"] in ("op", "group") and "outs" not in g.node(n)
+               and n not in escaping]
     free: dict[tuple, list[int]] = {}   # (nbytes, dtype) -> free slots
     busy: list[tuple[int, int]] = []    # (last use, slot) of values now in a slot
     before = 0

@@ -43,6 +43,21 @@ def verify(graph: Graph, after: str = "?") -> None:
             if d["kind"] == "group" and tuple(d["body"].node(d["body"].output)["shape"]) != \
                     tuple(d["shape"]):
                 fail(f"group {n}: body output shape differs from the node's shape")
+            if d["kind"] == "group" and "outs" in d:
+                body = d["body"]
+                got = tuple((tuple(body.node(a)["shape"]), body.node(a)["dtype"])
+                            for a in body.node(body.output)["args"])
+                if got != tuple((tuple(s), t) for s, t in d["outs"]):
+                    fail(f"group {n}: body results {got} differ from its outs {d['outs']}")
+        elif d["kind"] == "item":
+            region = graph.node(args[0]) if len(args) == 1 else {}
+            outs = region.get("outs", ())
+            if not 0 <= d.get("target", -1) < len(outs):
+                fail(f"item {n} reads result {d.get('target')} of node {args}, which has "
+                     f"{len(outs)}")
+            elif tuple(outs[d["target"]][0]) != tuple(d["shape"]):
+                fail(f"item {n}: shape {d['shape']} differs from its region's result "
+                     f"{outs[d['target']][0]}")
         elif args and d["kind"] != "output":
             fail(f"{d['kind']} node {n} must not have arguments")
 

@@ -133,8 +133,17 @@ def elementwise_block(k: Kernel, dims: list, mode: str, ind: str, out: str | Non
     if in_place:
         lines.append(f"{inner}const {ctype(k.dtypes['acc'])} acc = {out}[e_];")
     lines += statements(k, inner)
+    lines += side_stores(k, rank, inner)
     lines += [f"{inner}{out}[e_] = {convert(k.result, k.dtype)};", f"{ind}{IND}}}", f"{ind}}}"]
     return lines
+
+
+def side_stores(k: Kernel, rank: int, ind: str) -> list[str]:
+    """Store each side output (``Kernel.stores``) at the current index ``i0..`` of the
+    loop nest (through its strides, like every array parameter)."""
+    index = tuple(f"i{i}" for i in range(rank))
+    return [f"{ind}{array}[{_index(array, index)}] = {convert(var, k.dtypes[var])};"
+            for array, var in k.stores]
 
 
 def reduction_axes(k: Kernel) -> tuple:
@@ -175,6 +184,7 @@ def reduction_block(k: Kernel, dims: list, mode: str, ind: str) -> list[str]:
               f"{i2}for (long long e_ = threadIdx.x; e_ < nred_; e_ += blockDim.x) {{"]
     lines += _decompose([f"i{i}" for i in axes], [dims[i] for i in axes], "e_", i3)
     lines += statements(k, i3)
+    lines += side_stores(k, rank, i3)
     lines += [f"{i3}acc_ = {combine('acc_', k.result)};", f"{i2}}}",
               f"{i2}{red}[threadIdx.x] = acc_;", f"{i2}__syncthreads();",
               f"{i2}for (unsigned s_ = blockDim.x / 2; s_ > 0; s_ >>= 1) {{",
@@ -226,7 +236,8 @@ def _emit(name, launch, params, body, prog, step, dims, extra=None) -> CudaKerne
 
 def _elementwise(prog: Program, k: Kernel) -> CudaKernel:
     size_params, dims = _size_params(k.shape)
-    params = _array_params([k.out] + [a for a in loaded_arrays(k) if a != k.out]) + size_params
+    params = _array_params(k.outs + [a for a in loaded_arrays(k) if a not in k.outs]) + \
+        size_params
     return _emit(k.name, "elementwise", params, elementwise_block(k, dims, "grid", IND),
                  prog, k, k.shape)
 
@@ -234,7 +245,8 @@ def _elementwise(prog: Program, k: Kernel) -> CudaKernel:
 def _reduction(prog: Program, k: Kernel) -> CudaKernel:
     src = k.reduce["source_shape"]
     size_params, dims = _size_params(src)
-    params = _array_params([k.out] + [a for a in loaded_arrays(k) if a != k.out]) + size_params
+    params = _array_params(k.outs + [a for a in loaded_arrays(k) if a not in k.outs]) + \
+        size_params
     body = shared_declarations([k]) + reduction_block(k, dims, "grid", IND)
     return _emit(k.name, "reduction", params, body, prog, k, src)
 

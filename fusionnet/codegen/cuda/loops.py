@@ -65,7 +65,7 @@ def render_loop(prog: Program, loop: Loop, name: str) -> CudaKernel:
     kernels = loop.cond.steps + loop.body.steps
     arrays: list[str] = []
     for k in kernels:
-        arrays += [k.out] + loaded_arrays(k)
+        arrays += k.outs + loaded_arrays(k)
     *new, nxt = loop.body.results
     arrays += loop.state + loop.init + new + loop.outs + [loop.cond.results[0], nxt]
     arrays = [a for a in dict.fromkeys(arrays) if a not in prog.scalars]

@@ -142,6 +142,8 @@ class Plan:
                     self.arrays[step.out] = self._buffer(step.out)
                 if top and step.buffer is not None:
                     reusable[step.buffer] = (step.out, self.arrays[step.out])
+                for array, _ in step.stores:   # side outputs: buffers of their own
+                    self.arrays[array] = self._buffer(array)
                 actions += self._kernel(step)
         return actions
 
@@ -233,7 +235,8 @@ class Plan:
             self.arrays[name] = self._buffer(name)
         if self.loops == "device" and not why_not_device_loop(loop):
             for k in loop.cond.steps + loop.body.steps:
-                self.arrays[k.out] = self._buffer(k.out)
+                for array in k.outs:
+                    self.arrays[array] = self._buffer(array)
             checks = [a for k in loop.cond.steps + loop.body.steps for a in self._check_empty(k)]
             return Sequence(checks + self._launch(loop_kernel_name(loop), (1,), (LOOP_BLOCK,)))
         return HostLoop(self, loop)

@@ -46,7 +46,7 @@ def _fresh(steps) -> set:
     out = set()
     for step in steps:
         if isinstance(step, Kernel):
-            out.add(step.out)
+            out.update(step.outs)
         elif isinstance(step, (Loop, Branch)):
             out.update(step.outs)
     return out
@@ -121,10 +121,13 @@ def _kernel_call(prog: Program, step: Kernel, ind: str, reusable: dict) -> list[
                      f"np.{np.dtype(step.dtype).name})")
     if step.buffer is not None:
         reusable[step.buffer] = (step.out, step.shape, step.dtype)
+    for array, _ in step.stores:   # side outputs: fresh arrays (never planned buffers)
+        lines.append(f"{ind}{array} = np.empty({dims(prog.shapes[array])}, "
+                     f"np.{np.dtype(prog.dtypes[array]).name})")
     loop_dims = step.reduce["source_shape"] if step.kind == "reduction" else step.shape
     operands = [_operand(prog, o, step) for o in dict.fromkeys(step.operands)]
     sizes = [str(d) for d in loop_dims]
-    call_args = ", ".join([step.out] + operands + sizes)
+    call_args = ", ".join(step.outs + operands + sizes)
     if has_parallel_variant(step):
         elements = " * ".join(f"({d})" for d in sizes)
         lines.append(f"{ind}if par and {elements} >= {PARALLEL_MIN_ELEMENTS}:")

@@ -2,7 +2,7 @@
 GEMM (or another native product: convolution, pooling) plus epilogue, and reductions.
 
 Loops run over the output shape (elementwise, GEMM epilogue) or the input shape
-(reductions); every statement of the kernel body is spelled from the table in
+(reductions; side outputs, ``Kernel.stores``, are stored at each index of it); every statement of the kernel body is spelled from the table in
 ``emitters.py`` and converted to its node's dtype. A reduction folds each element in
 with its row's ``combine`` op, spelled like any elementwise op, starting from the row's
 ``Reduction.start``: nothing here depends on an op's name.
@@ -109,8 +109,15 @@ def _loops(rank: int, indent: str, parallel: bool = False) -> tuple[list[str], s
 
 
 def _signature(k: Kernel, rank: int, parallel: bool = False) -> str:
-    params = ["out"] + list(dict.fromkeys(k.operands)) + [f"d{i}" for i in range(rank)]
+    params = ["out"] + [f"side{j}" for j in range(len(k.stores))] + \
+        list(dict.fromkeys(k.operands)) + [f"d{i}" for i in range(rank)]
     return f"def {k.name}{'_par' if parallel else ''}({', '.join(params)}):"
+
+
+def _side_stores(k: Kernel, rank: int, indent: str) -> list[str]:
+    """Store each side output's value at the current index of the loop nest."""
+    index = _index(tuple(f"i{i}" for i in range(rank)))
+    return [f"{indent}side{j}[{index}] = {var}" for j, (_, var) in enumerate(k.stores)]
 
 
 # ---- kernels ----------------------------------------------------------------------------
@@ -122,6 +129,7 @@ def _elementwise(k: Kernel, parallel: bool = False) -> list[str]:
     lines += _render_hoisted(k)
     loops, ind = _loops(rank, IND, parallel)
     lines += loops + _render_body(k, k.body, ind, skip_invariant=True)
+    lines += _side_stores(k, rank, ind)
     lines.append(f"{ind}out[{_index(tuple(f'i{i}' for i in range(rank)))}] = {k.result}")
     return lines
 
@@ -174,6 +182,7 @@ def _reduction(k: Kernel, parallel: bool = False) -> list[str]:
     lines += _render_hoisted(k)
     loops, ind = _loops(rank, IND, parallel)
     lines += loops + _render_body(k, k.body, ind, skip_invariant=True)
+    lines += _side_stores(k, rank, ind)
     combined = render_op(facts.combine, {}, [target, k.result], acc.name, acc.name)
     lines.append(f"{ind}{target} = {convert(combined, acc)}")
     scale = f" / ({count})" if facts.divide_by_count else ""
