@@ -399,7 +399,8 @@ def test_integer_arithmetic_wraps_as_numpy():
 
 
 @pytest.mark.parametrize("case", ["sum", "sum_dim", "mean_keep", "amax", "amin_dim0",
-                                  "int_sum", "sum_3d_mid", "side_output"])
+                                  "int_sum", "sum_3d_mid", "side_output", "epilogue",
+                                  "int_epilogue"])
 def test_reductions_match_eager(case):
     x = fn.from_numpy(_RNG.standard_normal((4, 300)).astype(np.float32))
     x3 = fn.from_numpy(_RNG.standard_normal((3, 4, 5)))
@@ -414,6 +415,9 @@ def test_reductions_match_eager(case):
         "sum_3d_mid": (lambda a: a.sum(dim=1), x3),
         # exp(a) stored by the reduction kernel that sums it, then read by the division
         "side_output": (lambda a: (lambda e: e / e.sum(dim=1, keepdim=True))(a.exp()), x),
+        # a full reduction's 0-d consumers run once on the finished value (thread 0)
+        "epilogue": (lambda a: a.abs().mean() * 2 - 1, x),
+        "int_epilogue": (lambda a: (a * 3).sum() > 0, xi),
     }[case]
     module = Fn(f)
     compiled, tail, _ = _compiled_many(module, arg)

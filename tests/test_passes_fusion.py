@@ -161,23 +161,73 @@ def test_a_side_output_that_would_close_a_cycle_is_refused():
 
 def test_loop_body_halving_and_next_test_are_one_pass():
     # FixedHiddenMLP's body X /= 2 and the next test X.abs().sum() > 1: one reduction
-    # kernel stores X / 2 (the new loop state) while it sums |X / 2| (the next test).
+    # kernel stores X / 2 (the new loop state) while it sums |X / 2|, then compares the
+    # sum with 1 once (its epilogue): one kernel per trip, the test's bool its result.
     block = zoo.FixedHiddenMLP()
     before = torch.trace(block, torch.rand(2, 20))
     after = optimize(before)
     loop = after.node(after.nodes_of("while")[0])
-    body = loop["body"]
+    body, cond = loop["body"], loop["cond"]
     kernels = [body.node(n) for n in body.nodes_of("group")]
-    assert [k["ops"] for k in kernels if k["group_kind"] == "reduction"] == [
-        ("div", "abs", "sum")]
-    assert not any(k["ops"] == ("div",) for k in kernels)
-    assert [k["outs"] for k in kernels if "outs" in k] == [
-        (((), "float32"), ((2, 20), "float32"))]
+    assert [k["ops"] for k in kernels] == [("div", "abs", "sum", "gt")]
+    assert kernels[0]["outs"] == (((), "bool"), ((2, 20), "float32"))
+    assert [cond.node(n)["ops"] for n in cond.nodes_of("group")] == [("abs", "sum", "gt")]
     verify(after)
     with torch.no_grad():
         for scale in (0.01, 1.0, 1e6, 1e15):
             X = torch.rand(2, 20) * scale
             np.testing.assert_allclose(after.run(X).numpy(), block(X).numpy(), rtol=1e-5)
+
+
+def test_golden_full_reduction_epilogue():
+    # (X.abs().sum() * 2 > 1): the mul and gt run once on the finished sum, in its kernel.
+    before = torch.trace(Fn(lambda m, x: x.abs().sum() * 2 > 1), torch.rand(3, 5))
+    after = fuse_reductions(before)
+    expected = Graph("expected")
+    x = expected.add_node("input", shape=(3, 5), target=0)
+    body = _body([("abs", (), (0,), (3, 5)),
+                  ("sum", (("dim", None), ("keepdim", False)), (3,), ()),
+                  ("mul", (), (4, 1), ()), ("gt", (), (5, 2), ())],
+                 [(3, 5), (), ()], (), dtype="float32")
+    for n in (body.output, *body.users(body.nodes_of("op")[-2])):  # gt's result is a bool
+        body.node(n)["dtype"] = "bool"
+    two = expected.add_node("constant", shape=(), target="c2")
+    one = expected.add_node("constant", shape=(), target="c1")
+    grp = expected.add_node("group", args=[x, two, one], shape=(), group_kind="reduction",
+                            body=body)
+    expected.add_node("output", args=[grp], shape=())
+    assert_same_graph(after, expected)
+    verify(after)
+    for X in (torch.rand(3, 5) * 0.01, torch.rand(3, 5)):
+        assert bool(after.run(X)) == bool(before.run(X))
+
+
+@pytest.mark.parametrize("case", ["two readers", "not 0-d", "partial reduction"])
+def test_reduction_epilogue_stops_where_it_must(case):
+    f = {"two readers": lambda m, x: (lambda s: (s > 1) + s)(x.sum()),
+         "not 0-d": lambda m, x: x.sum() + x,
+         "partial reduction": lambda m, x: x.sum(dim=1) > 1}[case]
+    before = torch.trace(Fn(f), torch.rand(3, 5))
+    after = optimize(before)
+    verify(after)
+    assert [after.node(n)["ops"] for n in after.nodes_of("group")
+            if after.node(n)["group_kind"] == "reduction"] == [("sum",)]
+    X = torch.rand(3, 5)
+    np.testing.assert_allclose(after.run(X).numpy(), before.run(X).numpy(), rtol=1e-6)
+
+
+def test_reduction_epilogues_compile_and_equal_eager():
+    block = Fn(lambda m, x: ((x * m.W).abs().mean() * 3 - 1, (x * m.W).sum() > 0.5), (1, 4))
+    fused = fuse(block, fallback=False)
+    with torch.no_grad():
+        for batch in (1, 3, 50):
+            for scale in (1e-3, 1.0, 1e3):
+                X = torch.randn(batch, 4) * scale
+                for g, w in zip(fused(X), block(X), strict=True):
+                    assert g.dtype == w.dtype and g.shape == w.shape
+                    np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5)
+    source = next(iter(fused._fusion_runner.exact.values())).compiled.kernel_sources
+    assert sum("red = " in s for name, s in source.items() if not name.endswith("_par")) == 2
 
 
 def test_side_outputs_compile_and_equal_eager_with_gradients():

@@ -69,6 +69,15 @@ class Kernel:
     # Side outputs: (array, SSA var) stored at every index of the loop nest (the body's
     # values a reduction also hands out; arrays of the loop's shape, allocated fresh).
     stores: list = field(default_factory=list)
+    # A full reduction's epilogue: SSA statements run once on the finished value
+    # (``red``, of ``reduce["dtype"]``) after accumulating; ``out`` gets ``final``.
+    finish: list = field(default_factory=list)
+    final: str = ""
+
+    @property
+    def reduce_dtype(self) -> str:
+        """The reduction's own result dtype (``dtype`` is the epilogue's, if any)."""
+        return self.reduce.get("dtype", self.dtype)
 
     @property
     def outs(self) -> list:
@@ -338,12 +347,36 @@ def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple
         prologue = {a for a in bg.node(matmul)["args"] if _transposed_input(bg, a) is not None}
         order = [n for n in order if n != matmul and n not in prologue]
     elif kernel.kind == "reduction":
-        reduction = order.pop()
+        at = next(i for i, n in enumerate(order)
+                  if get_op(bg.node(n)["op"]).kind is Kind.REDUCTION)
+        reduction, epilogue, order = order[at], order[at + 1:], order[:at]
         rd = bg.node(reduction)
         source = rd["args"][0]
         loop_rank = len(bg.node(source)["shape"])
         kernel.reduce = {"op": rd["op"], "attrs": dict(rd["attrs"]), "source": source,
-                         "source_shape": _sym(bg.node(source))}
+                         "source_shape": _sym(bg.node(source)), "dtype": rd["dtype"]}
+    _lower_elementwise(kernel, order, var, prog, operands, bg, loop_rank, kind)
+    results = bg.node(bg.output)["args"]
+    root = kernel.reduce.pop("source") if kernel.reduce else results[0]
+    kernel.result = var[root] if root in var else _load(kernel, var, prog, operands, bg,
+                                                        root, loop_rank)
+    # Side outputs have the loop nest's shape: each is stored at the current index.
+    kernel.stores = [(array, var[n]) for array, n in zip(side, results[1:])]
+    if kernel.kind == "reduction" and epilogue:
+        # Built into a statement list of its own (the loop body's loads are out of scope
+        # after the loop), then kept apart from the body as ``finish``.
+        body, kernel.body = kernel.body, []
+        kernel.dtypes["red"] = rd["dtype"]
+        _lower_elementwise(kernel, epilogue, {reduction: "red"}, prog, operands, bg, 0, kind)
+        kernel.finish, kernel.body = kernel.body, body
+        kernel.final = f"v{epilogue[-1]}"
+    return kernel
+
+
+def _lower_elementwise(kernel: Kernel, order: list, var: dict, prog, operands, bg: Graph,
+                       loop_rank: int, kind: str) -> None:
+    """Append one SSA statement per elementwise body node in ``order`` (and the loads and
+    casts they need) to ``kernel.body``; ``var`` maps body nodes to their SSA vars."""
     for n in order:
         bd = bg.node(n)
         if get_op(bd["op"]).kind is not Kind.ELEMENTWISE:
@@ -355,13 +388,6 @@ def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple
         var[n] = f"v{n}"
         kernel.body.append(("op", var[n], bd["op"], dict(bd["attrs"]), args, bd["dtype"]))
         kernel.dtypes[var[n]] = bd["dtype"]
-    results = bg.node(bg.output)["args"]
-    root = kernel.reduce.pop("source") if kernel.reduce else results[0]
-    kernel.result = var[root] if root in var else _load(kernel, var, prog, operands, bg,
-                                                        root, loop_rank)
-    # Side outputs have the loop nest's shape: each is stored at the current index.
-    kernel.stores = [(array, var[n]) for array, n in zip(side, results[1:])]
-    return kernel
 
 
 def _promote_args(kernel: Kernel, n: int, op, args: list, ndims: list) -> list:

@@ -18,7 +18,8 @@ import networkx as nx
 from ..graph import Graph
 from ..ops import Kind, get_op
 
-__all__ = ["make_group", "grow_upward", "grow_side_outputs", "op_kind", "is_op"]
+__all__ = ["make_group", "grow_upward", "grow_side_outputs", "grow_epilogue", "op_kind",
+           "is_op"]
 
 
 def is_op(graph: Graph, nid: int) -> bool:
@@ -144,3 +145,31 @@ def grow_side_outputs(graph: Graph, members: set, root: int, shape: tuple, posit
                 members.add(a)
                 side.append(a)
     return side
+
+
+def grow_epilogue(graph: Graph, root: int, members: set, position: dict,
+                  limit: int = 4) -> list:
+    """The chain of 0-d elementwise ops that alone read a full reduction ``root``'s value
+    (``X.abs().sum() > 1``), to run once on the finished value inside the reduction's
+    kernel instead of as kernels of their own; returns it (not added to ``members``).
+    Each op's other operands must be 0-d leaves (constants, inputs) or values computed
+    before ``root`` (in ``position``, a topological order), so the group cannot close a
+    cycle."""
+    chain: list = []
+    last = root
+    while len(chain) < limit:
+        users = graph.users(last)
+        if len(users) != 1:
+            break
+        u = users[0]
+        if not is_op(graph, u) or op_kind(graph, u) is not Kind.ELEMENTWISE or \
+                tuple(graph.node(u)["shape"]) != ():
+            break
+        others = [a for a in graph.node(u)["args"] if a != last]
+        if any(a in members or tuple(graph.node(a)["shape"]) != () or
+               (graph.node(a)["args"] and position.get(a, len(position)) >= position[root])
+               for a in others):
+            break
+        chain.append(u)
+        last = u
+    return chain

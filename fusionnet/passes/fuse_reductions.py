@@ -12,6 +12,12 @@ its value while it accumulates (a loop body's ``X = X / 2`` followed by the next
     X -> div(., 2) -> abs -> sum         group[reduction](X) = (sum(abs(X / 2)), X / 2)
            '-> (read by the loop state)
 
+A full reduction's 0-d consumers (``X.abs().sum() > 1``: the ``gt``) join as its
+*epilogue* when they alone read its value: the kernel computes them once on the
+finished value and stores the last one::
+
+    X -> abs -> sum -> gt(., 1)          group[reduction](X) = sum(abs(X)) > 1
+
 Reductions the backend cannot generate (``Backend.supports``: ``argmax``, ``argmin``,
 whose rows have no ``Op.reduction``) are left alone, with a note saying why.
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 from ..codegen.backend import Backend, default_backend
 from ..graph import Graph
 from ..ops import Kind, get_op
-from ._groups import grow_side_outputs, grow_upward, make_group, op_kind
+from ._groups import grow_epilogue, grow_side_outputs, grow_upward, make_group, op_kind
 
 __all__ = ["fuse_reductions"]
 
@@ -50,7 +56,9 @@ def fuse_reductions(graph: Graph, backend: Backend | None = None) -> Graph:
             side += more
             members = grow_upward(g, members, source_shape, why_not)
         why_not[:] = [w for w in why_not if not any(f" n{m} " in w for m in members)]
-        gid = make_group(g, members, r, "reduction", side=side)
+        epilogue = grow_epilogue(g, r, members, position) if tuple(d["shape"]) == () else []
+        gid = make_group(g, members | set(epilogue), epilogue[-1] if epilogue else r,
+                         "reduction", side=side)
         for n in [gid, *g.users(gid)]:   # the group and its items stand where r stood
             position[n] = position[r]
         g.notes.extend(f"fuse_reductions: {n}" for n in why_not)

@@ -73,11 +73,12 @@ def _index(array: str, index) -> str:
     return " + ".join(terms) or "0"
 
 
-def statements(k: Kernel, ind: str, skip=("acc",)) -> list[str]:
-    """The kernel body's SSA statements as C declarations, each op's result converted to
-    its node's dtype (``acc``, a GEMM's result, is declared by the caller)."""
+def statements(k: Kernel, ind: str, skip=("acc",), body=None) -> list[str]:
+    """The kernel body's SSA statements (or ``body``'s) as C declarations, each op's
+    result converted to its node's dtype (``acc``, a GEMM's result, is declared by the
+    caller)."""
     lines = []
-    for stmt in k.body:
+    for stmt in k.body if body is None else body:
         if stmt[0] == "load":
             _, v, array, index = stmt
             lines.append(f"{ind}const {ctype(k.dtypes[v])} {v} = {array}[{_index(array, index)}];")
@@ -97,7 +98,7 @@ def statements(k: Kernel, ind: str, skip=("acc",)) -> list[str]:
 
 def loaded_arrays(k: Kernel) -> list[str]:
     """The arrays the body reads, in first-read order."""
-    return list(dict.fromkeys(st[2] for st in k.body if st[0] == "load"))
+    return list(dict.fromkeys(st[2] for st in k.body + k.finish if st[0] == "load"))
 
 
 def _decompose(names: list, dims: list, flat: str, ind: str) -> list[str]:
@@ -163,7 +164,7 @@ def reduction_block(k: Kernel, dims: list, mode: str, ind: str) -> list[str]:
     """One output element per block (``grid``) or each in turn (``block``): strided
     partial accumulators, a shared-memory tree, thread 0 finishes and stores."""
     facts = get_op(k.reduce["op"]).reduction
-    acc = _acc_dtype(k.dtype)
+    acc = _acc_dtype(k.reduce_dtype)
     red = "red_f" if acc == "float64" else "red_i"
     axes = reduction_axes(k)
     rank = len(dims)
@@ -194,14 +195,20 @@ def reduction_block(k: Kernel, dims: list, mode: str, ind: str) -> list[str]:
     value = f"{red}[0]"
     if facts.divide_by_count:
         value = f"((double)({value}) / (double)(nred_))"
-    lines += [f"{i2}if (threadIdx.x == 0) {k.out}[q_] = {convert(value, k.dtype)};",
-              f"{i2}__syncthreads();", f"{i1}}}", f"{ind}}}"]
+    if k.finish:  # a full reduction's epilogue: thread 0 runs it on the finished value
+        lines += [f"{i2}if (threadIdx.x == 0) {{",
+                  f"{i3}const {ctype(k.reduce_dtype)} red = {convert(value, k.reduce_dtype)};"]
+        lines += statements(k, i3, body=k.finish)
+        lines += [f"{i3}{k.out}[q_] = {convert(k.final, k.dtype)};", f"{i2}}}"]
+    else:
+        lines += [f"{i2}if (threadIdx.x == 0) {k.out}[q_] = {convert(value, k.dtype)};"]
+    lines += [f"{i2}__syncthreads();", f"{i1}}}", f"{ind}}}"]
     return lines
 
 
 def shared_declarations(kernels: list, ind: str = IND) -> list[str]:
     """The reductions' shared-memory trees (one per accumulator type used)."""
-    types = {_acc_dtype(k.dtype) for k in kernels if k.kind == "reduction"}
+    types = {_acc_dtype(k.reduce_dtype) for k in kernels if k.kind == "reduction"}
     return [f"{ind}__shared__ {ctype(t)} {'red_f' if t == 'float64' else 'red_i'}[{RBLOCK}];"
             for t in sorted(types)]
 

@@ -161,7 +161,7 @@ def _reduction(k: Kernel, parallel: bool = False) -> list[str]:
     keepdim = attrs.get("keepdim", False)
     op = get_op(r["op"])
     facts = op.reduction  # the backend checked it is there (Backend.supports)
-    acc = np.dtype(np.float64 if np.dtype(k.dtype).kind == "f" else np.int64)
+    acc = np.dtype(np.float64 if np.dtype(k.reduce_dtype).kind == "f" else np.int64)
     init = literal(facts.start_value(acc), acc)
     lines = [header(parallel), _signature(k, rank, parallel)]
     count = " * ".join(f"d{a}" for a in axes) or "1"
@@ -186,7 +186,11 @@ def _reduction(k: Kernel, parallel: bool = False) -> list[str]:
     combined = render_op(facts.combine, {}, [target, k.result], acc.name, acc.name)
     lines.append(f"{ind}{target} = {convert(combined, acc)}")
     scale = f" / ({count})" if facts.divide_by_count else ""
-    if scalar:
+    if scalar and k.finish:  # the epilogue runs once, on the value eager would store
+        lines.append(f"{IND}red = {convert(f'acc{scale}', np.dtype(k.reduce_dtype))}")
+        lines += _render_body(k, k.finish, IND)
+        lines.append(f"{IND}out[()] = {k.final}")
+    elif scalar:
         lines.append(f"{IND}out[()] = acc{scale}")
     else:
         lines.append(f"{IND}flat_out = out.reshape(-1)")
