@@ -30,7 +30,7 @@ from fusionnet.fuzz.compare import compare_arrays, same_kind
 from fusionnet.fuzz.data import make_arrays
 from fusionnet.fuzz.driver import run_fuzz
 from fusionnet.fuzz.generate import IMPORTS
-from fusionnet.fuzz.run import CaseResult, load_case, normalise_reason, run_case
+from fusionnet.fuzz.run import CaseResult, _rounded_unary, load_case, normalise_reason, run_case
 from fusionnet.ops import OPS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -537,3 +537,52 @@ def test_an_overflowing_product_is_a_note_and_a_wrong_comparison_is_not(tmp_path
         path.write_text(_OVERFLOWING.replace("REGIME", regime))
         result = run_case(str(path), fuse=lambda m: _WideProduct(m, invert=True))
         assert "forward" in _kinds(result), (regime, result.notes)
+
+
+_TIE = '''
+import fusionnet as torch
+from fusionnet import nn
+
+
+class Block(nn.Module):
+    def forward(self, x0):
+        return torch.maximum(x0.detach().to(torch.float64), torch.tanh(x0))
+
+
+SEED = 1208000914
+BATCHES = (1, 781)
+INPUTS = [{'shape': ['B', 5, 5, 5], 'dtype': 'float32', 'requires_grad': True, 'regime': 'special'}]
+MUTATIONS = []
+RANDOM_OPS = False
+LOWEST_FLOAT = 'float32'
+'''
+
+
+class _RoundedUnary(nn.Module):
+    """A stand-in for ``fuse`` computing float32 transcendentals as the generated code
+    does (in float64, rounded once); ``wrong`` also halves every input gradient."""
+
+    def __init__(self, module, wrong=False):
+        super().__init__()
+        self.inner, self.wrong = module, wrong
+
+    def forward(self, x0):
+        with _rounded_unary():
+            out = self.inner(x0)
+        return out - (x0 - x0.detach()) * 0.5 if self.wrong else out
+
+
+def test_a_gradient_tie_decided_by_rounding_is_a_note_and_a_wrong_gradient_is_not(tmp_path):
+    # Found by the seed-1208 run (case 1208000914): maximum(x, tanh(x)) at x = -3.1e-4,
+    # where NumPy's float32 tanh is 1 ulp from x and the correctly rounded one equals x:
+    # a tie, so the gradient splits in two. Both forwards are valid float32 results.
+    path = tmp_path / "case_tie.py"
+    path.write_text(_TIE)
+    x = np.float32(-0.00031389124)
+    if np.tanh(x) == np.float32(np.tanh(np.float64(x))):
+        pytest.skip("this NumPy's float32 tanh is correctly rounded there: no tie to see")
+    result = run_case(str(path), fuse=_RoundedUnary)
+    assert not result.mismatches, result.mismatches
+    assert any("ill-conditioned gradient" in n for n in result.notes), result.notes
+    result = run_case(str(path), fuse=lambda m: _RoundedUnary(m, wrong=True))
+    assert "grad" in _kinds(result), result.notes

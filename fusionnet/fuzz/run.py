@@ -257,7 +257,7 @@ class CaseRunner:
                                               "eager returned a result")
         return False
 
-    def backward(self, phase: str, got) -> None:
+    def backward(self, phase: str, got, batch: int, call: int) -> None:
         """Backward of the same random weighting of the outputs on both copies; compare
         the gradients of the inputs and of every parameter."""
         out_e, out_f, xe, xf = got
@@ -289,34 +289,68 @@ class CaseRunner:
         pairs += [(f"parameter {name}", p.grad, getattr(fused_params.get(name), "grad", None))
                   for name, p in self.eager.named_parameters()]
         reference = max([_largest(ge) for _, ge, _ in pairs] + [0.0])
-        for what, ge, gf in pairs:
-            self.compare_grad(phase, what, ge, gf, reference)
-
-    def compare_grad(self, phase: str, what: str, ge, gf, reference: float = 0.0) -> None:
-        """Record a grad mismatch between two ``.grad`` values (either may be None)."""
-        if (ge is None) != (gf is None):
-            self.mismatch("grad", phase, f"{what}: .grad is {'None' if gf is None else 'set'} "
-                                         f"fused, {'None' if ge is None else 'set'} eager")
-        elif ge is not None:
-            diff = compare_arrays(ge.numpy(), gf.numpy(), rtol=self.rtol, reference=reference)
+        probe = None
+        for k, (what, ge, gf) in enumerate(pairs):
+            diff = self.grad_diff(what, ge, gf, reference)
+            if diff and ge is not None and gf is not None:
+                if probe is None:
+                    probe = self._grad_probe(batch, call, chosen, weights) or []
+                if len(probe) == len(pairs) and probe[k] is not None and \
+                        _explained([ge], [gf], [[probe[k]]]):
+                    self.result.notes.append(
+                        f"{phase}: ill-conditioned gradient (eager with correctly rounded "
+                        f"float32 transcendentals gives fused's): {what}.grad: {diff}")
+                    continue
             if diff:
-                self.mismatch("grad", phase, f"{what}.grad: {diff}")
+                self.mismatch("grad", phase, diff)
+
+    def _grad_probe(self, batch: int, call: int, chosen: list, weights: list):
+        """Eager's gradients (inputs', then parameters') on a copy of the block whose
+        one-input float32 elementwise rows compute in float64 and round once, as the
+        generated code does (``_rounded_unary``); None when the probe itself fails. A
+        forward value 1 ulp off decides a tie of ``maximum`` or the side of a ``clamp``
+        bound, where the gradient jumps: fused may then be right where eager rounds."""
+        try:
+            probe = copy.deepcopy(self.eager)
+            probe.zero_grad(set_to_none=True)
+            xp, _ = self.inputs(batch, call, True)
+            with _rounded_unary(), np.errstate(all="ignore"):
+                fusionnet.manual_seed(self.seed + 1 + call)
+                _, tp = flatten(probe(*xp))
+                loss = None
+                for i, w in zip(chosen, weights):
+                    term = (tp[i] * fusionnet.from_numpy(w.copy())).sum()
+                    loss = term if loss is None else loss + term
+                loss.backward()
+            return [t.grad for t in xp] + [p.grad for _, p in probe.named_parameters()]
+        except Exception:  # noqa: BLE001 - no probe, no excuse: the mismatch stands
+            return None
+
+    def grad_diff(self, what: str, ge, gf, reference: float = 0.0) -> str:
+        """How two ``.grad`` values (either may be None) differ; "" when they agree."""
+        if (ge is None) != (gf is None):
+            return (f"{what}: .grad is {'None' if gf is None else 'set'} fused, "
+                    f"{'None' if ge is None else 'set'} eager")
+        if ge is None:
+            return ""
+        diff = compare_arrays(ge.numpy(), gf.numpy(), rtol=self.rtol, reference=reference)
+        return f"{what}.grad: {diff}" if diff else ""
 
     def run(self) -> None:
         """All phases (see the module docstring)."""
         b1, b2 = self.batches
         got = self.call("call1", b1, 0, True, "forward")
         if got is not None:
-            self.backward("grad1", got)
+            self.backward("grad1", got, b1, 0)
         grad2 = self.seed % 3 != 0
         got = self.call("call2", b2, 1, grad2, "forward")
         if got is not None and grad2:
-            self.backward("grad2", got)
+            self.backward("grad2", got, b2, 1)
         self.result.notes += apply_mutations(self.mod.MUTATIONS, self.eager, self.base,
                                              self.seed)
         got = self.call("call3", b1, 2, True, "mutation")
         if got is not None:
-            self.backward("grad3", got)
+            self.backward("grad3", got, b1, 2)
         self.call("call4", b2, 3, False, "mutation")
 
     def finish(self) -> None:
@@ -442,6 +476,36 @@ def _class_changed(e: np.ndarray, f: np.ndarray) -> np.ndarray:
         return np.where(np.isnan(a), 3, np.where(np.isposinf(a), 1, np.where(np.isneginf(a),
                                                                              2, 0)))
     return cls(e) != cls(f)
+
+
+@contextlib.contextmanager
+def _rounded_unary():
+    """While active, every one-input ``Kind.ELEMENTWISE`` row given a float32/float16
+    array computes from a float64 copy and rounds once to that dtype (what the
+    generated code does: ``np.float32(math.tanh(np.float64(x)))``), where NumPy's own
+    float32 loops may be 1-2 ulps off. Rows whose result is a view or has another
+    dtype (casts, tests) run as they are."""
+    from fusionnet.ops.registry import OPS, Kind
+    saved = [(op, op.eager) for op in OPS.values()
+             if op.kind is Kind.ELEMENTWISE and op.arity == 1]
+
+    def rounded(eager):
+        def run(xp, a, *rest, **attrs):
+            out = eager(xp, a, *rest, **attrs)
+            if getattr(a, "dtype", None) is None or a.dtype.kind != "f" or \
+                    a.dtype.itemsize >= 8 or getattr(out, "dtype", None) != a.dtype or \
+                    np.may_share_memory(out, a):
+                return out
+            return np.asarray(eager(xp, a.astype(np.float64), *rest, **attrs)).astype(a.dtype)
+        return run
+
+    try:
+        for op, eager in saved:
+            object.__setattr__(op, "eager", rounded(eager))  # a frozen row, restored below
+        yield
+    finally:
+        for op, eager in saved:
+            object.__setattr__(op, "eager", eager)
 
 
 @contextlib.contextmanager
