@@ -339,3 +339,41 @@ def test_random_blocks_fused_equal_eager(program):
             got = fused(*xs)
         for a, b in zip(as_arrays(block(*xs)), as_arrays(got), strict=True):
             np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+class _DeadSideOutput(nn.Module):
+    """Fuzz case 1209000096, cut down: ``h1`` becomes a side output of softmax's max
+    kernel for a reader (cross_entropy) that dead-code elimination later removes."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h1 = x + torch.tanh(self.lin(x))
+        h6 = torch.nn.functional.softmax(h1 * 0.5, dim=1)
+        torch.nn.functional.cross_entropy(h1, h6)  # dead: its value is never used
+        return self.lin(h6)
+
+
+def test_a_side_output_whose_reader_died_is_allocated_at_the_batch_size():
+    # Its array was allocated at the traced probe batch (97 rows) while the kernel wrote
+    # B rows: heap corruption (SIGABRT) at batch 128. Every side output now takes its
+    # (symbolic) shape from the kernel body, not from the item nodes that read it.
+    torch.manual_seed(0)
+    block = _DeadSideOutput()
+    fused = fuse(block, fallback=False)
+    for batch in (128, 3, 300):
+        X = torch.randn(batch, 4) * 1e3
+        got, want = fused(X), block(X)
+        np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-5,
+                                   atol=1e-6)
+        grads = []
+        for out in (got, want):
+            block.zero_grad(set_to_none=True)
+            out.sum().backward()
+            grads.append(block.lin.weight.grad.numpy().copy())
+        np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+    for entry in fused._fusion_runner.generic.values():
+        for source in entry.compiled.kernel_sources.values():
+            assert "np.empty((97" not in source and "np.empty((113" not in source

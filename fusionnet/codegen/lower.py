@@ -227,10 +227,12 @@ class _Lowering:
             elif kind == "group" and "outs" in d:   # side outputs: read through items
                 operands = [names[a] for a in d["args"]]
                 outs = self._outs(prefix, nid, d)
-                items = {graph.node(u)["target"]: _sym(graph.node(u))
-                         for u in graph.users(nid)}
-                for k, out in enumerate(outs):
-                    prog.shapes[out] = items.get(k, prog.shapes[out])
+                # Shapes from the body's own results, not from the item nodes: a result
+                # no item reads any more (its readers pruned) must still be allocated at
+                # the symbolic size the kernel writes, never at the traced batch.
+                body = d["body"]
+                for out, r in zip(outs, body.node(body.output)["args"]):
+                    prog.shapes[out] = _sym(body.node(r))
                 steps.append(_lower_group(prog, d, outs[0], operands, prog.shapes[outs[0]],
                                           side=outs[1:]))
                 continue
