@@ -335,3 +335,32 @@ def test_fused_loop_sees_weight_updates():
                 p.mul_(factor)
             _close(fused(x), block(x))
     assert fused._fusion_runner.compiles == ["first call"]
+
+
+class _DeadCarried(nn.Module):
+    """Two loop-carried tensors, one never read after the loop (its item is dead)."""
+
+    def forward(self, x):
+        y = x * 0
+        while x.abs().sum() > 1:
+            x = x / 2
+            y = y + x
+        return x * 3
+
+
+def test_a_dead_loop_result_keeps_the_symbolic_batch_size():
+    # A result no item reads any more used to take the region's traced shape (the probe
+    # batch); the CUDA plan allocates loop results by these shapes.
+    from fusionnet.codegen.lower import Loop
+    block = _DeadCarried()
+    fused = fuse(block, fallback=False)
+    with torch.no_grad():
+        for batch in (128, 5):
+            x = torch.randn(batch, 6) * 40
+            _close(fused(x), block(x))
+    entry = next(iter(fused._fusion_runner.generic.values()))
+    prog = entry.compiled.program
+    loops = [s for s in prog.steps if isinstance(s, Loop)]
+    assert loops and all(prog.shapes[o] == prog.shapes[w] for lp in loops
+                         for o, w in zip(lp.outs, lp.state))
+    assert all("B" in str(prog.shapes[o]) for lp in loops for o in lp.outs)

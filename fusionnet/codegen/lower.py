@@ -226,13 +226,9 @@ class _Lowering:
                     prog.constants.append((name, value))
             elif kind == "group" and "outs" in d:   # side outputs: read through items
                 operands = [names[a] for a in d["args"]]
-                outs = self._outs(prefix, nid, d)
-                # Shapes from the body's own results, not from the item nodes: a result
-                # no item reads any more (its readers pruned) must still be allocated at
-                # the symbolic size the kernel writes, never at the traced batch.
                 body = d["body"]
-                for out, r in zip(outs, body.node(body.output)["args"]):
-                    prog.shapes[out] = _sym(body.node(r))
+                outs = self._outs(prefix, nid, d, [_sym(body.node(r))
+                                                   for r in body.node(body.output)["args"]])
                 steps.append(_lower_group(prog, d, outs[0], operands, prog.shapes[outs[0]],
                                           side=outs[1:]))
                 continue
@@ -273,10 +269,12 @@ class _Lowering:
             self.params[key] = name
         return name
 
-    def _outs(self, prefix: str, nid: int, d) -> list:
-        # The item nodes that read them give these names their (symbolic) shapes.
+    def _outs(self, prefix: str, nid: int, d, shapes: list) -> list:
+        """Name a multi-result node's results, with the (symbolic) ``shapes`` of what
+        produces them: a result no item reads any more (its readers pruned) must still
+        be allocated at the size written into it, never at the traced batch."""
         outs = [f"{prefix}r{nid}_{k}" for k in range(len(d["outs"]))]
-        for name, (shape, dtype) in zip(outs, d["outs"]):
+        for name, shape, (_, dtype) in zip(outs, shapes, d["outs"]):
             self.prog.shapes[name] = tuple(shape)
             self.prog.dtypes[name] = dtype
         return outs
@@ -291,13 +289,15 @@ class _Lowering:
         bound = state + args[k:]
         cond = Block(*self.graph(d["cond"], f"{prefix}c{nid}_", bound))
         body = Block(*self.graph(d["body"], f"{prefix}b{nid}_", bound))
-        return Loop(state, args[:k], cond, body, self._outs(prefix, nid, d))
+        return Loop(state, args[:k], cond, body,
+                    self._outs(prefix, nid, d, [self.prog.shapes[v] for v in state]))
 
     def branch(self, graph, nid, d, names, prefix) -> Branch:
         args = [names[a] for a in d["args"]]
         then = Block(*self.graph(d["then"], f"{prefix}i{nid}_", args[1:]))
         orelse = Block(*self.graph(d["else"], f"{prefix}e{nid}_", args[1:]))
-        return Branch(args[0], then, orelse, self._outs(prefix, nid, d))
+        return Branch(args[0], then, orelse,
+                      self._outs(prefix, nid, d, [self.prog.shapes[r] for r in then.results]))
 
 
 def _lower_layout(prog: Program, out_steps: list, graph: Graph, d: dict, name: str,

@@ -479,15 +479,27 @@ def _class_changed(e: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
+def _patched_eager(kind, arity: int, wrap):
+    """While active, every op-table row of ``kind`` and ``arity`` runs ``wrap(eager)``
+    instead of its own eager implementation (restored on exit)."""
+    from fusionnet.ops.registry import OPS
+    saved = [(op, op.eager) for op in OPS.values() if op.kind is kind and op.arity == arity]
+    try:
+        for op, eager in saved:
+            object.__setattr__(op, "eager", wrap(eager))  # a frozen row, restored below
+        yield
+    finally:
+        for op, eager in saved:
+            object.__setattr__(op, "eager", eager)
+
+
 def _rounded_unary():
     """While active, every one-input ``Kind.ELEMENTWISE`` row given a float32/float16
     array computes from a float64 copy and rounds once to that dtype (what the
     generated code does: ``np.float32(math.tanh(np.float64(x)))``), where NumPy's own
     float32 loops may be 1-2 ulps off. Rows whose result is a view or has another
     dtype (casts, tests) run as they are."""
-    from fusionnet.ops.registry import OPS, Kind
-    saved = [(op, op.eager) for op in OPS.values()
-             if op.kind is Kind.ELEMENTWISE and op.arity == 1]
+    from fusionnet.ops.registry import Kind
 
     def rounded(eager):
         def run(xp, a, *rest, **attrs):
@@ -499,26 +511,17 @@ def _rounded_unary():
             return np.asarray(eager(xp, a.astype(np.float64), *rest, **attrs)).astype(a.dtype)
         return run
 
-    try:
-        for op, eager in saved:
-            object.__setattr__(op, "eager", rounded(eager))  # a frozen row, restored below
-        yield
-    finally:
-        for op, eager in saved:
-            object.__setattr__(op, "eager", eager)
+    return _patched_eager(Kind.ELEMENTWISE, 1, rounded)
 
 
-@contextlib.contextmanager
 def _wide_products(overflow: float | None):
     """While active (``overflow`` is +inf or -inf), every two-input ``Kind.MATMUL`` row
     (matmul, conv2d: bilinear in its inputs) computes from float64 copies of its
     float32/float16 inputs and rounds once to their dtype, and each output element whose
     terms of ``overflow``'s sign sum past that dtype's range (so some float32 summation
-    order reaches that infinity) is set to ``overflow``."""
-    from fusionnet.ops.registry import OPS, Kind
-    rows = [op for op in OPS.values() if op.kind is Kind.MATMUL and op.arity == 2] \
-        if overflow is not None else []
-    saved = [(op, op.eager) for op in rows]
+    order reaches that infinity) is set to ``overflow``; with ``overflow`` None, nothing
+    changes."""
+    from fusionnet.ops.registry import Kind
 
     def widened(eager):
         def run(xp, a, b, **attrs):
@@ -538,10 +541,6 @@ def _wide_products(overflow: float | None):
             return result.astype(target)
         return run
 
-    try:
-        for op, eager in saved:
-            object.__setattr__(op, "eager", widened(eager))  # a frozen row, restored below
-        yield
-    finally:
-        for op, eager in saved:
-            object.__setattr__(op, "eager", eager)
+    if overflow is None:
+        return contextlib.nullcontext()
+    return _patched_eager(Kind.MATMUL, 2, widened)
