@@ -3,8 +3,8 @@
 ``dot_nt(a, w, out)`` computes ``out = a @ w.T`` (``w`` stored as PyTorch's
 Linear keeps it, (out_features, in_features)); ``dot_nn(a, b, out)`` computes
 ``out = a @ b``. Both pick a plain loop for small problems, where calling BLAS
-costs more than the arithmetic, and BLAS otherwise. The crossover
-``SMALL_GEMM_MACS`` was measured with ``benchmarks/gemm_crossover.py``.
+costs more than the arithmetic, and BLAS otherwise. The crossovers
+``SMALL_NT_MACS``/``SMALL_NN_MACS`` were measured with ``benchmarks/gemm_crossover.py``.
 Integer and bool products use ``dot_nt_int``/``dot_nn_int``, which wrap around on
 overflow as NumPy does.
 
@@ -17,23 +17,34 @@ import math
 import numba
 import numpy as np
 
-#: Multiply-accumulates (M*N*K) below which the loop beats BLAS (see module docstring).
-SMALL_GEMM_MACS = 512
+#: Multiply-accumulates (M*N*K) below which the loop beats BLAS, for ``a @ w.T`` and
+#: ``a @ b`` (measured with benchmarks/gemm_crossover.py). The ``nt`` loop runs each
+#: output's dot product down two contiguous rows, which vectorises; BLAS called from
+#: numba on ``w.T`` pays more per call than on a C-ordered ``b``, so the crossovers differ.
+SMALL_NT_MACS = 8192
+SMALL_NN_MACS = 512
+
+#: Lets LLVM reassociate the sums of products (and fuse multiply-adds) so the loops
+#: vectorise. BLAS reorders these sums too; NaN and infinity semantics are kept (no
+#: ``nnan``/``ninf``), so only rounding can differ from eager, as it does with BLAS.
+_GEMM_FASTMATH = {"reassoc", "contract"}
 
 
-@numba.njit
+@numba.njit(fastmath=_GEMM_FASTMATH)
 def dot_nt_loop(a, w, out):
     """out = a @ w.T with plain loops (float arrays)."""
     m, k = a.shape
     n = w.shape[0]
     for i in range(m):
         for j in range(n):
-            out[i, j] = 0
+            # Typed float32 here, numba widens it to float64 for float64 operands.
+            acc = np.float32(0)
             for p in range(k):
-                out[i, j] += a[i, p] * w[j, p]
+                acc += a[i, p] * w[j, p]
+            out[i, j] = acc
 
 
-@numba.njit
+@numba.njit(fastmath=_GEMM_FASTMATH)
 def dot_nn_loop(a, b, out):
     """out = a @ b with plain loops (float arrays)."""
     m, k = a.shape
@@ -83,7 +94,7 @@ def dot_nn_int(a, b, out):
 def dot_nt(a, w, out):
     """out = a @ w.T for float arrays; loop when small, BLAS when large."""
     m, k = a.shape
-    if m * w.shape[0] * k <= SMALL_GEMM_MACS:
+    if m * w.shape[0] * k <= SMALL_NT_MACS:
         dot_nt_loop(a, w, out)
     else:
         np.dot(a, w.T, out)
@@ -93,7 +104,7 @@ def dot_nt(a, w, out):
 def dot_nn(a, b, out):
     """out = a @ b for float arrays; loop when small, BLAS when large."""
     m, k = a.shape
-    if m * b.shape[1] * k <= SMALL_GEMM_MACS:
+    if m * b.shape[1] * k <= SMALL_NN_MACS:
         dot_nn_loop(a, b, out)
     else:
         np.dot(a, b, out)

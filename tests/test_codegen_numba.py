@@ -399,3 +399,30 @@ def test_transcendental_rows_are_correctly_rounded_and_within_ulps_of_eager(name
            "erf": lambda v: np.vectorize(math.erf)(v)}.get(name, getattr(np, name, None))
     close = ref(inner.astype(np.float64)).astype(np.float32)
     assert np.mean(got == close) > 0.999
+
+
+# ---- the hand-written GEMM kernels ----------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mkn", [(1, 1, 1), (2, 16, 16), (2, 20, 64), (2, 64, 32), (4, 32, 64),
+                                 (2, 64, 65), (3, 0, 5), (17, 33, 19)])
+def test_gemm_kernels_equal_numpy_on_both_sides_of_the_blas_crossover(dtype, mkn):
+    from fusionnet._kernels import kernel_module
+
+    k = kernel_module("numba_kernels")
+    m, kk, n = mkn
+    rng = np.random.default_rng(m * 1000 + kk * 10 + n)
+    a = rng.standard_normal((m, kk)).astype(dtype)
+    w = rng.standard_normal((n, kk)).astype(dtype)
+    if a.size and w.size:   # non-finite values must survive the reassociated sums
+        a[0, 0], w[-1, -1] = np.inf, np.nan
+    b = np.ascontiguousarray(w.T)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    with np.errstate(invalid="ignore"):
+        want = a @ w.T
+    for fn, rhs in ((k.dot_nt, w), (k.dot_nt_loop, w), (k.dot_nn, b), (k.dot_nn_loop, b)):
+        out = np.full((m, n), 7, dtype)
+        fn(a, rhs, out)
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out, want, rtol=rtol, atol=rtol * np.sqrt(max(kk, 1)),
+                                   err_msg=fn.__name__)
