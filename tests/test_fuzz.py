@@ -406,9 +406,10 @@ def test_a_saved_case_is_its_own_repro_script(tmp_path):
 # ---- the bounded run ------------------------------------------------------------------------
 
 def test_bounded_fuzz_run_finds_no_mismatches_and_no_crashes(tmp_path):
-    """24 cases of run seed 0 on 2 workers (kept small: the suite runs in parallel and
-    this one test would otherwise be its longest; docs/fuzzing.md has the long runs): every eager/fused difference the fuzzer can
-    see fails this test (reproduce one with ``python <repro>`` from the folder it names)."""
+    """24 cases of run seed 0 on 2 workers: every eager/fused difference the fuzzer can
+    see fails this test (reproduce one with ``python <repro>`` from the folder it names).
+    Kept small because it is the parallel suite's longest test; docs/fuzzing.md has the
+    long runs."""
     out = tmp_path / "fuzz"
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, "-m", "fusionnet.fuzz", "--seed", "0", "--cases",
