@@ -707,8 +707,11 @@ def test_inplace_through_a_view_of_an_input_that_requires_grad_raises_like_eager
             block(x)
 
 
-def test_an_unused_out_of_range_index_still_raises():
-    """fuzz case 8000903: dead code elimination dropped an indexing that eager fails on."""
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_an_unused_out_of_range_index_still_raises(requires_grad):
+    """fuzz case 8000903: dead code elimination dropped an indexing that eager fails on;
+    fuzz case 1212001309: so did splitting the joint forward+backward graph (an input
+    that requires grad), which kept only what the output and the backward read."""
     class Block(nn.Module):
         def __init__(self):
             super().__init__()
@@ -722,11 +725,11 @@ def test_an_unused_out_of_range_index_still_raises():
     fused = fuse(block)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FusionFallbackWarning)
-        fused(torch.rand(4, 4))
+        fused(torch.rand(4, 4, requires_grad=requires_grad))
         block.idx.fill_(-2)
         for b in (block, fused):
             with pytest.raises(IndexError):
-                b(torch.rand(4, 4))
+                b(torch.rand(4, 4, requires_grad=requires_grad))
 
 
 # ---- random numbers: compiling must not move the stream ------------------------------------

@@ -20,12 +20,14 @@ import networkx as nx
 from ..graph import Graph
 from ..ops import get_op
 
-__all__ = ["eliminate_dead_code"]
+__all__ = ["eliminate_dead_code", "may_raise_on_values"]
 
 _KEPT = ("input", "output")
 
 
-def _may_raise(d) -> bool:
+def may_raise_on_values(d) -> bool:
+    """Whether node data ``d`` is an op whose row says it may raise on its inputs'
+    values (``Op.value_errors``): such a node must run even when its result is unused."""
     if d["kind"] != "op":
         return False
     check = get_op(d["op"]).value_errors
@@ -38,7 +40,7 @@ def eliminate_dead_code(graph: Graph) -> Graph:
     out = g.output
     # Ops that may raise on their inputs' values stay: eager raises there even when the
     # result is unused (an out-of-range index tensor).
-    keep = [n for n in g.nx if _may_raise(g.node(n))] + [out]
+    keep = [n for n in g.nx if may_raise_on_values(g.node(n))] + [out]
     live = set(keep)
     for n in keep:
         live |= nx.ancestors(g.nx, n)

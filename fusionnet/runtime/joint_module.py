@@ -31,6 +31,7 @@ from ..codegen.backend import default_backend
 from ..graph import Graph, GraphBreak
 from ..nn import Module
 from ..ops import Kind, Op, get_op
+from ..passes.eliminate_dead_code import may_raise_on_values
 from ..tensor import Tensor
 from ..tracer import TraceError, trace
 from .joint import NotDifferentiable, backward_in_trace, leaf_of
@@ -150,20 +151,24 @@ def split(joint: Graph, n_inputs: int):
     saved.sort()
     reads.sort(key=lambda n: joint.node(n)["target"])
     fwd_inputs = [n for n in joint.inputs if n != g_in]
+    # Ops that may raise on values (an index tensor out of range) run in the forward even
+    # when neither the output nor the backward reads them: eager raises there.
+    checks = [n for n in joint.order() if n not in back and may_raise_on_values(joint.node(n))]
     forward = _extract(joint, fwd_inputs, [out_arg] + saved, f"{joint.name}.forward",
-                       keep_random=True)
+                       keep_random=True, also=checks)
     backward = _extract(joint, [g_in] + saved + reads, list(grad_args),
                         f"{joint.name}.backward")
     return forward, backward, saved, [joint.node(n)["target"] for n in reads]
 
 
 def _extract(joint: Graph, inputs: list, outputs: list, name: str,
-             keep_random: bool = False) -> Graph:
-    """The part of ``joint`` that computes ``outputs`` from ``inputs`` (which become the
-    new graph's inputs, in order) and from live state."""
-    need = set(outputs)
+             keep_random: bool = False, also=()) -> Graph:
+    """The part of ``joint`` that computes ``outputs`` (and the nodes ``also``, which the
+    new graph keeps without returning them) from ``inputs`` (which become the new graph's
+    inputs, in order) and from live state."""
+    need = set(outputs) | set(also)
     stop = set(inputs)
-    todo = list(outputs)
+    todo = list(outputs) + list(also)
     while todo:
         n = todo.pop()
         if n in stop:
