@@ -889,3 +889,27 @@ def test_zeroing_an_output_whose_backward_needs_nothing_of_it_still_trains():
         y = f(x)
         y.zero_()
         y.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pow_by_a_single_element_half_is_a_square_root_as_in_eager(dtype):
+    """fuzz case 1212000825: NumPy takes sqrt for a single-element exponent of 0.5
+    (sqrt(-inf) is nan); the kernel's C pow gave inf, so a later ``>=`` chose the other
+    branch of a ``where``. A full exponent array keeps C's pow in both."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.half = torch.tensor([[0.5]], dtype=dtype)
+            self.full = torch.full((3, 6), 0.5, dtype=dtype)
+
+        def forward(self, x):
+            return (x.pow(0.5) + x ** self.half, x ** self.full, x.pow(1.5), x.pow(-1.0),
+                    x.pow(0.5).sum(0) >= 0.5)
+
+    x = torch.tensor([[-np.inf, -0.0, 0.0, 4.0, np.nan, np.inf]] * 3, dtype=dtype)
+    block = Block()
+    with np.errstate(all="ignore"):
+        want = block(x)
+        got = fuse(block, fallback=False)(x)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.numpy(), w.numpy())

@@ -16,7 +16,8 @@ Kernel bodies are SSA statement lists evaluated at one index of the loop nest:
 * ``("cast", var, src_var, dtype)`` — a conversion eager's type promotion does;
 * ``("op", var, op_name, attrs, arg_vars, dtype)`` — one elementwise op-table row,
   spelled by the backend; its result is rounded to ``dtype`` as eager rounds every
-  intermediate.
+  intermediate. ``attrs["single_element"]``, when present, says which operands hold a
+  single element.
 """
 from __future__ import annotations
 
@@ -388,7 +389,13 @@ def _lower_elementwise(kernel: Kernel, order: list, var: dict, prog, operands, b
         args = _promote_args(kernel, n, get_op(bd["op"]), args,
                              [len(bg.node(a)["shape"]) for a in bd["args"]])
         var[n] = f"v{n}"
-        kernel.body.append(("op", var[n], bd["op"], dict(bd["attrs"]), args, bd["dtype"]))
+        attrs = dict(bd["attrs"])
+        # Which operands hold one element (every dim 1): NumPy's power takes a square
+        # root for a single-element exponent of 0.5, so a spelling may need to know.
+        single = tuple(all(dim == 1 for dim in bg.node(a)["shape"]) for a in bd["args"])
+        if any(single):
+            attrs["single_element"] = single
+        kernel.body.append(("op", var[n], bd["op"], attrs, args, bd["dtype"]))
         kernel.dtypes[var[n]] = bd["dtype"]
 
 

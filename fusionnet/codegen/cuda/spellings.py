@@ -133,6 +133,10 @@ def _pow(args, attrs, dtype):
     # negative exponent gives 0 here; eager raises ValueError: a known difference).
     if np.dtype(dtype).kind in "iub":
         return f"fn_ipow({args[0]}, {args[1]})"
+    if attrs.get("single_element", (False, False))[1]:
+        # As eager's NumPy: a single-element exponent of 0.5 is a square root
+        # (sqrt(-inf) is nan where pow(-inf, 0.5) is inf).
+        return f"({args[1]} == 0.5 ? sqrt({args[0]}) : pow({args[0]}, {args[1]}))"
     return f"pow({args[0]}, {args[1]})"
 
 

@@ -98,6 +98,10 @@ def _clamp(args, attrs, dtype):
 def _pow(args, attrs, dtype):
     if np.dtype(dtype).kind in "iu":  # raises on negative exponents, as NumPy does
         return f"int_pow({args[0]}, {args[1]})"
+    if attrs.get("single_element", (False, False))[1]:
+        # NumPy (and PyTorch) take the square root for a single-element exponent of 0.5:
+        # sqrt(-inf) is nan where C's pow(-inf, 0.5) is inf.
+        return f"(math.sqrt({args[0]}) if {args[1]} == 0.5 else {args[0]} ** {args[1]})"
     return f"({args[0]} ** {args[1]})"
 
 
