@@ -101,6 +101,11 @@ def _all_op_modules():
                                                               "sigmoid", "erf"):
                     continue  # float-math rows turn integers into floats first anyway
                 yield f"{name}_{np.dtype(dtype).name}", _op_program(name, op, dtype)
+            if name == "pow":  # a single-element exponent: the square-root spelling
+                for dtype in (np.float32, np.float64):
+                    x = fn.from_numpy(np.arange(12, dtype=dtype).reshape(3, 4))
+                    yield (f"pow_half_{np.dtype(dtype).name}",
+                           _program(Fn(lambda a: a.pow(0.5) * 1), x))
         elif op.kind is Kind.REDUCTION and cuda.supports(op):
             for dtype in (np.float32, np.float64, np.int64):
                 x = fn.from_numpy(np.arange(12, dtype=dtype).reshape(3, 4))
