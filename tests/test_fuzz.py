@@ -11,6 +11,7 @@ find nothing.
 from __future__ import annotations
 
 import ast
+import collections
 import copy
 import json
 import os
@@ -378,6 +379,24 @@ def planted_run_case(path, torch_peer=False):
     if seed % 4 == 3:
         os._exit(3)
     return CaseResult(seed=seed)
+
+
+def pid_run_case(path, torch_peer=False):
+    """A worker's run_case that reports which process ran the case."""
+    result = CaseResult(seed=int(re.search(r"case_(\d+)", path).group(1)))
+    result.notes.append(f"pid {os.getpid()}")
+    return result
+
+
+def test_workers_are_retired_after_recycle_cases(tmp_path):
+    """Compiled code is never freed, so a worker's memory only grows: each is replaced
+    after ``recycle`` cases, and every case still runs once."""
+    run_fuzz(seed=0, cases=7, workers=2, out=str(tmp_path), recycle=2,
+             run_case_name="test_fuzz.pid_run_case")
+    lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["seed"] for r in lines) == list(range(7))
+    pids = collections.Counter(r["notes"][0] for r in lines)
+    assert len(pids) >= 4 and max(pids.values()) <= 2, pids
 
 
 def test_the_pool_records_crashes_and_timeouts_and_carries_on(tmp_path):

@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds one case may take before its worker is killed (180)")
     p.add_argument("--torch", action="store_true",
                    help="also compare eager fusionnet with PyTorch on each case")
+    p.add_argument("--recycle", type=int, default=100,
+                   help="cases per worker before a fresh one replaces it (default 100: "
+                        "compiled code is never freed, so a worker's memory only grows)")
     p.add_argument("--cache-dir", help="FUSIONNET_CACHE_DIR of the workers (default: a "
                    "fresh folder per run)")
     p.add_argument("--case", type=int, help="run the case with this seed here and print it")
@@ -73,6 +76,7 @@ def main(argv=None) -> int:
     from .driver import run_fuzz  # noqa: PLC0415
     summary = run_fuzz(seed=args.seed, cases=args.cases, minutes=args.minutes,
                        workers=args.workers, out=args.out, timeout=args.timeout,
+                       recycle=args.recycle,
                        torch_peer=args.torch, cache_dir=args.cache_dir)
     print(json.dumps(summary), flush=True)
     failed = any(summary[k] for k in ("forward_mismatches", "grad_mismatches",

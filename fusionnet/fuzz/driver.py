@@ -2,8 +2,12 @@
 
 The parent generates each case's source and hands it to an idle worker over a pipe;
 the worker writes it to the run's folder, runs it (:func:`run.run_case`) and sends back
-plain data. Workers live for the whole run, so numba's import and the compiled kernel
-library are paid once per worker. A worker that dies (segfault, abort, ``os._exit``) or
+plain data. Workers are long-lived, so numba's import and the compiled kernel library
+are paid once per worker, but each is retired after ``recycle`` cases (default 100)
+and a fresh one started: compiled code is never freed in a process (a worker grew by
+about 16 MB a case in the seed-1213 run), so two workers reach the 24 GB development
+machine near case 1,500, where the seed-1212 run slowed down and timed a case out.
+A worker that dies (segfault, abort, ``os._exit``) or
 overruns the per-case timeout is replaced, and its case is recorded as a crash or a
 timeout with its seed; the run goes on. Every failing case can be written to ``out`` as
 a standalone ``case_<seed>.py`` that reproduces it.
@@ -78,6 +82,7 @@ class Worker:
     seed: int | None = None
     source: str = ""
     started: float = 0.0
+    done: int = 0   # cases finished, for retiring the worker after ``recycle`` of them
 
     def log_tail(self, lines: int = 25) -> str:
         """The end of this worker's stderr log (faulthandler writes crashes there)."""
@@ -112,8 +117,15 @@ class Pool:
         child.close()
         return Worker(proc, parent, log_path)
 
-    def replace(self, w: Worker) -> None:
-        """Kill ``w`` (if still alive) and put a fresh worker in its place."""
+    def replace(self, w: Worker, gently: bool = False) -> None:
+        """Kill ``w`` (if still alive; ``gently``: ask an idle one to exit first) and put
+        a fresh worker in its place."""
+        if gently:
+            try:
+                w.conn.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+            w.proc.join(10)
         if w.proc.is_alive():
             w.proc.kill()
         w.proc.join(5)
@@ -191,8 +203,10 @@ def _write_repro(out: str, seed: int, source: str, result: dict) -> None:
 class _Run:
     """The dispatch loop of one :func:`run_fuzz` call."""
 
-    def __init__(self, pool: Pool, seed: int, cases, deadline, timeout, out, log):
+    def __init__(self, pool: Pool, seed: int, cases, deadline, timeout, out, log,
+                 recycle: int = 100):
         self.pool, self.seeds, self.cases = pool, case_seeds(seed), cases
+        self.recycle = recycle
         self.deadline, self.timeout, self.out, self.log = deadline, timeout, out, log
         self.results: list[dict] = []
         self.dispatched = self.reported = 0
@@ -246,6 +260,9 @@ class _Run:
                 return
             if isinstance(msg, dict):
                 self.record(w, msg)
+                w.done += 1
+                if w.done >= self.recycle and self.more():
+                    self.pool.replace(w, gently=True)
                 return
         if not w.proc.is_alive():
             w.proc.join(1)
@@ -282,13 +299,14 @@ class _Run:
 def run_fuzz(seed: int = 0, cases: int | None = None, minutes: float | None = None,
              workers: int = 2, out: str | None = None, timeout: float = 180.0,
              torch_peer: bool = False, cache_dir: str | None = None, log=sys.stderr,
-             run_case_name: str = "fusionnet.fuzz.run.run_case") -> dict:
+             run_case_name: str = "fusionnet.fuzz.run.run_case", recycle: int = 100) -> dict:
     """Run cases until ``cases`` are done or ``minutes`` have passed; return the summary.
 
     ``out`` (optional) receives ``case_<seed>.py`` for every failing case, ``results.jsonl``
     (one line per case), ``summary.json`` and the workers' logs. ``cache_dir`` is the
     workers' compile cache (``FUSIONNET_CACHE_DIR``): a fresh folder per run unless given.
-    ``timeout`` is per case, counted from when a started worker receives it.
+    ``timeout`` is per case, counted from when a started worker receives it; a worker
+    is replaced by a fresh one after ``recycle`` cases (its memory only grows).
     ``run_case_name`` is the dotted name of the function each worker calls (tests plant
     a faulty one to check the pool's crash handling).
     """
@@ -303,7 +321,7 @@ def run_fuzz(seed: int = 0, cases: int | None = None, minutes: float | None = No
         os.makedirs(d, exist_ok=True)
     pool = Pool(workers, cache_dir or os.path.join(scratch, "cache"), work_dir, log_dir,
                 torch_peer, run_case_name)
-    run = _Run(pool, seed, cases, deadline, timeout, out, log)
+    run = _Run(pool, seed, cases, deadline, timeout, out, log, recycle)
     try:
         run.loop()
     finally:
