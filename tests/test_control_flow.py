@@ -119,6 +119,83 @@ class Nested(nn.Module):
         return x
 
 
+class Swap(nn.Module):
+    """Two states passed through each other (``a, b = lin(b) / 2, a``): neither old
+    array is dead after a trip, so no new state may be written into one (a GEMM would
+    read its own output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        a, b = x, x + 1
+        i = 0
+        while a.abs().sum() + b.abs().sum() > 1 and i < 20:
+            a, b = self.lin(b) * 0.5, a
+            i += 1
+        return a, b
+
+
+class InitReadAfter(nn.Module):
+    """The loop's initial value is read again after the loop (it must stay intact)."""
+
+    def forward(self, x):
+        h = x * 2
+        y = h
+        while y.abs().sum() > 1:
+            y = y / 2
+        return y + h
+
+
+class InitReadInside(nn.Module):
+    """The initial value is also read by the body as a capture, every trip."""
+
+    def forward(self, x):
+        h = x * 2
+        y = h
+        i = 0
+        while y.abs().sum() > 1 and i < 30:
+            y = y / 2 + h * 1e-3
+            i += 1
+        return y
+
+
+class OneValueTwoStates(nn.Module):
+    """One new value carried into two state variables (their arrays are one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        a, b = x, x * 3
+        i = 0
+        while (a - b).abs().sum() > 1e-3 and i < 20:
+            a = self.lin(a + b) * 0.5
+            b = a
+            i += 1
+        return a * 2 + b
+
+
+class TempsAndLayers(nn.Module):
+    """Body temporaries (GEMMs) beside the carried value, a layer after the loop that
+    may take over the initial value's buffer, and loops that run no trip at all."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.lin2, self.lin3 = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 6)
+
+    def forward(self, x):
+        h = self.lin(x)
+        i = 0
+        while h.abs().sum() > 1000 and i < 100:
+            # tanh keeps it a contraction (|h| tends to 2 or less) at every scale
+            h = self.lin3(self.lin2(self.lin(h)).relu()).tanh() + h * 0.5
+            i += 1
+        return self.lin2(h) + h
+
+
 BLOCKS = {
     "FixedHiddenMLP": (zoo.FixedHiddenMLP, (2, 20)),
     "Chimera": (zoo.Chimera, (2, 20)),
@@ -130,6 +207,11 @@ BLOCKS = {
     "LoopOverLayers": (LoopOverLayers, (2, 4)),
     "Continue": (Continue, (2, 3)),
     "Nested": (Nested, (2, 3)),
+    "Swap": (Swap, (2, 3)),
+    "InitReadAfter": (InitReadAfter, (2, 3)),
+    "InitReadInside": (InitReadInside, (2, 3)),
+    "OneValueTwoStates": (OneValueTwoStates, (2, 3)),
+    "TempsAndLayers": (TempsAndLayers, (2, 6)),
 }
 SCALES = (0.0, 1e-3, 0.5, 1.0, -1.0, 7.0, 1e3, 1e9, 1e18)  # 0 to ~60 halvings
 

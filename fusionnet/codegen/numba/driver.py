@@ -24,7 +24,7 @@ def _driver(prog: Program) -> list[str]:
     lines = [header(False), f"def forward({', '.join(args)}):"]
     for sym, (array, dim) in sorted(prog.symbols.items()):
         lines.append(f"{IND}{sym} = {array}.shape[{dim}]")
-    lines += _steps(prog, prog.steps, IND)
+    lines += _steps(prog, prog.steps, IND, set(prog.outputs))
     # Never hand out an input, parameter or constant (or a view of one) itself: eager
     # would have returned a fresh tensor for `x * 1`, which simplification turned into x.
     fresh = _fresh(prog.steps)
@@ -58,34 +58,115 @@ def _carry(name: str, fresh: set) -> str:
     return name if name in fresh else f"{name}.copy()"
 
 
-def _steps(prog: Program, steps: list, ind: str) -> list[str]:
+class _LoopBuffers:
+    """How a ``while`` body's kernels get their output arrays.
+
+    A loop runs its body many times, and a fresh ``np.empty`` per output per trip is
+    most of what a short loop costs. Values that die within a trip are allocated once,
+    before the loop (``before``). A value that becomes the next state is written into a
+    *spare*: the array the state held one trip earlier, dead once the state moved on
+    (double buffering); only a value carried into exactly one state variable whose old
+    value nothing else keeps qualifies, the others stay fresh per trip (``carried``)."""
+
+    def __init__(self, carried: set, spares: dict):
+        self.carried, self.spares = carried, spares
+        self.before: list[str] = []
+
+    def allocate(self, name: str, expr: str) -> str | None:
+        """The body line that gives ``name`` its array (None: allocated before the loop)."""
+        if name in self.spares:
+            self.before.append(f"{self.spares[name]} = {expr}")
+            return f"{name} = {self.spares[name]}"
+        if name in self.carried:
+            return f"{name} = {expr}"
+        self.before.append(f"{name} = {expr}")
+        return None
+
+
+def _reads(step) -> set:
+    """Every name ``step`` reads, inside its region bodies too (an over-approximation is
+    safe: it only keeps more values alive)."""
+    if isinstance(step, Kernel):
+        return set(step.operands)
+    if isinstance(step, View):
+        return {step.src}
+    blocks = ((step.cond, step.body) if isinstance(step, Loop) else (step.then, step.orelse))
+    names = set(step.init) if isinstance(step, Loop) else {step.cond}
+    for block in blocks:
+        names.update(block.results)
+        for inner in block.steps:
+            names |= _reads(inner)
+    return names
+
+
+def _live_after(steps: list, live: set) -> list[set]:
+    """For each step, the names read after it (by later steps or by ``live``, what the
+    code after this step list reads)."""
+    after = [set()] * len(steps)
+    live = set(live)
+    for k in range(len(steps) - 1, -1, -1):
+        after[k] = set(live)
+        live |= _reads(steps[k])
+    return after
+
+
+def _steps(prog: Program, steps: list, ind: str, live: set, buffers=None) -> list[str]:
     """The driver lines of ``steps`` at indent ``ind`` (region bodies recursively, each
-    with its own buffer reuse: nothing is reused across iterations)."""
+    with its own buffer reuse: nothing is reused across iterations). ``live``: names read
+    after these steps; ``buffers``: a loop body's allocation plan (see ``_LoopBuffers``)."""
     lines: list[str] = []
     reusable: dict[int, tuple] = {}  # buffer slot -> (var, shape, dtype) once its value is dead
-    for step in steps:
+    fresh = _fresh(steps)
+    for step, after in zip(steps, _live_after(steps, live)):
         if isinstance(step, View):
             lines.append(f"{ind}{step.out} = {render_layout(step.step, step.src, step.arg)}")
         elif isinstance(step, Loop):
-            lines += _loop(prog, step, ind)
+            owned = _owned_inits(step, fresh, after) if buffers is None else set()
+            # An init handed over without a copy may be the loop's result (no trip) or a
+            # spare (overwritten): its buffer slot must not be reused after the loop.
+            for slot, held in list(reusable.items()):
+                if held[0] in owned:
+                    del reusable[slot]
+            lines += _loop(prog, step, ind, owned)
         elif isinstance(step, Branch):
-            lines += _branch(prog, step, ind)
+            lines += _branch(prog, step, ind, after)
         else:
-            lines += _kernel_call(prog, step, ind, reusable)
+            lines += _kernel_call(prog, step, ind, reusable, buffers)
     return lines
 
 
-def _loop(prog: Program, loop: Loop, ind: str) -> list[str]:
+def _owned_inits(loop: Loop, fresh: set, after: set) -> set:
+    """Initial values the loop may take over without a copy: arrays of this step list's
+    own (C-contiguous, owned by the call), passed once and read by nothing else, neither
+    after the loop nor inside it. Not in a loop body, whose arrays may be allocated once
+    for all trips (``_LoopBuffers``)."""
+    inside = set()
+    for block in (loop.cond, loop.body):
+        inside.update(block.results)
+        for step in block.steps:
+            inside |= _reads(step)
+    once = [i for i in loop.init if loop.init.count(i) == 1]
+    return {i for i in once if i in fresh and i not in after and i not in inside}
+
+
+def _loop(prog: Program, loop: Loop, ind: str, owned: set = frozenset()) -> list[str]:
     """``while``: state variables, the first test, then body and next test per iteration."""
-    lines = [f"{ind}{v} = {_carry(i, set())}" for v, i in zip(loop.state, loop.init)]
-    lines += _steps(prog, loop.cond.steps, ind)
+    lines = [f"{ind}{v} = {i if i in owned else _carry(i, set())}"
+             for v, i in zip(loop.state, loop.init)]
+    lines += _steps(prog, loop.cond.steps, ind, set(loop.cond.results))
     test = f"{loop.outs[0]}_test" if loop.outs else "_test"
     lines.append(f"{ind}{test} = {loop.cond.results[0]}[()]")
-    lines.append(f"{ind}while {test}:")
-    inner = ind + IND
-    lines += _steps(prog, loop.body.steps, inner)
-    fresh = _fresh(loop.body.steps) | set(loop.state)
     *new, nxt = loop.body.results
+    buffers = _LoopBuffers(set(new), _spares(prog, loop, new))
+    inner = ind + IND
+    body = _steps(prog, loop.body.steps, inner, set(loop.body.results), buffers)
+    lines += [ind + line for line in buffers.before]
+    lines.append(f"{ind}while {test}:")
+    lines += body
+    fresh = _fresh(loop.body.steps) | set(loop.state)
+    # The state's old arrays become the spares the next trip writes into.
+    lines += [f"{inner}{buffers.spares[v]} = {s}" for s, v in zip(loop.state, new)
+              if v in buffers.spares]
     targets = ", ".join(loop.state)
     values = ", ".join(v if v in loop.state else _carry(v, fresh) for v in new)
     if loop.state:
@@ -96,12 +177,29 @@ def _loop(prog: Program, loop: Loop, ind: str) -> list[str]:
     return lines
 
 
-def _branch(prog: Program, br: Branch, ind: str) -> list[str]:
+def _spares(prog: Program, loop: Loop, new: list) -> dict:
+    """New state values that may be written into the array their state held a trip
+    earlier: made by a kernel of the body itself, carried into one state variable of the
+    same shape and dtype, and that variable's old value is carried nowhere."""
+    made = set()
+    for step in loop.body.steps:
+        if isinstance(step, Kernel):
+            made.update(step.outs)
+    spares = {}
+    for s, i, v in zip(loop.state, loop.init, new):
+        if (v in made and new.count(v) == 1 and s not in new
+                and prog.shapes.get(v) == prog.shapes.get(i) is not None
+                and prog.dtypes.get(v) == prog.dtypes.get(i)):
+            spares[v] = f"{v}_spare"
+    return spares
+
+
+def _branch(prog: Program, br: Branch, ind: str, live: set = frozenset()) -> list[str]:
     """``if``/``else`` on a 0-d bool array; both branches bind the same result names."""
     lines = [f"{ind}if {br.cond}[()]:"]
     for block in (br.then, br.orelse):
         inner = ind + IND
-        lines += _steps(prog, block.steps, inner)
+        lines += _steps(prog, block.steps, inner, set(block.results) | set(live))
         fresh = _fresh(block.steps)
         lines += [f"{inner}{o} = {_carry(v, fresh)}" for o, v in zip(br.outs, block.results)]
         if not block.steps and not br.outs:
@@ -111,19 +209,23 @@ def _branch(prog: Program, br: Branch, ind: str) -> list[str]:
     return lines
 
 
-def _kernel_call(prog: Program, step: Kernel, ind: str, reusable: dict) -> list[str]:
+def _kernel_call(prog: Program, step: Kernel, ind: str, reusable: dict,
+                 buffers: _LoopBuffers | None = None) -> list[str]:
     lines = []
     slot = reusable.get(step.buffer) if step.buffer is not None else None
-    if slot and slot[1:] == (step.shape, step.dtype) and slot[0] not in step.operands:
+    # A loop-carried value never takes over another value's buffer: inside a loop body
+    # that buffer may be one allocated once before the loop and rewritten every trip.
+    # (plan_buffers gives body results no slot today; this keeps it so if that changes.)
+    carried = buffers is not None and step.out in buffers.carried
+    if (slot and slot[1:] == (step.shape, step.dtype) and slot[0] not in step.operands
+            and not carried):
         lines.append(f"{ind}{step.out} = {slot[0]}  # reuses buffer {step.buffer}")
     else:
-        lines.append(f"{ind}{step.out} = np.empty({dims(step.shape)}, "
-                     f"np.{np.dtype(step.dtype).name})")
+        lines += _allocate(step.out, step.shape, step.dtype, ind, buffers)
     if step.buffer is not None:
         reusable[step.buffer] = (step.out, step.shape, step.dtype)
     for array, _ in step.stores:   # side outputs: fresh arrays (never planned buffers)
-        lines.append(f"{ind}{array} = np.empty({dims(prog.shapes[array])}, "
-                     f"np.{np.dtype(prog.dtypes[array]).name})")
+        lines += _allocate(array, prog.shapes[array], prog.dtypes[array], ind, buffers)
     loop_dims = step.reduce["source_shape"] if step.kind == "reduction" else step.shape
     operands = [_operand(prog, o, step) for o in dict.fromkeys(step.operands)]
     sizes = [str(d) for d in loop_dims]
@@ -137,6 +239,12 @@ def _kernel_call(prog: Program, step: Kernel, ind: str, reusable: dict) -> list[
     else:
         lines.append(f"{ind}{step.name}({call_args})")
     return lines
+
+
+def _allocate(name: str, shape, dtype, ind: str, buffers) -> list[str]:
+    expr = f"np.empty({dims(shape)}, np.{np.dtype(dtype).name})"
+    line = f"{name} = {expr}" if buffers is None else buffers.allocate(name, expr)
+    return [] if line is None else [ind + line]
 
 
 def _operand(prog: Program, name: str, step: Kernel) -> str:
