@@ -146,6 +146,44 @@ def static_loop(b: Builder) -> bool:
     return True
 
 
+_WHILE_BODIES = ["{h} / 2", "{h} * 0.5 + {v} * 0.01", "torch.tanh({h}) * 0.75",
+                 "F.relu({h}) * 0.5 - {h} * 0.25", "{h} * 0.5 + {g} * 0.125"]
+
+
+@generator("data_loop", ops=("abs", "sum", "max", "gt", "div", "mul", "add", "tanh", "relu"),
+           weight=0.8)
+def data_loop(b: Builder) -> bool:
+    """A ``while`` on a tensor's value (compiled as a loop region), bounded by a Python
+    counter; sometimes two carried tensors, passed through each other, and a body that
+    reads the loop's initial value."""
+    v = b.pick_float()
+    if v is None:
+        return False
+    h, n = b.fresh("h"), b.fresh("n")
+    body = b.choice(_WHILE_BODIES)
+    two = "{g}" in body or b.chance(0.3)
+    g = b.fresh("h") if two else ""
+    b.emit(f"{h} = {v.name}")
+    if two:
+        b.emit(f"{g} = {v.name} + 1")
+    b.emit(f"{n} = 0")
+    test = b.choice(["{h}.abs().sum() > {t}", "{h}.abs().max() > {t}"])
+    b.emit(f"while {test.format(h=h, t=b.choice(['1.0', '10.0', '1000.0']))} "
+           f"and {n} < {b.rng.randint(2, 30)}:")
+    step = body.format(h=h, v=v.name, g=g)
+    if two and b.chance(0.5):
+        b.emit(f"    {h}, {g} = {step}, {h}")   # the old state carried on: no reuse
+    else:
+        b.emit(f"    {h} = {step}")
+        if two:
+            b.emit(f"    {g} = {g} * 0.5")
+    b.emit(f"    {n} += 1")
+    _add(b, h, v.shape, v.dtype, v.grad)
+    if two:
+        _add(b, g, v.shape, v.dtype, v.grad)
+    return True
+
+
 # ---- in-place writes -----------------------------------------------------------------
 
 def _inplace_target(b: Builder, pred=lambda v: True) -> Val | None:
@@ -348,7 +386,8 @@ def dropout(b: Builder) -> bool:
 
 @generator("data_branch", ops=("sum", "gt"), weight=0.6, fusable=False)
 def data_branch(b: Builder) -> bool:
-    """Python control flow on a tensor's value (a graph break: runs eagerly)."""
+    """Python control flow on a tensor's value: an ``if`` (a branch region) or a
+    ``float()`` of a tensor (a graph break: that block runs eagerly)."""
     v = b.pick(lambda v: v.dtype != "bool")
     if v is None:
         return False
