@@ -232,8 +232,8 @@ def _live_view(t):
 def _replay(base, chain):
     """Apply the view chain to ``base`` again, recording each op (views of its current
     history); returns the tensors after each step."""
-    from . import dispatch  # noqa: PLC0415 - dispatch imports this module
-    from .ops import get_op  # noqa: PLC0415
+    dispatch = _dispatch
+    get_op = _ops.get_op
 
     out, t = [], base
     with enable_grad():
@@ -285,7 +285,7 @@ _OVERLAP = ("unsupported operation: more than one element of the written-to tens
 
 def check_inplace(t):
     """Raise where PyTorch refuses an in-place op on ``t``; return ``t``'s view info."""
-    from .ops import get_op  # noqa: PLC0415
+    get_op = _ops.get_op
 
     view = _live_view(t)
     if view is not None and any(get_op(name).write_back is None for name, _ in view.chain):
@@ -315,7 +315,7 @@ _NO_GRAD_VIEW = ("A view was created in no_grad mode and is being modified inpla
 def alias(t):
     """A new tensor object sharing ``t``'s storage, version counter and current history:
     the "old value" input of an in-place op."""
-    from .tensor import Tensor  # noqa: PLC0415 - tensor imports this module
+    Tensor = _tensor.Tensor
 
     old = Tensor._wrap(t._data, version=t._version)
     old._ctx = history(t) if is_grad_enabled() else t._ctx  # no_grad: nothing is recorded
@@ -331,7 +331,7 @@ def prepare_inplace(node, old, view) -> None:
         raise RuntimeError(_NO_GRAD_VIEW)
     if not any(saved is old for saved, _, _ in node.saved):
         return
-    from .tensor import Tensor  # noqa: PLC0415
+    Tensor = _tensor.Tensor
 
     kept = Tensor._wrap(old._data.copy())
     node.inputs = tuple(kept if x is old else x for x in node.inputs)
@@ -343,7 +343,7 @@ def commit_inplace(target, view, result) -> None:
     """After ``result`` was written into ``target``'s storage (and the version bumped):
     the node of ``result`` becomes the history of ``target`` — or, for a view, of its
     base, through the rows' ``write_back`` ops."""
-    from .tensor import Tensor  # noqa: PLC0415
+    Tensor = _tensor.Tensor
 
     node = result._ctx
     if node.out is not None:  # the gradient reads the output: that is target's storage now
@@ -368,9 +368,9 @@ def _write_back(base, chain, value):
     the row's ``write_back`` op, from the view up to the base, so the base's new
     history is made of ordinary table ops (setitem, reshape, permute).
     """
-    from . import dispatch  # noqa: PLC0415
-    from .ops import get_op  # noqa: PLC0415
-    from .tensor import Tensor  # noqa: PLC0415
+    dispatch = _dispatch
+    get_op = _ops.get_op
+    Tensor = _tensor.Tensor
 
     old = Tensor._wrap(base._data, version=base._version)
     old.requires_grad, old._ctx = base.requires_grad, base._ctx
@@ -502,7 +502,7 @@ def backward(root, gradient=None, retain_graph: bool = False):
 
     Unless ``retain_graph``, the saved values of every node used are released, as in
     PyTorch: a second backward through a node that saved values raises."""
-    from .tensor import Tensor  # noqa: PLC0415 - tensor imports this module
+    Tensor = _tensor.Tensor
 
     if _state.backward_hook is not None:
         return _state.backward_hook(root, gradient, retain_graph)
@@ -554,3 +554,11 @@ def backward(root, gradient=None, retain_graph: bool = False):
                         entry[1] = entry[1] + gi
         for leaf, g in leaves.values():
             _accumulate(leaf, g, Tensor)
+
+
+# These modules import this one, so these imports come last (a cycle); names are read
+# from them at call time. Function-level imports instead would run the import machinery
+# on every in-place op and backward call.
+from . import dispatch as _dispatch  # noqa: E402
+from . import ops as _ops  # noqa: E402
+from . import tensor as _tensor  # noqa: E402

@@ -121,6 +121,11 @@ def _check_devices(op, tensors, like):
 def _promoted(op, arrays):
     if not op.promote:
         return arrays
+    first = arrays[0].dtype
+    # The common case: one dtype, not bool (rows with ``bools_as`` convert bools even
+    # when every input is bool), so nothing to convert.
+    if first.kind != "b" and all(a.dtype is first for a in arrays):
+        return arrays
     casts = op.casts(list(map(_DTYPE, arrays)), [a.ndim for a in arrays])
     if not casts:
         return arrays
@@ -146,7 +151,7 @@ def _like(err, message):
 
 def apply(name, *args, **attrs):
     """Run op ``name`` on ``args`` (tensors or scalars) with ``attrs``; return a Tensor."""
-    from .tensor import Tensor  # noqa: PLC0415 - tensor.py imports this module
+    Tensor = _tensor.Tensor
 
     op = get_op(name)
     if op.refuses_bool:
@@ -172,7 +177,7 @@ def apply(name, *args, **attrs):
 def record(op, tensors, attrs, out):
     """Record ``out = op(*tensors, **attrs)`` for autograd (when grad mode is on and an
     input requires grad) without computing anything; returns ``out``."""
-    from .tensor import Tensor  # noqa: PLC0415
+    Tensor = _tensor.Tensor
 
     if autograd.is_grad_enabled() and op.grad is not None and out._data.dtype.kind == "f":
         needs = tuple(t.requires_grad for t in tensors)
@@ -183,12 +188,14 @@ def record(op, tensors, attrs, out):
 
 def run_eager(op, tensors, attrs):
     """Compute ``op`` on tensors (no scalars, no hooks, no autograd recording)."""
-    from .tensor import Tensor  # noqa: PLC0415
+    Tensor = _tensor.Tensor
 
     like = tensors[0]
-    if len(tensors) > 1:  # (a device copy has one input: nothing to compare)
+    arrays = [t._data for t in tensors]
+    # (a device copy has one input: nothing to compare; NumPy arrays are all on the CPU)
+    if len(tensors) > 1 and any(type(a) is not np.ndarray for a in arrays):
         _check_devices(op, tensors, like)
-    arrays = _promoted(op, [t._data for t in tensors])
+    arrays = _promoted(op, arrays)
     out_dtype = op.dtype(*[a.dtype for a in arrays], **attrs)
     xp = like._xp
     try:
@@ -215,3 +222,9 @@ def _record(op, tensors, attrs, out, needs, Tensor):
         saved += ((out_alias, out._version[0], "output 0"),)
     out.requires_grad = True
     out._ctx = autograd.Node(op, tensors, attrs, out_alias, saved, needs)
+
+
+# tensor.py imports this module, so this import comes last (a cycle). A function-level
+# import instead would run the import machinery on every op (~2 us each, most of an
+# eager op's cost on small tensors); this is one module attribute read.
+from . import tensor as _tensor  # noqa: E402
