@@ -196,6 +196,45 @@ class TempsAndLayers(nn.Module):
         return self.lin2(h) + h
 
 
+class AliasedLoopResults(nn.Module):
+    """A loop whose two results are one array, then a loop that takes one of them over:
+    it may not write into that array, which the other result still is."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        a, b = x * 2, x * 3
+        i = 0
+        while (a - b).abs().sum() > 1e-3 and i < 20:
+            a = self.lin(a + b) * 0.5
+            b = a
+            i += 1
+        j = 0
+        while a.abs().sum() > 1 and j < 30:
+            a = self.lin(a) * 0.5
+            j += 1
+        return a + b
+
+
+class ViewOfInit(nn.Module):
+    """A view of the loop's initial value, made before the loop and read after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = self.lin(x)
+        v = h.reshape(-1)
+        i = 0
+        while h.abs().sum() > 1 and i < 30:
+            h = self.lin(h) * 0.5
+            i += 1
+        return h.sum() + v.sum()
+
+
 BLOCKS = {
     "FixedHiddenMLP": (zoo.FixedHiddenMLP, (2, 20)),
     "Chimera": (zoo.Chimera, (2, 20)),
@@ -212,6 +251,8 @@ BLOCKS = {
     "InitReadInside": (InitReadInside, (2, 3)),
     "OneValueTwoStates": (OneValueTwoStates, (2, 3)),
     "TempsAndLayers": (TempsAndLayers, (2, 6)),
+    "AliasedLoopResults": (AliasedLoopResults, (2, 3)),
+    "ViewOfInit": (ViewOfInit, (2, 3)),
 }
 SCALES = (0.0, 1e-3, 0.5, 1.0, -1.0, 7.0, 1e3, 1e9, 1e18)  # 0 to ~60 halvings
 

@@ -150,17 +150,23 @@ _WHILE_BODIES = ["{h} / 2", "{h} * 0.5 + {v} * 0.01", "torch.tanh({h}) * 0.75",
                  "F.relu({h}) * 0.5 - {h} * 0.25", "{h} * 0.5 + {g} * 0.125"]
 
 
-@generator("data_loop", ops=("abs", "sum", "max", "gt", "div", "mul", "add", "tanh", "relu"),
-           weight=0.8)
+@generator("data_loop", ops=("abs", "sum", "max", "gt", "div", "mul", "add", "tanh", "relu",
+                              "matmul"), weight=0.8)
 def data_loop(b: Builder) -> bool:
     """A ``while`` on a tensor's value (compiled as a loop region), bounded by a Python
-    counter; sometimes two carried tensors, passed through each other, and a body that
-    reads the loop's initial value."""
+    counter; sometimes two carried tensors (passed through each other, or one value
+    carried into both), a body that reads the loop's initial value, or a Linear in the
+    body (a GEMM reads its whole input: where the loop's arrays wrongly alias, an
+    elementwise body would hide it, a GEMM does not)."""
     v = b.pick_float()
     if v is None:
         return False
     h, n = b.fresh("h"), b.fresh("n")
     body = b.choice(_WHILE_BODIES)
+    if (v.dtype == b.fdt and 1 <= v.ndim <= 2 and isinstance(v.shape[-1], int)
+            and v.shape[-1] > 0 and b.chance(0.4)):
+        k = v.shape[-1]
+        body = b.attr("lin", f"nn.Linear({k}, {k}{_dk(b)})") + "({h}) * 0.5"
     two = "{g}" in body or b.chance(0.3)
     g = b.fresh("h") if two else ""
     b.emit(f"{h} = {v.name}")
@@ -171,11 +177,14 @@ def data_loop(b: Builder) -> bool:
     b.emit(f"while {test.format(h=h, t=b.choice(['1.0', '10.0', '1000.0']))} "
            f"and {n} < {b.rng.randint(2, 30)}:")
     step = body.format(h=h, v=v.name, g=g)
-    if two and b.chance(0.5):
+    how = b.choice(["swap", "alias", "own"]) if two else ""
+    if how == "swap":
         b.emit(f"    {h}, {g} = {step}, {h}")   # the old state carried on: no reuse
     else:
         b.emit(f"    {h} = {step}")
-        if two:
+        if how == "alias":
+            b.emit(f"    {g} = {h}")            # one value, two states: one array
+        elif how == "own":
             b.emit(f"    {g} = {g} * 0.5")
     b.emit(f"    {n} += 1")
     _add(b, h, v.shape, v.dtype, v.grad)

@@ -116,12 +116,15 @@ def _steps(prog: Program, steps: list, ind: str, live: set, buffers=None) -> lis
     after these steps; ``buffers``: a loop body's allocation plan (see ``_LoopBuffers``)."""
     lines: list[str] = []
     reusable: dict[int, tuple] = {}  # buffer slot -> (var, shape, dtype) once its value is dead
-    fresh = _fresh(steps)
+    # Arrays a loop may take over: kernel results (each its own array; a region's
+    # results may be one array under two names) that no view in this list aliases.
+    takeable = {o for step in steps if isinstance(step, Kernel) for o in step.outs}
+    takeable -= {step.src for step in steps if isinstance(step, View)}
     for step, after in zip(steps, _live_after(steps, live)):
         if isinstance(step, View):
             lines.append(f"{ind}{step.out} = {render_layout(step.step, step.src, step.arg)}")
         elif isinstance(step, Loop):
-            owned = _owned_inits(step, fresh, after) if buffers is None else set()
+            owned = _owned_inits(step, takeable, after) if buffers is None else set()
             # An init handed over without a copy may be the loop's result (no trip) or a
             # spare (overwritten): its buffer slot must not be reused after the loop.
             for slot, held in list(reusable.items()):
@@ -135,18 +138,18 @@ def _steps(prog: Program, steps: list, ind: str, live: set, buffers=None) -> lis
     return lines
 
 
-def _owned_inits(loop: Loop, fresh: set, after: set) -> set:
-    """Initial values the loop may take over without a copy: arrays of this step list's
-    own (C-contiguous, owned by the call), passed once and read by nothing else, neither
-    after the loop nor inside it. Not in a loop body, whose arrays may be allocated once
-    for all trips (``_LoopBuffers``)."""
+def _owned_inits(loop: Loop, takeable: set, after: set) -> set:
+    """Initial values the loop may take over without a copy (its spare, then, or its
+    result): ``takeable`` arrays of this step list, passed once and read by nothing else,
+    neither after the loop nor inside it. Not in a loop body, whose arrays may be
+    allocated once for all trips (``_LoopBuffers``)."""
     inside = set()
     for block in (loop.cond, loop.body):
         inside.update(block.results)
         for step in block.steps:
             inside |= _reads(step)
     once = [i for i in loop.init if loop.init.count(i) == 1]
-    return {i for i in once if i in fresh and i not in after and i not in inside}
+    return {i for i in once if i in takeable and i not in after and i not in inside}
 
 
 def _loop(prog: Program, loop: Loop, ind: str, owned: set = frozenset()) -> list[str]:
