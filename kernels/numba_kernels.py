@@ -16,6 +16,8 @@ import math
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import intrinsic
 
 #: Multiply-accumulates (M*N*K) below which the loop beats BLAS, for ``a @ w.T`` and
 #: ``a @ b`` (measured with benchmarks/gemm_crossover.py). The ``nt`` loop runs each
@@ -139,3 +141,20 @@ def stable_sigmoid(x):
     if v >= 0:
         return 1.0 / (1.0 + e)
     return e / (1.0 + e)
+
+
+@intrinsic
+def pointer_at(typingctx, address, dtype):
+    """A typed pointer to ``address`` (an int64), for ``numba.carray(pointer_at(a, np.float32),
+    shape)``. Generated drivers take their parameters and constants as one table of
+    addresses (``fusionnet/codegen/numba/table.py``): unboxing one array argument costs far
+    more than the arithmetic at small batch sizes. The caller guarantees the arrays are
+    alive, C-contiguous, aligned and of the shape and dtype the driver was built for."""
+    if not isinstance(address, types.Integer) or not isinstance(dtype, types.NumberClass):
+        return None
+    pointer = types.CPointer(dtype.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+    return pointer(address, dtype), codegen

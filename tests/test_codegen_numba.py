@@ -426,3 +426,40 @@ def test_gemm_kernels_equal_numpy_on_both_sides_of_the_blas_crossover(dtype, mkn
         assert out.dtype == dtype
         np.testing.assert_allclose(out, want, rtol=rtol, atol=rtol * np.sqrt(max(kk, 1)),
                                    err_msg=fn.__name__)
+
+
+# ---- the address table: parameters and constants as one argument ----------------------------
+
+def test_parameters_reach_the_driver_through_the_address_table_and_new_storage_is_seen():
+    import gc
+
+    import fusionnet
+    from fusionnet import nn as fnn
+
+    torch_net = fnn.Sequential(fnn.Linear(6, 5), fnn.ReLU(), fnn.Linear(5, 3))
+    fused = fusionnet.fuse(torch_net)
+    x = fusionnet.randn(4, 6)
+    with fusionnet.no_grad():
+        np.testing.assert_allclose(fused(x).numpy(), torch_net(x).numpy(), rtol=1e-5,
+                                   atol=1e-5)
+        entry = fused._fusion_runner.last[5]
+        assert entry.compiled.table and "table" in entry.compiled.kernel_sources["forward"]
+        assert len(entry.tail) == 1 and entry.tail[0].dtype == np.int64  # one argument
+        # New storage of the same layout: the table is rebuilt, the old array may go.
+        w = torch_net[0].weight
+        w.data = fusionnet.from_numpy(np.ascontiguousarray(w.detach().numpy() * -2))
+        gc.collect()
+        np.testing.assert_allclose(fused(x).numpy(), torch_net(x).numpy(), rtol=1e-5,
+                                   atol=1e-5)
+        # A Fortran-ordered array of the same shape cannot travel in the table: the
+        # signature compiles again (the new driver takes it as an argument) and says why.
+        w.data = fusionnet.from_numpy(np.asfortranarray(w.detach().numpy() + 1))
+        np.testing.assert_allclose(fused(x).numpy(), torch_net(x).numpy(), rtol=1e-5,
+                                   atol=1e-5)
+        assert "no longer C-contiguous" in fused._fusion_runner.compiles[-1]
+        # In-place updates of a parameter in the table are seen with no recompile.
+        n = len(fused._fusion_runner.compiles)
+        torch_net[2].bias.data.add_(fusionnet.ones(3))
+        np.testing.assert_allclose(fused(x).numpy(), torch_net(x).numpy(), rtol=1e-5,
+                                   atol=1e-5)
+        assert len(fused._fusion_runner.compiles) == n

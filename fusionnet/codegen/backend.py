@@ -46,9 +46,14 @@ class CompiledProgram:
     stats_label = "compile stats"  # what explain calls compile_stats()
 
     def call(self, arrays, tail):
-        """Run the compiled forward. Where ``parallel`` is False this is exactly
-        ``fn(*arrays, *tail)``, which a hot path may call itself."""
+        """Run the compiled forward on a tail from :meth:`pack`. Where ``parallel`` is
+        False this is exactly ``fn(*arrays, *tail)``, which a hot path may call itself."""
         return self.fn(*arrays, *tail)
+
+    def pack(self, tail) -> tuple | None:
+        """The tail (parameter arrays, then constants) as ``fn`` takes it; None when an
+        array no longer fits what the code was compiled for (compile again)."""
+        return tuple(tail)
 
     def compile_stats(self) -> dict:
         """Compilation counters from the backend (cache hits and misses)."""

@@ -163,6 +163,9 @@ class Program:
     shapes: dict = field(default_factory=dict)      # array name -> symbolic shape
     dtypes: dict = field(default_factory=dict)      # array name -> dtype name
     scalars: dict = field(default_factory=dict)     # name -> (python value, dtype)
+    # Whether a backend may pass the parameters and constants as one address table
+    # (numba: ``codegen/numba/table.py``); set by a caller that packs every tail it passes.
+    table: bool = False
 
 
 def _sym(d: dict) -> tuple:

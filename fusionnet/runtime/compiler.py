@@ -70,10 +70,15 @@ class Entry:
         """The driver returns one array (forward returned one tensor)."""
         return self.spec == "T"
 
-    def set_tail(self, tail: tuple) -> None:
-        """New parameter arrays and constants, as the driver takes them."""
-        self.tail = tail
-        self.main_tail = tail + (True,) if self.parallel else tail
+    def set_tail(self, tail: tuple) -> bool:
+        """New parameter arrays and constants, packed as the driver takes them; False
+        when they no longer fit the compiled code (a new layout: compile again)."""
+        packed = self.compiled.pack(tail)
+        if packed is None:
+            return False
+        self.tail = packed
+        self.main_tail = packed + (True,) if self.parallel else packed
+        return True
 
     def call(self, arrays):
         """Run the compiled driver on input arrays (the backend adds any flags it takes);
@@ -117,6 +122,7 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
         graph = analysis.graph if analysis.generic else runner.optimize(traced)
     try:
         program = lower(graph, {"B": ("x0", 0)} if analysis.generic else {})
+        program.table = True  # every tail reaches the driver through Entry.set_tail
         compiled = backend.compile(program)
     except Unsupported as err:
         raise Fallback(str(err), traced=traced) from None
@@ -272,6 +278,8 @@ def _entry(module, compiled, program, analysis, optimized, traced) -> Entry:
                   out_grad=tuple(out.get("requires_grad", ())),
                   grad_enabled=traced.grad_enabled, optimized=optimized, traced=traced,
                   batch_note="" if analysis.generic else analysis.reason)
-    entry.set_tail(tuple(p.ref._data for p in program.params) + tuple(
-        v for _, v in program.constants))
+    if not entry.set_tail(tuple(p.ref._data for p in program.params) + tuple(
+            v for _, v in program.constants)):  # the table was planned from these arrays
+        raise RuntimeError(f"fusionnet: {compiled.program.name}: the arrays compiled for "
+                           "do not fit the compiled driver")
     return entry

@@ -270,8 +270,9 @@ class FusionRunner:
         for a, (shape, dtype) in zip(params, entry.param_specs):
             if placement(a) != entry.placement or a.shape != shape or a.dtype != dtype:
                 return False
+        if not entry.set_tail(tuple(params) + tuple(entry.constants)):
+            return False  # e.g. a storage that is no longer C-contiguous
         entry.param_arrays = params
-        entry.set_tail(tuple(params) + tuple(entry.constants))
         return True
 
     def _run_partial(self, args):
@@ -336,6 +337,9 @@ class FusionRunner:
                    for p, (shape, dtype) in zip(entry.params, entry.param_specs)
                    if p._data.shape != shape or p._data.dtype != dtype
                    or placement(p._data) != entry.placement]
+        changed += [f"the storage of {target!r} is no longer C-contiguous" for p, (_, target)
+                    in zip(entry.params, entry.param_paths)
+                    if p._data.ndim and not p._data.flags.c_contiguous]
         changed += [f"{kind} {target!r} was replaced" for p, (kind, target)
                     in zip(entry.params, entry.param_paths)
                     if kind != "external" and resolve_or_none(self.module, kind, target) is not p]

@@ -7,6 +7,7 @@ import threading
 from ..backend import Backend, CompiledProgram
 from ..lower import Program, Unsupported, walk_steps
 from .emitters import ELEMENTWISE, GEMM, GEMM_RANKS, LAYOUT, UNSUPPORTED
+from .table import pack, slots
 
 __all__ = ["NumbaBackend", "NumbaCompiled"]
 
@@ -17,6 +18,11 @@ class NumbaCompiled(CompiledProgram):
     """A compiled numba module; ``compile_stats`` reads numba's cache counters."""
 
     stats_label = "numba cache"
+    table: tuple = ()  # the tail arrays passed as one address table (table.py)
+
+    def pack(self, tail) -> tuple | None:
+        """The tail with the table's arrays replaced by their address table."""
+        return pack(self.table, tail)
 
     def call(self, arrays, tail):
         """Run the driver. A driver with parallel loops takes a trailing flag: only the
@@ -62,7 +68,10 @@ class NumbaBackend(Backend):
         from .loader import load  # noqa: PLC0415
 
         self.check(program)
-        source, kernel_sources = render(program)
+        table = slots(program)
+        source, kernel_sources = render(program, table)
         module = load(source)
-        return NumbaCompiled(module.forward, program, source, kernel_sources, module.__file__,
-                             parallel=uses_parallel(program))
+        compiled = NumbaCompiled(module.forward, program, source, kernel_sources,
+                                 module.__file__, parallel=uses_parallel(program))
+        compiled.table = table
+        return compiled

@@ -13,15 +13,17 @@ from ..lower import Branch, Kernel, Loop, Program, View, walk_steps
 from .emitters import dims, literal, render_layout
 from .kernels import (IND, PARALLEL_MIN_ELEMENTS, has_parallel_variant, header, render_kernel,
                       uses_parallel)
+from .table import arguments, unpack_lines
 
 __all__ = ["render"]
 
 
-def _driver(prog: Program) -> list[str]:
-    args = prog.inputs + [p.name for p in prog.params] + [c for c, _ in prog.constants]
+def _driver(prog: Program, table: tuple) -> list[str]:
+    args = prog.inputs + arguments(prog, table)
     if uses_parallel(prog):
         args.append("par")
     lines = [header(False), f"def forward({', '.join(args)}):"]
+    lines += unpack_lines(table, IND)
     for sym, (array, dim) in sorted(prog.symbols.items()):
         lines.append(f"{IND}{sym} = {array}.shape[{dim}]")
     lines += _steps(prog, prog.steps, IND, set(prog.outputs))
@@ -262,8 +264,9 @@ def _operand(prog: Program, name: str, step: Kernel) -> str:
     return name
 
 
-def render(prog: Program) -> tuple[str, dict]:
-    """The module source for ``prog`` and the source of each kernel by name."""
+def render(prog: Program, table: tuple = ()) -> tuple[str, dict]:
+    """The module source for ``prog`` and the source of each kernel by name; the arrays
+    in ``table`` (``table.slots``) reach the driver through one address table."""
     import numba  # noqa: PLC0415 - loaded only when something is compiled
 
     # The versions and the kernels' hash are part of the content, and the file is named by
@@ -277,6 +280,7 @@ def render(prog: Program) -> tuple[str, dict]:
              "dot_nt, dot_nn = _k.dot_nt, _k.dot_nn",
              "dot_nt_int, dot_nn_int = _k.dot_nt_int, _k.dot_nn_int",
              "int_pow, stable_sigmoid = _k.int_pow, _k.stable_sigmoid",
+             "pointer_at = _k.pointer_at",
              "_c = kernel_module('numba_conv')",
              "conv2d_nchw, max_pool2d_nchw = _c.conv2d_nchw, _c.max_pool2d_nchw", "", ""]
     kernel_sources = {}
@@ -287,6 +291,6 @@ def render(prog: Program) -> tuple[str, dict]:
                 text = render_kernel(step, parallel)
                 kernel_sources[step.name + ("_par" if parallel else "")] = text
                 lines += [text, "", ""]
-    driver = "\n".join(_driver(prog))
+    driver = "\n".join(_driver(prog, table))
     kernel_sources["forward"] = driver
     return "\n".join(lines + [driver, ""]), kernel_sources
