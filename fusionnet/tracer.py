@@ -121,6 +121,9 @@ class _Tracer(RegionTracing):
         self.saved_for_backward: list = []  # (node, op, label, storage, version) per save
         self.random_taken: dict = {}        # id(generator) -> positions this trace drew
         self.external: ObjectIndex | None = None
+        # id(tensor) -> why an in-place write into it is refused: a region result and the
+        # outer tensors it may be in eager (autograph/record.py, _note_region_aliases).
+        self.region_aliases: dict[int, str] = {}
         self.module = module
         self.module_names = {id(m): name for name, m in module.named_modules()}
         for name, p in module.named_parameters():
@@ -389,6 +392,10 @@ class _Tracer(RegionTracing):
         replaced", and the other views are re-derived from it when next used."""
         result = self._like_eager_inplace(target, result)
         base, chain = self.alias.get(id(target), (target, ()))
+        why = self.region_aliases.get(id(base)) or self.region_aliases.get(id(target))
+        if why:
+            self.stop(why)
+            return
         if any(op is None for op, _ in chain):
             self.stop("in-place write through detach() or .data of a traced value (eager "
                       "would change the original's storage behind autograd's back)")

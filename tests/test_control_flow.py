@@ -487,3 +487,58 @@ def test_a_dead_loop_result_keeps_the_symbolic_batch_size():
     assert loops and all(prog.shapes[o] == prog.shapes[w] for lp in loops
                          for o, w in zip(lp.outs, lp.state))
     assert all("B" in str(prog.shapes[o]) for lp in loops for o in lp.outs)
+
+
+# ---- in-place writes where eager's region result *is* an outer tensor ----------------------
+
+class _WriteAfterLoop(nn.Module):
+    """Fuzz case 1215000294: with no trip, ``h`` is the input itself, and ``clamp_``
+    writes into the caller's tensor (or raises for a leaf that requires grad)."""
+
+    def forward(self, x):
+        h = x
+        while h.abs().max() > 1000.0:
+            h = h * 0.5
+        h.clamp_(min=-1.0)
+        return h * 2
+
+
+class _WriteAfterBranch(nn.Module):
+    """The else branch leaves ``h`` as it was: in eager ``h.add_`` then changes ``g``."""
+
+    def forward(self, x):
+        g = x * 1.5
+        h = g
+        if h.sum() > 0:
+            h = h * 2
+        h.add_(1.0)
+        return g + h
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e6])   # no trip, and ~10 trips
+def test_an_in_place_write_into_a_loop_result_runs_eagerly_and_equals_eager(scale):
+    block = _WriteAfterLoop()
+    fused = fuse(block)
+    x = torch.randn(3, 4) * scale
+    xe, xf = x.clone(), x.clone()
+    want = block(xe)
+    with pytest.warns(FusionFallbackWarning, match="in-place write into a result of the "
+                                                   "tensor-dependent while"):
+        got = fused(xf)
+    _close(got, want)
+    _close(xf, xe)   # with no trip both wrote into the caller's tensor
+    leaf = torch.randn(3, 4).requires_grad_()
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        block(leaf)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        fused(leaf)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_an_in_place_write_into_a_branch_result_equals_eager_both_ways(sign):
+    block = _WriteAfterBranch()
+    fused = fuse(block)
+    x = torch.rand(3, 4) * sign
+    with pytest.warns(FusionFallbackWarning, match="tensor-dependent cond"):
+        got = fused(x)
+    _close(got, block(x))

@@ -913,3 +913,43 @@ def test_pow_by_a_single_element_half_is_a_square_root_as_in_eager(dtype):
         got = fuse(block, fallback=False)(x)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g.numpy(), w.numpy())
+
+
+# ---- outputs that are views of an input share its storage, as in eager ---------------------
+
+def test_a_block_returning_a_view_of_its_input_shares_storage_like_eager():
+    # Fuzz case 1215000669: nn.Flatten compiled on its own returned a copy, so the
+    # parent's later `h1.mul_(w)` no longer changed the flattened value.
+    class Parent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flat = nn.Flatten()
+            self.w = nn.Parameter(torch.randn(1, 5))
+
+        def forward(self, x):
+            h1 = x * 2
+            if x.shape[0] > 50:  # a shape-dependent Python branch
+                h1 = h1 + 1
+            h2 = self.flat(h1)
+            h1.mul_(self.w)
+            return h2
+
+    torch.manual_seed(0)
+    block = Parent()
+    x = torch.randn(8, 1, 5, requires_grad=True)
+    want = block(x)
+    want.sum().backward()
+    want_grad = (x.grad.clone(), block.w.grad.clone())
+    x.grad, block.w.grad = None, None
+    fused = fuse(block)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FusionFallbackWarning)
+        got = fused(x)
+    np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-6)
+    got.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), want_grad[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(block.w.grad.numpy(), want_grad[1].numpy(), rtol=1e-6)
+    flat = fuse(nn.Flatten())
+    with pytest.warns(FusionFallbackWarning, match="output 0 is a view of input 0"):
+        out = flat(x)
+    assert np.shares_memory(out.detach().numpy(), x.detach().numpy())

@@ -64,6 +64,24 @@ def _body_input(scope, target: int, t) -> int:
     return g.add_node("input", shape=t._data.shape, dtype=t._data.dtype, target=target)
 
 
+def _sources(g: Graph, nid: int) -> set:
+    """The input targets (state, then captures) that body value ``nid`` may be or view:
+    through ops that may return their first input or a view of it; a nested region's
+    item may be any of the body's inputs."""
+    from ..ops import get_op  # noqa: PLC0415
+
+    while True:
+        d = g.node(nid)
+        if d["kind"] == "input":
+            return {d["target"]}
+        if d["kind"] == "item":
+            return {g.node(n)["target"] for n in g.inputs}
+        if d["kind"] == "op" and d["args"] and get_op(d["op"]).may_alias:
+            nid = d["args"][0]
+            continue
+        return set()
+
+
 def _as_tensor(value, name: str):
     """A state value as a tensor: tensors as they are, Python numbers as 0-d tensors (a
     loop counter becomes a value of the loop); anything else cannot be carried."""
@@ -359,4 +377,30 @@ class RegionTracing:
             self.grad[nid] = t.requires_grad
             self.bind(t, nid)
             outs.append(t)
+        self._note_region_aliases(kind, outs, values, captures, bodies, source)
         return outs
+
+    def _note_region_aliases(self, kind, outs, values, captures, bodies, source) -> None:
+        """Remember which outer tensors each result may *be* in eager: a loop that runs no
+        trip returns its initial values themselves, and a body may return one of its
+        inputs (or a view of it) unchanged. The graph's results are fresh values, so an
+        in-place write into either side of such a pair (``on_inplace``) would change both
+        in eager but one in the graph: the tracer refuses it (``region_aliases``)."""
+        outer = list(values) + list(captures.tensors)
+        for k, t in enumerate(outs):
+            found = [values[k]] if kind == "while" else []
+            for name, body in bodies.items():
+                if name != "cond":
+                    leaf = body.node(body.output)["args"][k]
+                    found += [outer[i] for i in _sources(body, leaf) if i < len(outer)]
+            if found or kind == "while":
+                same = ("a loop that runs no trip returns its initial value" if kind ==
+                        "while" else "a branch that returns a value unchanged returns it")
+                why = (f"in-place write into a result of the tensor-dependent {kind} at "
+                       f"{source or 'its line'}, or into a value that result may be (in "
+                       f"eager {same} itself, so the write would change both; the compiled "
+                       "graph keeps them apart)")
+                self.region_aliases[id(t)] = why
+                for o in found:
+                    self.region_aliases.setdefault(id(o), why)
+                    self.keep.append((o, o._data))

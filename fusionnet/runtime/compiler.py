@@ -108,6 +108,7 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
     where, backend = _backend_for(runner, args)
     traced = _trace(runner, args)
     _check_side_effects(traced)
+    _check_output_views(traced)
     # The compiled backward is built for the numba backend only (CUDA: [gpu-1]).
     joint, joint_reason = _joint(runner, args, traced) if where is np.ndarray else (
         None, "the compiled backward is not built for CUDA yet")
@@ -249,6 +250,26 @@ def _check_side_effects(traced: Graph) -> None:
     if traced.input_mutations:
         raise Fallback("forward writes into its input in place (the compiled code would "
                        "not)", traced.input_mutations[0], traced=traced)
+
+
+def _check_output_views(traced: Graph) -> None:
+    """Eager returns a view of an input or of module state (``nn.Flatten``, ``x.t()``,
+    ``self.weight[0]``) sharing its storage, so a later in-place write into either one
+    changes both; the compiled driver returns fresh arrays. Such a block runs eagerly
+    (an output that *is* an input or a parameter is handed back as it is instead)."""
+    from ..ops import get_op  # noqa: PLC0415
+
+    for i, nid in enumerate(traced.node(traced.output)["args"]):
+        steps = 0
+        d = traced.node(nid)
+        while d["kind"] == "op" and d["args"] and get_op(d["op"]).may_alias:
+            nid, steps = d["args"][0], steps + 1
+            d = traced.node(nid)
+        if steps and (d["kind"] == "input" or "ref" in d):
+            what = f"input {d['target']}" if d["kind"] == "input" else "module state"
+            raise Fallback(f"output {i} is a view of {what} (eager returns a tensor sharing "
+                           "its storage; the compiled code would return a copy)",
+                           traced=traced)
 
 
 def _passthrough(traced: Graph) -> dict:
