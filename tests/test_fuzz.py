@@ -672,3 +672,62 @@ def test_noise_fused_has_no_more_of_than_eager_is_a_note_and_an_error_is_not(tmp
     result = run_case(str(tmp_path / "case_gelu.py"),
                       fuse=lambda m: _Planted(fusionnet.fuse(m), fault))
     assert "forward" in _kinds(result), result
+
+
+_KNIFE_EDGE = '''
+import fusionnet as torch
+from fusionnet import nn
+from fusionnet.nn import functional as F
+
+
+class Block(nn.Module):
+    def forward(self, x0):
+        h = F.softmax((x0 < torch.arange(8, dtype=torch.float64)).exp(), dim=-2)
+        n0 = 0
+        while h.abs().sum() > 1.0 and n0 < 20:
+            h = h / 2
+            n0 += 1
+        return h
+
+
+SEED = 1215000341
+BATCHES = (479, 128)
+INPUTS = [{'shape': ['B', 8], 'dtype': 'float64', 'requires_grad': False, 'regime': 'normal'}]
+MUTATIONS = []
+RANDOM_OPS = False
+LOWEST_FLOAT = 'float32'
+'''
+
+
+def test_a_trip_count_decided_by_summation_order_is_a_note_and_a_wrong_count_is_not(tmp_path):
+    # Found by the seed-1215 run (case 1215000341): the columns of a softmax over the
+    # batch sum to 1, so the loop's test `sum() > 1` after three halvings is decided by
+    # rounding: NumPy sums pairwise, the generated code in index order (both valid).
+    from fusionnet.fuzz.run import _sums_in_order
+
+    a = np.random.default_rng(0).random((479, 8))
+    with _sums_in_order():
+        got = fusionnet.from_numpy(a).sum()._data
+    in_order = 0.0
+    for v in a.ravel():
+        in_order += v
+    assert got == in_order   # exactly the sequential float64 sum
+    path = tmp_path / "case_knife.py"
+    path.write_text(_KNIFE_EDGE)
+    # "fused" runs the block with index-order sums: a valid order, so only notes.
+    def in_order_fuse(m):
+        class InOrder(nn.Module):
+            def forward(self, x):
+                with _sums_in_order():
+                    return m(x)
+        return InOrder()
+    result = run_case(str(path), fuse=in_order_fuse)
+    assert not result.mismatches, result.mismatches
+    # One halving too many everywhere is no rounding: it stays a mismatch.
+    def wrong(m):
+        class Wrong(nn.Module):
+            def forward(self, x):
+                return m(x) / 2
+        return Wrong()
+    result = run_case(str(path), fuse=wrong)
+    assert "forward" in _kinds(result)

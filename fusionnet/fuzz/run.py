@@ -25,6 +25,7 @@ import copy
 import importlib.util
 import itertools
 import linecache
+import math
 import re
 import sys
 import time
@@ -196,7 +197,8 @@ class CaseRunner:
             elif noise:
                 self.result.notes.append(f"{phase}: ill-conditioned (eager itself moves as "
                                          f"much under a 1e-6 nudge of its inputs or "
-                                         f"another valid float32 product order): {diff}")
+                                         f"another valid product or summation order): "
+                                         f"{diff}")
             else:
                 self.mismatch(kind, phase, diff)
         for i, (a, b) in enumerate(zip(xe, xf)):
@@ -207,27 +209,29 @@ class CaseRunner:
 
     def ill_conditioned(self, batch: int, call: int, grad: bool, out_e, out_f) -> bool:
         """Whether the difference is rounding noise eager itself shows. Eager runs again
-        on a copy of the block (a probe) three ways: (a) its float inputs nudged by a
+        on a copy of the block (a probe) four ways: (a) its float inputs nudged by a
         relative 1e-6 (a few float32 ulps: a float32 sum that cancels to a tiny value,
         where summation order alone decides the digits left); (b, c) its matrix products
         computed in float64, with each element whose positive terms sum past float32's
         range set to +inf, then likewise -inf for negative terms (there float32 BLAS
         kernels give NaN, +inf or -inf depending on their order and on fused
-        multiply-adds, all valid). Every element fused changed must be one some probe
-        changed as much. In a float32 case a fourth probe, (d) the whole block in
+        multiply-adds, all valid); (e) its sums added in index order, as generated code
+        adds them (``_sums_in_order``). Every element fused changed must be one some probe
+        changed as much. In a float32 case a fifth probe, (d) the whole block in
         float64, may explain finite differences only (fused no further from it than
         eager is: ``1 + tanh(x)`` near -1 cancels, and a tanh 1 ulp apart moves it by a
         large relative amount that input nudges cannot show when a ``sign()`` comes
         first)."""
         probes = [self._probe(batch, call, grad, nudge=True),
                   self._probe(batch, call, grad, overflow=np.inf),
-                  self._probe(batch, call, grad, overflow=-np.inf)]
+                  self._probe(batch, call, grad, overflow=-np.inf),
+                  self._probe(batch, call, grad, in_order=True)]
         wide = self._probe(batch, call, grad, widen=True)
         return _explained(out_e, out_f, [p for p in probes if p is not None],
                           wide=[wide] if wide is not None else [])
 
     def _probe(self, batch: int, call: int, grad: bool, nudge: bool = False,
-               overflow: float | None = None, widen: bool = False):
+               overflow: float | None = None, widen: bool = False, in_order: bool = False):
         """Eager's output on a copy of the block, with nudged inputs, float64 matrix
         products or everything in float64 (see :meth:`ill_conditioned`); None when the
         probe itself fails (or ``widen`` in a float64 case)."""
@@ -245,6 +249,7 @@ class CaseRunner:
                 if nudge and a.dtype.kind == "f":
                     t._data = (a * (1 + 1e-6 * rng.standard_normal(a.shape))).astype(a.dtype)
             with fusionnet.set_grad_enabled(grad), _wide_products(overflow), \
+                    (_sums_in_order() if in_order else contextlib.nullcontext()), \
                     np.errstate(all="ignore"):
                 fusionnet.manual_seed(self.seed + 1 + call)
                 return probe(*xp)
@@ -542,19 +547,12 @@ def _class_changed(e: np.ndarray, f: np.ndarray) -> np.ndarray:
     return cls(e) != cls(f)
 
 
-@contextlib.contextmanager
 def _patched_eager(kind, arity: int, wrap):
     """While active, every op-table row of ``kind`` and ``arity`` runs ``wrap(eager)``
     instead of its own eager implementation (restored on exit)."""
     from fusionnet.ops.registry import OPS
-    saved = [(op, op.eager) for op in OPS.values() if op.kind is kind and op.arity == arity]
-    try:
-        for op, eager in saved:
-            object.__setattr__(op, "eager", wrap(eager))  # a frozen row, restored below
-        yield
-    finally:
-        for op, eager in saved:
-            object.__setattr__(op, "eager", eager)
+    return _patched_rows([op for op in OPS.values() if op.kind is kind and op.arity == arity],
+                         lambda op: wrap(op.eager))
 
 
 def _rounded_unary():
@@ -576,6 +574,51 @@ def _rounded_unary():
         return run
 
     return _patched_eager(Kind.ELEMENTWISE, 1, rounded)
+
+
+def _sums_in_order():
+    """While active, every reduction row that adds (sum, mean) adds its float elements
+    one after another in index order, in float64, and rounds once: the order generated
+    code uses, where NumPy sums pairwise. Both are valid; near a threshold (a loop that
+    halves until ``sum() <= 1`` of a softmax whose sum is 1 up to rounding) the order
+    alone decides a trip count."""
+    from fusionnet.ops.registry import Kind
+
+    def in_order(eager, facts):
+        def run(xp, a, dim=None, keepdim=False, **attrs):
+            if getattr(a, "dtype", None) is None or a.dtype.kind != "f" or a.ndim == 0:
+                return eager(xp, a, dim=dim, keepdim=keepdim, **attrs)
+            out = eager(xp, a, dim=dim, keepdim=keepdim, **attrs)
+            dims = tuple(range(a.ndim)) if dim is None else tuple(
+                d % a.ndim for d in ((dim,) if isinstance(dim, int) else dim))
+            kept = [d for d in range(a.ndim) if d not in dims]
+            moved = xp.transpose(a, kept + list(dims)).astype(np.float64)
+            n = math.prod(a.shape[d] for d in dims)
+            flat = moved.reshape(tuple(a.shape[d] for d in kept) + (n,))
+            total = xp.cumsum(flat, axis=-1)[..., -1] if n else xp.zeros(flat.shape[:-1])
+            if facts.divide_by_count:
+                total = total / n if n else total * np.nan
+            return xp.asarray(total).reshape(np.shape(out)).astype(out.dtype)
+        return run
+
+    from fusionnet.ops.registry import OPS
+
+    return _patched_rows([op for op in OPS.values() if op.kind is Kind.REDUCTION and
+                          op.reduction is not None and op.reduction.combine == "add"],
+                         lambda op: in_order(op.eager, op.reduction))
+
+
+@contextlib.contextmanager
+def _patched_rows(rows, wrap):
+    """While active, each row in ``rows`` runs ``wrap(row)`` as its eager implementation."""
+    saved = [(op, op.eager) for op in rows]
+    try:
+        for op, _ in saved:
+            object.__setattr__(op, "eager", wrap(op))
+        yield
+    finally:
+        for op, eager in saved:
+            object.__setattr__(op, "eager", eager)
 
 
 def _wide_products(overflow: float | None):
