@@ -71,18 +71,24 @@ class StepEntry:
         self.grad_arrays: list = []
         self.version = STRUCTURE_VERSION[0]
         self.data_version = DATA_VERSION[0]
+        self.packed = None             # tail() as last packed
 
     def tail(self):
-        """The live parameter arrays and the constants, as the driver takes them; None
-        when a parameter's storage was replaced by one of another shape or dtype (the
-        step must be compiled again)."""
-        if DATA_VERSION[0] != self.data_version:  # some storage was replaced: re-read
-            arrays = [p._data for p in self.params]
+        """The live parameter arrays and the constants, packed as the driver takes them
+        (``CompiledProgram.pack``: an address table); None when a parameter's storage was
+        replaced by one the code does not fit (another shape, dtype or layout: the step
+        must be compiled again)."""
+        if self.packed is None or DATA_VERSION[0] != self.data_version:
+            arrays = [p._data for p in self.params]  # some storage was replaced: re-read
             for a, b in zip(arrays, self.arrays):
                 if type(a) is not np.ndarray or a.shape != b.shape or a.dtype != b.dtype:
                     return None
-            self.arrays, self.data_version = arrays, DATA_VERSION[0]
-        return self.arrays + self.constants
+            packed = self.compiled.pack(arrays + self.constants)
+            if packed is None:
+                return None
+            self.arrays, self.packed = arrays, list(packed)
+            self.data_version = DATA_VERSION[0]
+        return self.packed
 
     def run(self, args, extras, tail):
         """Call the driver and write its results back; returns what the step returned."""
@@ -202,7 +208,7 @@ class FusedStep:
             self.exact.clear()
             self.generic.clear()
             self.fast = None
-            self.pending = "a parameter's storage changed shape or dtype"
+            self.pending = "a parameter's storage changed shape, dtype or layout"
             return self(*args)
         extras = plan.prepare(advance=True)   # (moves Adam's step count on: after checks)
         if entry.random:
@@ -342,6 +348,7 @@ class FusedStep:
             writes = _in_place(program, ctx.writes, n_results, len(args), plan)
             grad_bufs = _grad_buffers(program, ctx.writes, n_results, writes)
             program.writes = {i: target for i, (target, _) in writes.items()}
+            program.table = True  # every tail reaches the driver through StepEntry.tail
             compiled = default_backend().compile(program)
         except Unsupported as err:
             raise NotCompilable(str(err)) from None
