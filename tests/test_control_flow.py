@@ -542,3 +542,25 @@ def test_an_in_place_write_into_a_branch_result_equals_eager_both_ways(sign):
     with pytest.warns(FusionFallbackWarning, match="tensor-dependent cond"):
         got = fused(x)
     _close(got, block(x))
+
+
+class _WriteIntoTheBaseOfALoopInit(nn.Module):
+    """The loop starts from a view of ``g``: with no trip its result *is* that view, so
+    a write into ``g`` shows through it in eager."""
+
+    def forward(self, x):
+        g = x * 1.0
+        h = g.view(-1)
+        while h.abs().max() > 1000.0:
+            h = h * 0.5
+        g.add_(1.0)
+        return h * 1.0
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e6])
+def test_a_write_into_the_base_of_a_loop_initial_value_equals_eager(scale):
+    block = _WriteIntoTheBaseOfALoopInit()
+    x = torch.randn(3, 4) * scale
+    with pytest.warns(FusionFallbackWarning, match="tensor-dependent while"):
+        got = fuse(block)(x)
+    _close(got, block(x))

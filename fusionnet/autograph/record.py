@@ -68,18 +68,14 @@ def _sources(g: Graph, nid: int) -> set:
     """The input targets (state, then captures) that body value ``nid`` may be or view:
     through ops that may return their first input or a view of it; a nested region's
     item may be any of the body's inputs."""
-    from ..ops import get_op  # noqa: PLC0415
+    from ..passes.plan_buffers import view_root  # noqa: PLC0415
 
-    while True:
-        d = g.node(nid)
-        if d["kind"] == "input":
-            return {d["target"]}
-        if d["kind"] == "item":
-            return {g.node(n)["target"] for n in g.inputs}
-        if d["kind"] == "op" and d["args"] and get_op(d["op"]).may_alias:
-            nid = d["args"][0]
-            continue
-        return set()
+    d = g.node(view_root(g, nid)[0])
+    if d["kind"] == "input":
+        return {d["target"]}
+    if d["kind"] == "item":
+        return {g.node(n)["target"] for n in g.inputs}
+    return set()
 
 
 def _as_tensor(value, name: str):
@@ -402,5 +398,8 @@ class RegionTracing:
                        "graph keeps them apart)")
                 self.region_aliases[id(t)] = why
                 for o in found:
-                    self.region_aliases.setdefault(id(o), why)
-                    self.keep.append((o, o._data))
+                    # A view's base too: a write into the base changes the view in eager.
+                    base, _ = self.alias.get(id(o), (o, ()))
+                    for x in (o, base):
+                        self.region_aliases.setdefault(id(x), why)
+                        self.keep.append((x, x._data))

@@ -26,7 +26,7 @@ import numpy as np
 from ..graph import Graph
 from ..ops import get_op
 
-__all__ = ["plan_buffers", "lifetimes"]
+__all__ = ["plan_buffers", "lifetimes", "view_root"]
 
 
 def _nbytes(d: dict) -> int:
@@ -36,6 +36,14 @@ def _nbytes(d: dict) -> int:
 def _is_view(d: dict) -> bool:
     """The node's value may share memory with its first argument (the row says so)."""
     return d["kind"] == "op" and bool(d["args"]) and get_op(d["op"]).may_alias
+
+
+def view_root(g: Graph, nid: int) -> tuple[int, int]:
+    """(the node whose storage ``nid``'s value may share, how many view rows lead there)."""
+    steps = 0
+    while _is_view(g.node(nid)):
+        nid, steps = g.node(nid)["args"][0], steps + 1
+    return nid, steps
 
 
 def lifetimes(g: Graph) -> dict[int, tuple[int, int]]:

@@ -257,14 +257,11 @@ def _check_output_views(traced: Graph) -> None:
     ``self.weight[0]``) sharing its storage, so a later in-place write into either one
     changes both; the compiled driver returns fresh arrays. Such a block runs eagerly
     (an output that *is* an input or a parameter is handed back as it is instead)."""
-    from ..ops import get_op  # noqa: PLC0415
+    from ..passes.plan_buffers import view_root  # noqa: PLC0415
 
-    for i, nid in enumerate(traced.node(traced.output)["args"]):
-        steps = 0
+    for i, leaf in enumerate(traced.node(traced.output)["args"]):
+        nid, steps = view_root(traced, leaf)
         d = traced.node(nid)
-        while d["kind"] == "op" and d["args"] and get_op(d["op"]).may_alias:
-            nid, steps = d["args"][0], steps + 1
-            d = traced.node(nid)
         if steps and (d["kind"] == "input" or "ref" in d):
             what = f"input {d['target']}" if d["kind"] == "input" else "module state"
             raise Fallback(f"output {i} is a view of {what} (eager returns a tensor sharing "
