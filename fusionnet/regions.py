@@ -12,6 +12,10 @@ lowering and ``export_graph`` read the declaration instead of knowing the kinds:
   for the reference interpreter (``run_graph(body, *inputs)`` runs a body);
 * ``kernel`` — the region is one fused kernel (its body is computed inside one loop
   nest), as opposed to control flow the driver runs;
+* ``loop_state`` — the region is a loop carrying state: its args start with one
+  initial value per result (``outs``), every body takes that state then the captured
+  values, ``cond`` returns the condition and ``body`` the new state then the next
+  condition (``eliminate_dead_loop_state`` drops state nothing reads);
 * ``feeds(node, field)`` — for each input of that body (by ``target``), the outer
   node that feeds it, or None when the region itself does (a loop's carried state
   on later iterations); pictures and analyses follow values through it.
@@ -38,6 +42,7 @@ class RegionKind:
     doc: str
     feeds: Callable = lambda node, field: list(node["args"])
     kernel: bool = False
+    loop_state: bool = False
 
 
 #: kind name -> its declaration.
@@ -85,7 +90,7 @@ register_region(RegionKind(
     doc="a loop: args are the initial state then captured values; `cond` maps (state, "
         "captures) to a bool, `body` to (new state..., the next bool); one `item` node per "
         "state variable reads the final state",
-    feeds=lambda node, field: list(node["args"])))
+    feeds=lambda node, field: list(node["args"]), loop_state=True))
 
 
 def _run_cond(node, args, run_graph):

@@ -35,7 +35,8 @@ from . import autograd, dispatch
 from .graph import Graph, GraphBreak
 from .ops import DataDependentShape, get_op
 from .autograph import ConversionError, ConversionNeeded, Conversions
-from .autograph.record import RegionError, RegionTracing
+from .autograph.record import RegionError, RegionTracing, outer_objects, passes_of
+from .passes.plan_buffers import view_root
 from .pystate import MODULE_INTERNALS, ObjectIndex, Recorder, is_user_frame
 from .random import default_generator
 from .structure import flatten
@@ -670,6 +671,38 @@ def _add_output(graph: Graph, tracer: _Tracer, result):
         raise TraceError(f"trace: forward of {graph.name} returned no tensor "
                          f"({type(result).__name__})")
     args = [tracer.node_for(v) for v in leaves]
-    graph.add_node("output", args=args, shape=leaves[0].shape, dtype=leaves[0]._data.dtype,
-                   spec=spec, requires_grad=tuple(tracer.grad.get(a, False) for a in args))
+    selectors = _select_passthrough(graph, tracer, args)
+    graph.add_node("output", args=args + selectors, shape=leaves[0].shape,
+                   dtype=leaves[0]._data.dtype, spec=spec, hidden=len(selectors),
+                   requires_grad=tuple(tracer.grad.get(a, False) for a in args))
     return leaves
+
+
+def _select_passthrough(graph: Graph, tracer: _Tracer, args: list) -> list:
+    """Eager may return the caller's own input (or module state) through a loop that ran
+    no trip or a branch that handed it on unchanged; the compiled code returns a fresh
+    value. Returns the *selector* nodes (trip counts, conditions) the driver returns as
+    hidden outputs after the leaves, and sets ``graph.selected`` (leaf -> [(conditions
+    as (hidden position, when), source)]) so the runtime hands back the object itself.
+    Where the code cannot tell (a view of it, a loop body passing a value on),
+    ``graph.output_alias`` says why the block runs eagerly."""
+    hidden: list = []
+    graph.selected, graph.output_alias = {}, ""
+    for i, a in enumerate(args):
+        if graph.node(view_root(graph, a)[0])["kind"] != "item":
+            continue  # plain inputs and views of them: compiler._passthrough / _check_output_views
+        for conds, (kind, what), steps in outer_objects(graph, passes_of(graph), a):
+            if conds is None or steps:
+                label = f"input {what}" if kind == "input" else "module state"
+                graph.output_alias = (
+                    f"output {i} may be {label} itself{' or a view of it' if steps else ''} "
+                    "in eager (a loop or branch hands it on), which the compiled code cannot "
+                    "tell apart from a new value")
+                continue
+            picks = []
+            for node, when in conds:
+                if node not in hidden:
+                    hidden.append(node)
+                picks.append((hidden.index(node), when))
+            graph.selected.setdefault(i, []).append((tuple(picks), (kind, what)))
+    return hidden

@@ -564,3 +564,131 @@ def test_a_write_into_the_base_of_a_loop_initial_value_equals_eager(scale):
     with pytest.warns(FusionFallbackWarning, match="tensor-dependent while"):
         got = fuse(block)(x)
     _close(got, block(x))
+
+
+# ---- a region result that *is* the caller's tensor in eager --------------------------------
+
+class _HalveUntilSmall(nn.Module):
+    """Fuzz case 1216000831: with no trip eager returns ``x``, the caller's tensor."""
+
+    def forward(self, x):
+        while x.abs().sum() > 100.0:
+            x = x / 2
+        return x
+
+
+class _DoubleIfPositive(nn.Module):
+    """When the sum is not positive eager returns ``x`` itself (the else branch)."""
+
+    def forward(self, x):
+        if x.sum() > 0:
+            x = x * 2
+        return x, x.sum()
+
+
+class _SwapInALoop(nn.Module):
+    """``a, b = f(b), a``: after exactly one trip ``b`` is the caller's ``a``; after
+    none ``a`` is the caller's ``a`` and ``b`` the caller's ``b``."""
+
+    def forward(self, a, b):
+        while (a.abs().sum() + b.abs().sum()) > 10.0:
+            a, b = b * 0.25, a
+        return a, b
+
+
+class _CycleOfThree(nn.Module):
+    """A pure rotation: every result is one of the caller's tensors, which one depending
+    on the trip count modulo 3 (the runtime walks the rotation, not the trips)."""
+
+    def forward(self, a, b, c, n):
+        while n > 0:
+            a, b, c = b, c, a
+            n = n - 1
+        return a, b, c
+
+
+def _same_objects(got, want, inputs):
+    """Each result is the same caller object as eager's, or a new tensor where eager's
+    is; values, requires_grad and leaf-ness agree."""
+    for g, w in zip(_tuple(got), _tuple(want), strict=True):
+        assert [g is x for x in inputs] == [w is x for x in inputs]
+        assert g.requires_grad == w.requires_grad and g.is_leaf == w.is_leaf
+    _close(got, want)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3])
+def test_a_loop_that_runs_no_trip_returns_the_callers_tensor(scale):
+    block = _HalveUntilSmall()
+    fused = fuse(block, fallback=False)
+    for requires_grad in (False, True):
+        x = (torch.randn(4, 5) * scale).requires_grad_(requires_grad)
+        _same_objects(fused(x), block(x), [x])
+    entry = next(iter(fused._fusion_runner.generic.values()))
+    assert entry.fn is not None and entry.hidden == 1  # compiled, with a trip count
+    # Gradients through either path equal eager's.
+    for s in (1.0, 1e3):
+        xe = (torch.randn(4, 5) * s).requires_grad_()
+        xf = xe.detach().clone().requires_grad_()
+        (block(xe) * 3).sum().backward()
+        (fused(xf) * 3).sum().backward()
+        _close(xf.grad, xe.grad)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_branch_that_hands_its_input_on_returns_the_callers_tensor(sign):
+    block = _DoubleIfPositive()
+    fused = fuse(block, fallback=False)
+    x = (torch.rand(3, 4) + 0.1) * sign
+    _same_objects(fused(x), block(x), [x])
+    xg = x.clone().requires_grad_()
+    _same_objects(fused(xg), block(xg), [xg])
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.2, 3.0, 40.0])  # 0, 1, 2 and more trips
+def test_swapped_loop_state_is_the_callers_tensor_after_the_right_trips(scale):
+    block = _SwapInALoop()
+    fused = fuse(block, fallback=False)
+    a, b = torch.ones(2, 3) * scale, torch.ones(2, 3) * scale
+    _same_objects(fused(a, b), block(a, b), [a, b])
+
+
+@pytest.mark.parametrize("trips", [0, 1, 2, 3, 4, 5, 31])
+def test_a_rotation_of_three_returns_the_right_callers_tensors(trips):
+    block = _CycleOfThree()
+    fused = fuse(block, fallback=False)
+    xs = [torch.randn(2) for _ in range(3)] + [torch.tensor(trips)]
+    _same_objects(fused(*xs), block(*xs), xs)
+
+
+def test_trips_lead_to_walks_a_rotation_modulo_its_length():
+    from fusionnet.autograph.record import trips_lead_to
+    rotation = (("state", 1), ("state", 2), ("state", 0))
+    assert [trips_lead_to(rotation, 0, t) for t in (0, 1, 2, 3, 10 ** 12)] == \
+        [("state", 0), ("state", 1), ("state", 2), ("state", 0), ("state", 1)]
+    handed = (None, ("state", 0), ("capture", 0))  # a fresh a; b = a; c = a capture
+    assert trips_lead_to(handed, 1, 0) == ("state", 1)
+    assert trips_lead_to(handed, 1, 1) == ("state", 0)
+    assert trips_lead_to(handed, 1, 2) is None
+    assert trips_lead_to(handed, 2, 5) == ("capture", 0)
+
+
+class _HandOnThroughAnInnerLoop(nn.Module):
+    """The inner loop may run no trip on every outer trip, so eager may return ``x``
+    itself; the final trip counts cannot tell: the block runs eagerly, saying why."""
+
+    def forward(self, x):
+        n = x.sum() * 0
+        while n < 2:
+            n = n + 1
+            while x.abs().sum() > 100.0:
+                x = x / 2
+        return x
+
+
+def test_a_hand_on_the_compiled_code_cannot_select_runs_eagerly():
+    block = _HandOnThroughAnInnerLoop()
+    fused = fuse(block)
+    x = torch.randn(3, 4)
+    with pytest.warns(FusionFallbackWarning, match="output 0 may be input 0 itself"):
+        got = fused(x)
+    _same_objects(got, block(x), [x])

@@ -527,3 +527,54 @@ def test_random_dags_keep_their_results_through_the_cleanups(program):
         xs = [torch.randn(3, 4), torch.randn(*y_shape), torch.randn(4, 4)]
         for a, b in zip(as_arrays(g.run(*xs)), as_arrays(out.run(*xs)), strict=True):
             np.testing.assert_allclose(b, a, rtol=1e-6)
+
+
+# ---- eliminate_dead_loop_state -------------------------------------------------------------
+
+class _CarriesUnread(nn.Module):
+    """``y`` is carried but never read after the loop; ``z`` feeds ``w``, which the
+    condition reads, so both stay (and the trip count the tracer adds for ``x``, the
+    caller's input, goes: the output is ``x * 3``, never ``x`` itself)."""
+
+    def forward(self, x):
+        y, z, w = x * 0, x * 1, x.sum() * 0
+        while x.abs().sum() > 1 and w < 50:
+            x = x / 2
+            y = y + x
+            z = z + 1
+            w = w + z.sum()
+        return x * 3
+
+
+def _loops(g: Graph) -> list:
+    return [g.node(n) for n in g.regions() if g.node(n)["kind"] == "while"]
+
+
+def test_dead_loop_state_golden():
+    from fusionnet.passes.eliminate_dead_loop_state import eliminate_dead_loop_state
+    g = traced(_CarriesUnread(), (4, 3))
+    (before,) = _loops(g)
+    assert len(before["outs"]) == 5  # x, y, z, w and the trip count
+    out = check_pass(eliminate_dead_loop_state, g)
+    (loop,) = _loops(out)
+    # x (read after the loop), z and w (the condition reads w, w reads z) stay.
+    assert [tuple(s) for s, _ in loop["outs"]] == [(4, 3), (4, 3), ()]
+    body = loop["body"]
+    assert len(body.inputs) == len(loop["args"]) == len(loop["cond"].inputs)
+    assert sorted(body.node(i)["target"] for i in body.inputs) == list(range(len(body.inputs)))
+    ops = sorted(body.node(n)["op"] for n in body.nodes_of("op"))
+    assert ops.count("add") == 2  # z + 1, w + z.sum(): y + x and the trip count are gone
+    assert any(n.startswith("eliminate_dead_loop_state: dropped") for n in out.notes)
+    # The pipeline end to end: the same values, less carried.
+    again = check_pass(lambda g: eliminate_dead_code(eliminate_dead_loop_state(g)), g)
+    assert len(_loops(again)[0]["outs"]) == 3
+
+
+def test_dead_loop_state_keeps_what_is_read():
+    from fusionnet.passes.eliminate_dead_loop_state import eliminate_dead_loop_state
+    from test_control_flow import TwoCarried  # returns both carried tensors
+
+    g = traced(TwoCarried(), (4, 3))
+    out = check_pass(eliminate_dead_loop_state, g)
+    assert len(_loops(out)[0]["outs"]) == len(_loops(g)[0]["outs"])
+    assert not any(n.startswith("eliminate_dead_loop_state") for n in out.notes)

@@ -25,9 +25,11 @@ import numpy as np
 
 from .. import autograd, dispatch
 from ..graph import Graph
+from ..passes.plan_buffers import view_root
 from .helpers import UNDEFINED, Undefined
 
-__all__ = ["RegionTracing", "Captures", "RegionError"]
+__all__ = ["RegionTracing", "Captures", "RegionError", "outer_objects", "passes_of",
+           "trips_lead_to"]
 
 
 class RegionError(RuntimeError):
@@ -66,16 +68,86 @@ def _body_input(scope, target: int, t) -> int:
 
 def _sources(g: Graph, nid: int) -> set:
     """The input targets (state, then captures) that body value ``nid`` may be or view:
-    through ops that may return their first input or a view of it; a nested region's
-    item may be any of the body's inputs."""
-    from ..passes.plan_buffers import view_root  # noqa: PLC0415
+    through ops that may return their first input or a view of it, and through the
+    results of nested regions that may hand an input on (:func:`outer_objects`)."""
+    return {what for _, (kind, what), _ in outer_objects(g, passes_of(g), nid)
+            if kind == "input"}
 
-    d = g.node(view_root(g, nid)[0])
+
+def passes_of(g: Graph) -> dict:
+    """Which region results of ``g`` may be which of its values in eager (filled while
+    tracing by ``RegionTracing._note_passthrough``)."""
+    table = getattr(g, "passes_through", None)
+    if table is None:
+        table = g.passes_through = {}
+    return table
+
+
+def _state_ref(d) -> bool:
+    """Whether node data ``d`` is module state eager hands back as the object itself."""
+    return "ref" in d and not d.get("detach") and not d.get("external")
+
+
+def outer_objects(graph: Graph, passes: dict, nid: int) -> list:
+    """The caller's objects eager's value of root-graph node ``nid`` may *be*: a list of
+    ``(conditions, (kind, what), view steps)``, ``kind`` "input" (``what`` its position)
+    or "ref" (``what`` the module's tensor). ``conditions`` is a tuple of
+    ``(selector node, when)`` that all hold exactly when it is that object (a loop's trip
+    count is 0, a branch was taken; ``passes`` says which region results pass what
+    through, see ``RegionTracing._note_passthrough``; :func:`passes_of`), or None where
+    the compiled code cannot tell (a loop body handing a value on unchanged)."""
+    root, steps = view_root(graph, nid)
+    d = graph.node(root)
     if d["kind"] == "input":
-        return {d["target"]}
-    if d["kind"] == "item":
-        return {g.node(n)["target"] for n in g.inputs}
-    return set()
+        return [((), ("input", d["target"]), steps)]
+    if _state_ref(d):
+        return [((), ("ref", d["ref"]), steps)]
+    found = []
+    for source, selector, when in passes.get(root, ()):
+        if isinstance(source, tuple):  # module state a body returns: ("ref", tensor)
+            found.append((None, source, steps))
+            continue
+        for conds, what, more in outer_objects(graph, passes, source):
+            both = None if selector is None or conds is None else ((selector, when),) + conds
+            found.append((both, what, steps + more))
+    return found
+
+
+def _reachable(body_map: tuple, k: int) -> list:
+    """The initial states and captures loop result ``k`` may be (``body_map``: what each
+    body result hands on, see ``_note_passthrough``)."""
+    found, cur, seen = [("state", k)], k, {k}
+    while body_map[cur] is not None:
+        step = body_map[cur]
+        if step[0] == "capture":
+            found.append(step)
+            break
+        cur = step[1]
+        if cur in seen:
+            break
+        seen.add(cur)
+        found.append(("state", cur))
+    return found
+
+
+def trips_lead_to(body_map: tuple, k: int, trips: int):
+    """What loop result ``k`` is after ``trips`` trips: ``("state", j)`` (the initial
+    value of state ``j``), ``("capture", c)``, or None (a value a trip computed).
+    Walks the body's hand-ons backwards; a cycle of pure hand-ons is walked modulo its
+    length, so a long loop costs no more than a short one."""
+    cur, step, first = k, 0, {k: 0}
+    while step < trips:
+        nxt = body_map[cur]
+        if nxt is None or nxt[0] == "capture":
+            return nxt
+        cur, step = nxt[1], step + 1
+        if cur in first:  # a cycle: only the remainder matters
+            length = step - first[cur]
+            for _ in range((trips - step) % length):
+                cur = body_map[cur][1]
+            return ("state", cur)
+        first[cur] = step
+    return ("state", cur)
 
 
 def _as_tensor(value, name: str):
@@ -151,6 +223,7 @@ class RegionTracing:
             scope.grad[nid] = bool(t.requires_grad)
             self.keep.append((p, p._data))
             placeholders.append(p)
+        scope.placeholders = placeholders
         outer = self.scope
         self.scope = scope
         try:
@@ -186,6 +259,11 @@ class RegionTracing:
         """Record ``while cond(*state): state = body(*state)`` as a ``while`` region."""
         carried = [i for i, v in enumerate(state) if not isinstance(v, Undefined)]
         values = [_as_tensor(state[i], names[i]) for i in carried]
+        # A loop that runs no trip returns its initial values themselves: where one is
+        # the caller's input or module state, a hidden trip count says which it was.
+        counted = self._starts_from_caller(values)
+        if counted:
+            values.append(_as_tensor(0, "the trip count"))
         captures = Captures(len(values))
 
         def args_of(placeholders):
@@ -220,6 +298,8 @@ class RegionTracing:
             for k, i in enumerate(carried):
                 full[i] = new_state[k]
             nxt = test_of(cond(*full), "condition")
+            if counted:
+                new_state.append(self.scope.placeholders[-1] + 1)
             return new_state, nxt
 
         body_scope, (new_state, nxt) = self._body("body", values, captures, step, args_of)
@@ -227,7 +307,8 @@ class RegionTracing:
         self._complete_inputs(captures)
         results = self._run_while(cond_scope.graph, body_scope.graph, values, captures)
         outs = self._region_node("while", values, captures, results,
-                                 cond=cond_scope.graph, body=body_scope.graph, line=line)
+                                 cond=cond_scope.graph, body=body_scope.graph, line=line,
+                                 counted=counted)
         new = list(state)
         for i, t in zip(carried, outs):
             new[i] = t
@@ -342,8 +423,16 @@ class RegionTracing:
 
     # ---- the region node -----------------------------------------------------------------
 
+    def _starts_from_caller(self, values) -> bool:
+        """Whether a root-graph region starts from a value that may be the caller's own
+        input or module state (so a result may be that object itself)."""
+        return self.scope.parent is None and any(
+            c is not None and not steps for v in values
+            for c, _, steps in outer_objects(self.graph, passes_of(self.graph),
+                                             self.node_for(v)))
+
     def _region_node(self, kind, values, captures, results, line=None, cond_value=None,
-                     **bodies):
+                     counted=False, **bodies):
         """Add the region and its ``item`` nodes to the current graph; return tensors for
         the items, holding ``results`` (the concrete values)."""
         from ..tensor import Tensor  # noqa: PLC0415
@@ -374,7 +463,57 @@ class RegionTracing:
             self.bind(t, nid)
             outs.append(t)
         self._note_region_aliases(kind, outs, values, captures, bodies, source)
+        self._note_passthrough(kind, args, [self.node_for(t) for t in outs], bodies, counted)
         return outs
+
+    def _note_passthrough(self, kind, args, items, bodies, counted) -> None:
+        """Which outer value each result of a region may be in eager, and when
+        (:func:`passes_of` the enclosing graph, read by :func:`outer_objects`).
+
+        A ``cond`` result is a branch's input returned unchanged when that branch is
+        taken. A ``while`` result after ``t`` trips is found by walking the body's
+        hand-ons back ``t`` steps (``a, b = f(b), a``: after one trip ``b`` is the
+        initial ``a``), :func:`trips_lead_to`; the hidden trip count (the last result,
+        root graph only) says ``t``. What a body hands on any other way (a view, a
+        nested region's result) has no selector."""
+        first = 1 if kind == "cond" else 0  # a cond's first argument is its condition
+        table = passes_of(self.graph)
+        n_state = len(items)
+        hands_on = {}  # body -> per result: ("state", j) / ("capture", c) / None (fresh)
+        for name, body in bodies.items():
+            if name == "cond":
+                continue
+            row = []
+            for k in range(n_state):
+                leaf = body.node(body.output)["args"][k]
+                root, steps = view_root(body, leaf)
+                d = body.node(root)
+                t = d.get("target", -1) if d["kind"] == "input" and not steps else -1
+                row.append(None if t < 0 else ("state", t) if t < n_state else
+                           ("capture", t - n_state))
+            hands_on[name] = tuple(row)
+        for k, item in enumerate(items[:-1] if counted else items):
+            found = []
+            if kind == "while" and counted:
+                body_map = hands_on["body"]
+                for target in _reachable(body_map, k):
+                    source = args[target[1]] if target[0] == "state" else \
+                        args[n_state + target[1]]
+                    found.append((source, items[-1], ("walk", k, target, body_map)))
+            elif kind == "while":
+                found.append((args[k], None, "zero"))
+            for name, body in bodies.items():
+                if name == "cond":
+                    continue
+                leaf = body.node(body.output)["args"][k]
+                exact = hands_on[name][k] is not None
+                if exact and kind == "while" and counted:
+                    continue  # the walk above covers it
+                for _, (what_kind, what), _ in outer_objects(body, passes_of(body), leaf):
+                    source = args[first + what] if what_kind == "input" else ("ref", what)
+                    found.append((source, args[0] if exact else None, name))
+            if found:
+                table[item] = found
 
     def _note_region_aliases(self, kind, outs, values, captures, bodies, source) -> None:
         """Remember which outer tensors each result may *be* in eager: a loop that runs no

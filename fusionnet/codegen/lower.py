@@ -188,7 +188,8 @@ def lower(graph: Graph, symbols=None, backend=None) -> Program:
     prog.steps, prog.outputs = lowering.graph(graph, "", inputs, top=True)
     out = graph.node(graph.output)
     prog.spec = out.get("spec", "T")
-    prog.structure = "tensor" if prog.spec == "T" else "tuple"
+    # Hidden selector outputs (tracer.py, _select_passthrough) make a tuple of one tensor.
+    prog.structure = "tensor" if prog.spec == "T" and not out.get("hidden") else "tuple"
     return prog
 
 

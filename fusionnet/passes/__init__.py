@@ -24,6 +24,7 @@ from ..graph import Graph, GraphBreak
 from ..regions import REGIONS, bodies_of
 from .eliminate_common_subexpressions import eliminate_common_subexpressions
 from .eliminate_dead_code import eliminate_dead_code
+from .eliminate_dead_loop_state import eliminate_dead_loop_state
 from .fold_constants import fold_constants
 from .fuse_elementwise import fuse_elementwise
 from .fuse_gemm_epilogues import fuse_gemm_epilogues
@@ -40,6 +41,7 @@ DEFAULT_PIPELINE: list[Callable[[Graph], Graph]] = [
     fold_constants,
     eliminate_common_subexpressions,
     simplify_algebra,
+    eliminate_dead_loop_state,
     eliminate_dead_code,
     fuse_gemm_epilogues,
     fuse_reductions,

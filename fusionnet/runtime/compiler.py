@@ -63,12 +63,14 @@ class Entry:
     placement: object = np.ndarray                    # where its arrays live (signature.py)
     random: list = field(default_factory=list)        # random inputs (random_inputs)
     joint: object = None                              # the compiled backward, if any
+    hidden: int = 0                                   # selector outputs after the leaves
+    selected: dict = field(default_factory=dict)      # leaf -> when it is a caller's object
     joint_reason: str = ""                            # why the backward replays instead
 
     @property
     def single(self) -> bool:
-        """The driver returns one array (forward returned one tensor)."""
-        return self.spec == "T"
+        """The driver returns one array (forward returned one tensor, nothing hidden)."""
+        return self.spec == "T" and not self.hidden
 
     def set_tail(self, tail: tuple) -> bool:
         """New parameter arrays and constants, packed as the driver takes them; False
@@ -133,6 +135,7 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
     entry.snapshot = snapshot(runner.module)
     entry.per_call, entry.on_move = python_guards(traced)
     entry.passthrough = _passthrough(traced)
+    entry.hidden, entry.selected = _hidden(traced), dict(getattr(traced, "selected", {}))
     entry.joint, entry.joint_reason = back, joint_reason
     entry.random = random_inputs(graph)
     if entry.random and joint is None and any(traced.node(traced.output).get(
@@ -142,7 +145,7 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
                        f"compiled ({joint_reason})", traced=traced)
     # The runner's inline cache takes NumPy inputs only: a device entry never goes there.
     entry.fast = not entry.per_call and not entry.passthrough and where is np.ndarray and \
-        back is None and not entry.random
+        back is None and not entry.random and not entry.hidden
     try:  # numba compiles on the first call: do it now, so a failure falls back
         result = entry.call([t._data for t in args])
     except Exception as err:  # noqa: BLE001 - any compiler error means "run eagerly"
@@ -209,6 +212,8 @@ def _joint(runner, args, traced: Graph):
         return None, ""
     if _passthrough(traced):
         return None, "an output is an input or a parameter itself"
+    if _hidden(traced):
+        return None, "an output may be an input or a parameter itself"
     try:
         return build_joint(runner, args, traced, runner.optimize), ""
     except NotDifferentiable as err:
@@ -259,7 +264,9 @@ def _check_output_views(traced: Graph) -> None:
     (an output that *is* an input or a parameter is handed back as it is instead)."""
     from ..passes.plan_buffers import view_root  # noqa: PLC0415
 
-    for i, leaf in enumerate(traced.node(traced.output)["args"]):
+    if getattr(traced, "output_alias", ""):
+        raise Fallback(traced.output_alias, traced=traced)
+    for i, leaf in enumerate(_leaves(traced)):
         nid, steps = view_root(traced, leaf)
         d = traced.node(nid)
         if steps and (d["kind"] == "input" or "ref" in d):
@@ -273,13 +280,25 @@ def _passthrough(traced: Graph) -> dict:
     """Output leaves that *are* an input or a parameter in the trace: eager returns that
     object itself (``return x.flatten()`` of a 1-D x), so the runtime does too."""
     out = {}
-    for i, a in enumerate(traced.node(traced.output)["args"]):
+    for i, a in enumerate(_leaves(traced)):
         d = traced.node(a)
         if d["kind"] == "input":
             out[i] = ("input", d["target"])
         elif "ref" in d and not d.get("detach") and not d.get("external"):
             out[i] = ("ref", d["ref"])
     return out
+
+
+def _hidden(traced: Graph) -> int:
+    """How many selector outputs the driver returns after the leaves (tracer.py,
+    ``_select_passthrough``)."""
+    return traced.node(traced.output).get("hidden", 0)
+
+
+def _leaves(traced: Graph) -> list:
+    """The output leaves forward returned (without the hidden selectors)."""
+    args = traced.node(traced.output)["args"]
+    return list(args[:len(args) - _hidden(traced)])
 
 
 def _entry(module, compiled, program, analysis, optimized, traced) -> Entry:

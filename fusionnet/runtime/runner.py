@@ -21,10 +21,11 @@ from contextlib import contextmanager
 import numpy as np
 
 from .. import autograd
+from ..autograph.record import trips_lead_to
 from ..nn.module import _ROUTES, STRUCTURE_VERSION
 from ..passes import optimize
 from ..pystate import first_failure
-from ..structure import unflatten
+from ..structure import flatten, unflatten
 from ..tensor import DATA_VERSION, Tensor
 from .backward import attach, graph_at, run_with_grad
 from .joint_module import attach_joint
@@ -93,6 +94,16 @@ def eager_region():
     finally:
         _local.depth -= 1
         _ROUTES.table = routes
+
+
+def _holds(flag, when) -> bool:
+    """Whether a selector output says its case happened (see ``_with_selection``): a
+    branch was taken (``flag`` its condition), or a loop's trip count ``flag`` leads
+    result ``k`` back to ``target`` (``("walk", k, target, body_map)``)."""
+    if isinstance(when, tuple):
+        _, k, target, body_map = when
+        return trips_lead_to(body_map, k, int(flag)) == target
+    return bool(flag) == (when == "then")
 
 
 class FusionRunner:
@@ -222,6 +233,8 @@ class FusionRunner:
     def _outputs(self, entry: Entry, result, args):
         if entry.joint is not None:  # forward-with-saves: the output runs a compiled backward
             return attach_joint(self, entry, result, args)
+        if entry.hidden:
+            return self._with_selection(entry, result, args)
         if entry.passthrough:
             return self._with_passthrough(entry, result, args)
         if entry.single:
@@ -253,6 +266,34 @@ class FusionRunner:
             else:
                 return run_with_grad(self, entry, args)
         return outs[0] if entry.single else unflatten(entry.spec, outs)
+
+    def _with_selection(self, entry: Entry, result, args):
+        """Outputs where a leaf may be the caller's object itself, as the hidden selector
+        outputs say (a loop ran no trip, a branch handed an input on): eager's object
+        when it is, a new tensor otherwise."""
+        arrays = list(result)
+        n = len(arrays) - entry.hidden
+        flags = arrays[n:]
+        outs, fresh = [], []
+        for i, r in enumerate(arrays[:n]):
+            obj = next((args[what] if kind == "input" else what
+                        for conds, (kind, what) in entry.selected.get(i, ())
+                        if all(_holds(flags[pos], when) for pos, when in conds)), None)
+            how = entry.passthrough.get(i)
+            if obj is None and how is not None:
+                obj = args[how[1]] if how[0] == "input" else how[1]
+            if obj is None:
+                obj = Tensor._wrap(r)
+                fresh.append(i)
+            outs.append(obj)
+        if any(entry.out_grad[i] for i in fresh):
+            if entry.spec == "T":
+                attach(self, entry, outs, args)
+            else:  # each output its own history: run the graph, keep the caller's objects
+                leaves, _ = flatten(run_with_grad(self, entry, args),
+                                    lambda v: isinstance(v, Tensor))
+                outs = [leaves[i] if i in fresh else o for i, o in enumerate(outs)]
+        return unflatten(entry.spec, outs)
 
     def _non_tensor_call(self, args):
         """Only tensors are traced: other arguments run the block eagerly, with a warning

@@ -340,6 +340,9 @@ class FusedStep:
         extras = plan.prepare(advance=False)
         traced, ctx = self._trace(module, args, plan, extras)
         self.traced = traced
+        if traced.node(traced.output).get("hidden") or getattr(traced, "output_alias", ""):
+            raise NotCompilable("the step may return its own input itself (a loop that "
+                                "runs no trip, a branch that hands it on)")
         result_spec = traced.node(traced.output)["spec"][1][0]
         n_results = leaf_count(result_spec)
         graph, generic, scaled = self._analyse(module, args, plan, extras, traced)
