@@ -130,3 +130,44 @@ def test_closure_returns_loss():
 
     assert opt.step(closure).item() == 9.0
     assert p.item() == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.Adam(ps, lr=0.1, amsgrad=True),
+                                  lambda ps: optim.AdamW(ps, lr=0.1)])
+def test_step_moves_the_version_of_everything_it_writes(make):
+    # The update writes arrays directly: a backward that saved the parameter before the
+    # step must still fail as PyTorch's does, and state tensors count their writes.
+    w = nn.Parameter(torch.randn(3))
+    opt = make([w])
+    y = (w * w).sum()  # saves w
+    w.sum().backward()
+    before = w._version[0]
+    opt.step()
+    assert w._version[0] > before
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+    w.grad = None
+    w.sum().backward()
+    states = [t for t in opt.state[w].values() if isinstance(t, torch.Tensor)]
+    versions = [t._version[0] for t in states]
+    opt.step()
+    assert states and all(t._version[0] > v for t, v in zip(states, versions))
+
+
+def test_step_inside_a_traced_forward_is_refused_with_a_reason():
+    from fusionnet.runtime import FusionFallbackWarning, fuse
+
+    class StepsInForward(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+            self.opt = optim.SGD(self.lin.parameters(), lr=0.1)
+
+        def forward(self, x):
+            self.opt.step()
+            return self.lin(x)
+
+    block = StepsInForward()
+    with pytest.warns(FusionFallbackWarning, match="optimizer.step"):
+        fuse(block)(torch.randn(2, 3))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from ..factories import zeros_like
-from .optimizer import Optimizer
+from .optimizer import Optimizer, written
 
 __all__ = ["Adam", "AdamW"]
 
@@ -32,16 +32,21 @@ class Adam(Optimizer):
                 state["max_exp_avg_sq"] = zeros_like(p)
         state["step"] += 1
         t = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m.mul_(b1).add_(g, alpha=1 - b1)
-        v.mul_(b2).add_(g * g, alpha=1 - b2)
+        m, v = state["exp_avg"]._data, state["exp_avg_sq"]._data
+        m *= b1
+        m += g * (1 - b1)              # m.mul_(b1).add_(g, alpha=1 - b1)
+        v *= b2
+        v += (g * g) * (1 - b2)
+        written(state["exp_avg"], state["exp_avg_sq"])
         if group["amsgrad"]:
             vmax = state["max_exp_avg_sq"]
-            vmax.copy_(vmax.maximum(v))
-            v = vmax
-        denom = (v / (1 - b2 ** t)).sqrt() + group["eps"]
+            p._xp.maximum(vmax._data, v, out=vmax._data)
+            written(vmax)
+            v = vmax._data
+        denom = p._xp.sqrt(v / (1 - b2 ** t)) + group["eps"]
         step_size = group["lr"] / (1 - b1 ** t)
-        p.sub_(step_size * m / denom)
+        p._data -= step_size * m / denom
+        written(p)
 
 
 class AdamW(Adam):
@@ -58,5 +63,6 @@ class AdamW(Adam):
 
     def _update(self, p, g, group, state) -> None:
         if group["weight_decay"] != 0:
-            p.mul_(1 - group["lr"] * group["weight_decay"])
+            p._data *= 1 - group["lr"] * group["weight_decay"]
+            written(p)
         super()._update(p, g, group, state)

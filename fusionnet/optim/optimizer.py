@@ -5,10 +5,23 @@ import threading
 from typing import Any, Iterable
 
 from ..autograd import enable_grad, no_grad
+from ..dispatch import trace_hook
 from ..nn.module import zero_grads
 from ..tensor import Tensor
 
-__all__ = ["Optimizer"]
+__all__ = ["Optimizer", "written", "state_tensor"]
+
+
+def written(*tensors: Tensor) -> None:
+    """Note an in-place write into each tensor's array (its version counter moves, as an
+    in-place op's would)."""
+    for t in tensors:
+        t._version[0] += 1
+
+
+def state_tensor(array) -> Tensor:
+    """An optimiser state tensor (a momentum buffer, a moment) holding ``array``."""
+    return Tensor._wrap(array)
 
 
 class _Tracing(threading.local):
@@ -65,28 +78,44 @@ class Optimizer:
         """One update of every parameter that has a gradient; returns ``closure()``'s loss.
 
         The loop, ``maximize`` and L2 ``weight_decay`` are shared; each optimiser
-        supplies :meth:`_update` for one parameter.
+        supplies :meth:`_update` for one parameter. The update works on the arrays
+        directly (as PyTorch's fused and foreach updates skip its dispatcher): the same
+        operations in the same order as the tensor ops would run under ``no_grad``,
+        bumping the version counter of everything written, so a backward that saved a
+        parameter still sees it changed.
         """
         if TRACING.step_hook is not None:
             return TRACING.step_hook(self, closure)
+        hook = trace_hook()
+        if hook is not None:  # a graph break: the arrays are written outside the op table
+            hook.stop("optimizer.step() inside forward (the update writes module state, "
+                      "which a compiled forward would not repeat; fusionnet.fuse(step) "
+                      "compiles a whole training step)")
+            return None  # a recording trace (explain) goes on without updating
         loss = None
         if closure is not None:
             with enable_grad():
                 loss = closure()
         with no_grad():
             for group in self.param_groups:
+                maximize = group.get("maximize")
+                decay = group.get("weight_decay", 0)
+                if group.get("decoupled_weight_decay"):
+                    decay = 0  # AdamW decays p itself
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    g = -p.grad if group.get("maximize") else p.grad
-                    if group.get("weight_decay", 0) != 0 and not group.get(
-                            "decoupled_weight_decay"):  # AdamW decays p itself
-                        g = g + group["weight_decay"] * p
+                    g = p.grad._data
+                    if maximize:
+                        g = -g
+                    if decay != 0:
+                        g = g + decay * p._data
                     self._update(p, g, group, self.state.setdefault(p, {}))
         return loss
 
-    def _update(self, p: Tensor, g: Tensor, group: dict, state: dict) -> None:
-        """Update ``p`` in place from gradient ``g`` (weight decay already applied)."""
+    def _update(self, p: Tensor, g, group: dict, state: dict) -> None:
+        """Update ``p`` in place from gradient array ``g`` (weight decay already
+        applied): write its array and call :func:`written` on what changed."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:

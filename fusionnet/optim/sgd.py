@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, state_tensor, written
 
 __all__ = ["SGD"]
 
@@ -30,8 +30,13 @@ class SGD(Optimizer):
         if mu != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = g.clone()
+                buf = state["momentum_buffer"] = state_tensor(g.copy())
             else:
-                buf.mul_(mu).add_(g, alpha=1 - group["dampening"])
-            g = g + mu * buf if group["nesterov"] else buf
-        p.sub_(group["lr"] * g)
+                b = buf._data
+                b *= mu
+                damp = 1 - group["dampening"]
+                b += g if damp == 1 else g * damp  # add_(g, alpha=1 - dampening)
+                written(buf)
+            g = g + mu * buf._data if group["nesterov"] else buf._data
+        p._data -= group["lr"] * g
+        written(p)
