@@ -298,6 +298,8 @@ class _Tracer(RegionTracing):
     # ---- dispatch hook protocol ----------------------------------------------------------
 
     def __call__(self, op, tensors, attrs):
+        if op.decompose is not None:  # recorded as the table ops it is made of
+            return op.decompose(*tensors, **attrs)
         args = [self.node_for(t) for t in tensors]
         dynamic = not all(a in self.static for a in args)
         try:

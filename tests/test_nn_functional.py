@@ -87,6 +87,39 @@ def test_mse_matches_numpy_and_gradient(reduction):
     np.testing.assert_allclose(_np(a.grad), num, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("needs", [(True, False), (True, True), (False, True)])
+def test_mse_loss_is_one_op_that_rounds_as_its_decomposition(reduction, needs):
+    # One row (one dispatch, one MseLossBackward0 node) in eager; the same bits as the
+    # subtraction, product and mean a trace records instead (ops/loss.py).
+    rng = np.random.default_rng(3)
+    a0, b0 = rng.standard_normal((2, 5, 7)).astype(np.float32)
+    a, b = torch.tensor(a0).requires_grad_(needs[0]), torch.tensor(b0).requires_grad_(needs[1])
+    one = F.mse_loss(a, b, reduction=reduction)
+    assert one.grad_fn.name() == "MseLossBackward0" and one.grad_fn.next_functions
+    one.backward()
+    a2, b2 = torch.tensor(a0).requires_grad_(needs[0]), torch.tensor(b0).requires_grad_(needs[1])
+    d = a2 - b2
+    parts = (d * d).mean() if reduction == "mean" else (d * d).sum()
+    parts.backward()
+    assert np.array_equal(_np(one), _np(parts))
+    for x, y in ((a, a2), (b, b2)):
+        assert (x.grad is None) == (y.grad is None)
+        if x.grad is not None:
+            assert np.array_equal(_np(x.grad), _np(y.grad))
+
+
+def test_a_traced_mse_loss_records_its_decomposition():
+    from fusionnet.tracer import trace
+
+    class Loss(nn.Module):
+        def forward(self, a, b):
+            return F.mse_loss(a, b)
+
+    g = trace(Loss(), torch.randn(3, 4), torch.randn(3, 4))
+    assert sorted(g.node(n)["op"] for n in g.nodes_of("op")) == ["mean", "mul", "sub"]
+
+
 def test_mse_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shape"):
         F.mse_loss(torch.zeros(3, 1), torch.zeros(3))

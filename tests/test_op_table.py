@@ -101,6 +101,8 @@ SAMPLES = {
     "cat": ([_any(2, 3), _any(4, 3)], {"dim": 0}, lambda a, b: np.concatenate([a, b])),
     "stack": ([_any(2, 3), _any(2, 3)], {"dim": 1}, lambda a, b: np.stack([a, b], 1)),
     "to_device": ([_any(3, 4)], {"device": "cpu"}, lambda x: x),
+    "mse_loss": ([_any(3, 4), _any(3, 4)], {"reduction": "mean"},
+                 lambda a, b: np.mean((a - b) ** 2)),
 }
 
 SAMPLES.update(CONV_SAMPLES)  # convolution and pooling: loop references in _conv_refs.py

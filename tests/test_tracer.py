@@ -44,7 +44,11 @@ def test_every_op_traces_and_runs_like_eager(name):
     arrays, attrs, _ = SAMPLES[name]
     block = OneOp(name, attrs)
     graph = trace(block, *[torch.from_numpy(a.copy()) for a in arrays])
-    assert graph.op_counts() == {name: 1}
+    op = OPS[name]
+    if op.decompose is None:
+        assert graph.op_counts() == {name: 1}
+    else:  # recorded as the table ops it is made of (ops/loss.py)
+        assert name not in graph.op_counts() and graph.op_counts()
     fresh = [torch.from_numpy(_fresh_like(a)) for a in arrays]
     np.testing.assert_array_equal(graph.run(*fresh).numpy(), block(*fresh).numpy())
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 
-from ..dispatch import trace_hook
+from ..dispatch import apply, trace_hook
+from ..ops.loss import MSE_REDUCTIONS
 from ..factories import arange, rand
 from ..tensor import Tensor
 
@@ -106,6 +107,8 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor: 
         raise ValueError(f"mse_loss: input shape {tuple(input.shape)} and target shape "
                          f"{tuple(target.shape)} differ (broadcasting them is almost always "
                          "a bug)")
+    if reduction in MSE_REDUCTIONS:  # one op and one autograd node (ops/loss.py)
+        return apply("mse_loss", input, target, reduction=reduction)
     diff = input - target
     return _reduce(diff * diff, reduction)
 

@@ -1,10 +1,10 @@
 """The op table. Importing this package fills :data:`OPS` with every row.
 
 Rows live in small modules by kind: ``elementwise``, ``reduction``,
-``linalg`` (matmul) and ``layout`` (reshape, permute, indexing, cat, device
-copies). ``registry`` defines the :class:`Op` row itself.
+``linalg`` (matmul), ``layout`` (reshape, permute, indexing, cat, device
+copies), ``conv`` and ``loss``. ``registry`` defines the :class:`Op` row itself.
 """
-from . import conv, elementwise, layout, linalg, reduction  # noqa: F401 - registers the rows
+from . import conv, elementwise, layout, linalg, loss, reduction  # noqa: F401 - the rows
 from .layout import (LAYOUT_STEPS, DataDependentShape, decode_key, encode_key, is_transpose,
                      layout_steps)
 from .registry import OPS, Kind, Op, Reduction, get_op, register

@@ -146,6 +146,10 @@ class Op:
         refuses_bool: an error message: PyTorch refuses a bool tensor as any input of
             this op (``sub``, ``abs``), so eager dispatch raises ``TypeError`` with it
             before promotion turns the bool into a number.
+        decompose: ``decompose(*tensors, **attrs) -> Tensor``: the op written with other
+            table ops (``mse_loss``: a subtraction, a product, a mean). Eager runs the row
+            as one op; a trace records the decomposition instead, which the compilers
+            fuse. ``None``: the row is recorded as itself.
     """
 
     name: str
@@ -168,6 +172,7 @@ class Op:
     bools_as: str | None = None
     value_errors: Callable | None = None
     refuses_bool: str = ""
+    decompose: Callable | None = None
 
     @property
     def may_alias(self) -> bool:
