@@ -463,3 +463,75 @@ def test_parameters_reach_the_driver_through_the_address_table_and_new_storage_i
         np.testing.assert_allclose(fused(x).numpy(), torch_net(x).numpy(), rtol=1e-5,
                                    atol=1e-5)
         assert len(fused._fusion_runner.compiles) == n
+
+
+# ---- cat and stack: Join steps in the driver ----------------------------------------------
+
+class _Joins(nn.Module):
+    """cat along the batch axis and a feature axis, stack at both ends, a promoted int
+    input, inside a fused chain (the join's sources are kernel results and inputs)."""
+
+    def __init__(self, dim: int, stack_dim: int):
+        super().__init__()
+        self.lin = nn.Linear(3, 4)
+        self.dim, self.stack_dim = dim, stack_dim
+
+    def forward(self, x, y):
+        h = fn.relu(self.lin(x))
+        joined = fn.cat([h, y * 2, h - 1], dim=self.dim) * 3
+        flags = (x > 0).to(fn.int64)
+        mixed = fn.cat([x, flags], dim=-1)          # int64 promoted to float32
+        stacked = fn.stack([h, h * h], dim=self.stack_dim)
+        return joined.sum(-1), mixed, stacked
+
+
+@pytest.mark.parametrize("dim,stack_dim", [(0, 0), (1, -1), (-1, 1)])
+def test_cat_and_stack_compile_and_equal_eager_at_every_batch(dim, stack_dim):
+    block = _Joins(dim, stack_dim)
+    fused = fuse(block, fallback=False)
+    with fn.no_grad():
+        for batch in (5, 1, 2, 17):
+            x, y = fn.randn(batch, 3), fn.randn(batch, 4)
+            for got, want in zip(fused(x, y), block(x, y), strict=True):
+                assert tuple(got.shape) == tuple(want.shape) and got.dtype == want.dtype
+                # (the sum accumulates in float64 in the kernel, pairwise in NumPy)
+                np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+    entry = next(iter(fused._fusion_runner.generic.values()))
+    assert entry.fn is not None and "] = " in entry.compiled.source  # slice assignments
+
+
+class _JoinInALoop(nn.Module):
+    def forward(self, x):
+        while x.abs().sum() > 4.0:
+            x = fn.stack([x, x * 0.5], 0).sum(0) * 0.25
+        return fn.cat([x, x], 1)
+
+
+def test_a_join_inside_a_loop_body_equals_eager():
+    block = _JoinInALoop()
+    fused = fuse(block, fallback=False)
+    for scale in (0.01, 3.0, 1e4):
+        x = fn.randn(6, 3) * scale
+        np.testing.assert_allclose(fused(x).numpy(), block(x).numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_gradients_through_a_compiled_cat_equal_eager():
+    block = _Joins(1, 0)
+    fused = fuse(block)
+    x, y = fn.randn(4, 3), fn.randn(4, 4)
+    grads = []
+    for run in (block, fused):
+        xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
+        joined, mixed, stacked = run(xg, yg)
+        (joined.sum() + mixed.sum() + (stacked * stacked).sum()).backward()
+        grads.append([xg.grad.numpy(), yg.grad.numpy()] +
+                     [p.grad.numpy().copy() for p in block.parameters()])
+        block.zero_grad()
+    for a, b in zip(*grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_backend_without_joins_says_so():
+    cuda = get_backend("cuda")
+    assert cuda.why_unsupported(OPS["cat"]) and cuda.why_unsupported(OPS["stack"])
+    assert not get_backend("numba").why_unsupported(OPS["cat"])

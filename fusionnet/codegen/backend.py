@@ -74,11 +74,18 @@ class Backend:
     gemm: dict = {}
     #: op name -> why this backend runs it eagerly (stated, so never silently missing)
     unsupported: dict = {}
+    #: whether the backend copies arrays side by side into a new one (``Op.joins`` rows,
+    #: lowered to :class:`~fusionnet.codegen.lower.Join` steps)
+    joins: bool = False
 
     def why_unsupported(self, op: Op) -> str:
         """Why this backend cannot generate ``op`` (a row), or ``""`` when it can."""
         if op.name in self.unsupported:
             return self.unsupported[op.name]
+        if op.decompose is not None:
+            return ""  # a trace records the ops it is made of, never the row itself
+        if op.joins is not None:
+            return "" if self.joins else f"{self.name} does not join arrays"
         if op.kind is Kind.ELEMENTWISE:
             return "" if op.name in self.elementwise else \
                 f"{self.name} has no spelling for elementwise op {op.name!r}"
@@ -102,10 +109,14 @@ class Backend:
     def check(self, program: Program) -> None:
         """Raise :class:`Unsupported`, with the reason, for any op or layout step in
         ``program`` this backend does not generate."""
-        from .lower import Branch, Loop, View, walk_steps  # noqa: PLC0415
+        from .lower import Branch, Join, Loop, View, walk_steps  # noqa: PLC0415
 
         for step in walk_steps(program.steps):
             if isinstance(step, (Loop, Branch)):
+                continue
+            if isinstance(step, Join):
+                if not self.joins:
+                    raise Unsupported(f"{self.name} does not join arrays (cat, stack)")
                 continue
             if isinstance(step, View):
                 if step.step not in self.layout:

@@ -29,8 +29,8 @@ from ..graph import Graph
 from ..regions import region_of
 from ..ops import LAYOUT_STEPS, Kind, get_op, is_transpose, layout_steps
 
-__all__ = ["Program", "Kernel", "View", "Param", "Block", "Loop", "Branch", "Unsupported",
-           "lower", "walk_steps"]
+__all__ = ["Program", "Kernel", "View", "Join", "Param", "Block", "Loop", "Branch",
+           "Unsupported", "lower", "walk_steps"]
 
 
 class Unsupported(Exception):
@@ -96,6 +96,21 @@ class View:
     step: str
     src: str
     arg: tuple
+    shape: tuple
+    dtype: str
+
+
+@dataclass
+class Join:
+    """``out``: a new array holding ``srcs`` side by side along ``axis`` (a row with
+    ``Op.joins``: ``cat``, or ``stack`` when ``stacked``: each source is one index of
+    that axis). ``sizes``: each source's (symbolic) extent along the axis."""
+
+    out: str
+    srcs: list
+    axis: int
+    stacked: bool
+    sizes: list
     shape: tuple
     dtype: str
 
@@ -310,15 +325,19 @@ def _lower_layout(prog: Program, out_steps: list, graph: Graph, d: dict, name: s
     """A layout op left between groups -> one :class:`View` per primitive step of its row
     (``Op.layout``); anything else left unfused raises :class:`Unsupported`."""
     op = get_op(d["op"])
+    if op.joins is not None and not _why_not(op, backend):
+        srcs = [names[a] for a in d["args"]]
+        ndim = len(graph.node(d["args"][0])["shape"])
+        axis, stacked = op.joins(ndim, **dict(d["attrs"]))
+        sizes = [1 if stacked else _sym(graph.node(a))[axis] for a in d["args"]]
+        out_steps.append(Join(name, srcs, axis, stacked, sizes, shape, d["dtype"]))
+        return
     steps = None
     if len(d["args"]) == 1:
         src_shape = _sym(graph.node(d["args"][0]))
         steps = layout_steps(op, src_shape, shape, d["attrs"])
     if steps is None:
-        if backend is None:
-            from .backend import default_backend  # noqa: PLC0415 - backend imports lower
-            backend = default_backend()
-        why = backend.why_unsupported(op) or "it is not part of a fused kernel"
+        why = _why_not(op, backend) or "it is not part of a fused kernel"
         raise Unsupported(f"op {d['op']!r} (at {d.get('source', '?')}) has no "
                           f"code-generation emitter yet ({why})")
     if not steps:  # changes nothing (simplification was off): still a fresh name
@@ -331,6 +350,14 @@ def _lower_layout(prog: Program, out_steps: list, graph: Graph, d: dict, name: s
         out_steps.append(View(out, step, src, arg, src_shape, d["dtype"]))
         prog.shapes[out], prog.dtypes[out] = src_shape, d["dtype"]
         src = out
+
+
+def _why_not(op, backend) -> str:
+    """Why ``backend`` (default: the one fusion plans for) cannot generate ``op``."""
+    if backend is None:
+        from .backend import default_backend  # noqa: PLC0415 - backend imports lower
+        backend = default_backend()
+    return backend.why_unsupported(op)
 
 
 def _lower_group(prog: Program, d: dict, name: str, operands: list, shape: tuple,

@@ -372,7 +372,8 @@ def _cat_grad(g, *xs, dim, **_):
 
 register(Op("cat", I, None, lambda xp, *arrays, dim: xp.concatenate(arrays, axis=dim),
             _cat_shape, same_dtype, _cat_grad, "concatenate along an existing dim",
-            saves=SAVES_NONE, promote="all"))
+            saves=SAVES_NONE, promote="all",
+            joins=lambda ndim, dim: (normalize_dim(dim, ndim), False)))
 
 
 def _stack_shape(*shapes, dim):
@@ -393,7 +394,8 @@ def _stack_grad(g, *xs, dim, **_):
 
 register(Op("stack", I, None, lambda xp, *arrays, dim: xp.stack(arrays, axis=dim),
             _stack_shape, same_dtype, _stack_grad, "stack along a new dim",
-            saves=SAVES_NONE, promote="all"))
+            saves=SAVES_NONE, promote="all",
+            joins=lambda ndim, dim: (normalize_dim(dim, ndim + 1), True)))
 
 # ---- device copy ------------------------------------------------------------------------
 

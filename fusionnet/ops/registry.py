@@ -146,6 +146,11 @@ class Op:
         refuses_bool: an error message: PyTorch refuses a bool tensor as any input of
             this op (``sub``, ``abs``), so eager dispatch raises ``TypeError`` with it
             before promotion turns the bool into a number.
+        joins: for rows that copy their inputs side by side into one new array (``cat``,
+            ``stack``): ``joins(ndim, **attrs) -> (axis, stacked)``, with ``ndim`` the
+            inputs' rank: the result's axis the inputs are laid along, and whether each
+            input is one index of a new axis there (``stack``) or a run of an existing
+            one (``cat``). A backend that joins arrays spells every such row.
         decompose: ``decompose(*tensors, **attrs) -> Tensor``: the op written with other
             table ops (``mse_loss``: a subtraction, a product, a mean). Eager runs the row
             as one op; a trace records the decomposition instead, which the compilers
@@ -172,6 +177,7 @@ class Op:
     bools_as: str | None = None
     value_errors: Callable | None = None
     refuses_bool: str = ""
+    joins: Callable | None = None
     decompose: Callable | None = None
 
     @property

@@ -47,6 +47,7 @@ class NumbaBackend(Backend):
     layout = LAYOUT
     gemm = GEMM
     unsupported = UNSUPPORTED
+    joins = True  # cat, stack: slice assignments in the driver (driver.py, _join)
 
     def check(self, program: Program) -> None:
         """The base checks (ops and layout steps), then the ranks each product kernel is

@@ -9,7 +9,7 @@ import numpy as np
 
 from ... import __version__
 from ..._kernels import kernel_module_name, kernels_hash
-from ..lower import Branch, Kernel, Loop, Program, View, walk_steps
+from ..lower import Branch, Join, Kernel, Loop, Program, View, walk_steps
 from .emitters import dims, literal, render_layout
 from .kernels import (IND, PARALLEL_MIN_ELEMENTS, has_parallel_variant, header, render_kernel,
                       uses_parallel)
@@ -51,6 +51,8 @@ def _fresh(steps) -> set:
             out.update(step.outs)
         elif isinstance(step, (Loop, Branch)):
             out.update(step.outs)
+        elif isinstance(step, Join):
+            out.add(step.out)
     return out
 
 
@@ -92,6 +94,8 @@ def _reads(step) -> set:
         return set(step.operands)
     if isinstance(step, View):
         return {step.src}
+    if isinstance(step, Join):
+        return set(step.srcs)
     blocks = ((step.cond, step.body) if isinstance(step, Loop) else (step.then, step.orelse))
     names = set(step.init) if isinstance(step, Loop) else {step.cond}
     for block in blocks:
@@ -135,6 +139,8 @@ def _steps(prog: Program, steps: list, ind: str, live: set, buffers=None) -> lis
             lines += _loop(prog, step, ind, owned)
         elif isinstance(step, Branch):
             lines += _branch(prog, step, ind, after)
+        elif isinstance(step, Join):
+            lines += _join(step, ind, buffers)
         else:
             lines += _kernel_call(prog, step, ind, reusable, buffers)
     return lines
@@ -243,6 +249,23 @@ def _kernel_call(prog: Program, step: Kernel, ind: str, reusable: dict,
         lines.append(f"{ind}{IND}{step.name}({call_args})")
     else:
         lines.append(f"{ind}{step.name}({call_args})")
+    return lines
+
+
+def _join(step: Join, ind: str, buffers) -> list[str]:
+    """``cat``/``stack``: a fresh array, each source assigned to its slice of the axis
+    (numba converts a source of another dtype as eager's promotion does: by value)."""
+    lines = _allocate(step.out, step.shape, step.dtype, ind, buffers)
+    start = "0"
+    for k, (src, size) in enumerate(zip(step.srcs, step.sizes)):
+        index = [":"] * len(step.shape)
+        if step.stacked:
+            index[step.axis] = str(k)
+        else:
+            end = f"{start} + ({size})" if start != "0" else f"({size})"
+            index[step.axis] = f"{start}:{end}"
+            start = end
+        lines.append(f"{ind}{step.out}[{', '.join(index)}] = {src}")
     return lines
 
 

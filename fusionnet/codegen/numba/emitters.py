@@ -202,8 +202,6 @@ UNSUPPORTED = {
     "getitem": "indexing is not generated yet",
     "getitem_grad": "scatter-add (the gradient of indexing) is not generated yet",
     "setitem": "indexed writes are not generated yet",
-    "cat": "concatenation is not generated yet",
-    "stack": "stacking is not generated yet",
     "to_device": "a device copy is never compiled",
     "conv2d_input_grad": "a gradient row: backward runs eagerly (it is not generated)",
     "conv2d_weight_grad": "a gradient row: backward runs eagerly (it is not generated)",
