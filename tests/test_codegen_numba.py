@@ -535,3 +535,98 @@ def test_a_backend_without_joins_says_so():
     cuda = get_backend("cuda")
     assert cuda.why_unsupported(OPS["cat"]) and cuda.why_unsupported(OPS["stack"])
     assert not get_backend("numba").why_unsupported(OPS["cat"])
+
+
+# ---- basic indexing: Index steps (views) and its gradient (zeros, then a slice) -----------
+
+class _Slices(nn.Module):
+    """Slices with steps and negative bounds, None, ..., ints into fixed-size dims, a
+    0-d pick, each read by a kernel or returned (a view of a kernel result)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 5)
+
+    def forward(self, x):
+        h = fn.tanh(self.lin(x))
+        return (h[:, 1:4] * 2, h[:, None, -1], h[..., ::2].sum(1), x[:, 2] + 1,
+                h[:, 3, None] * h[:, :1], h[:, -2:-5:-1], x[0:100, ...] * 1, h[..., 0:0])
+
+
+@pytest.mark.parametrize("batch", [5, 1, 2, 33])
+def test_basic_indexing_compiles_and_equals_eager(batch):
+    block = _Slices()
+    fused = fuse(block, fallback=False)
+    x = fn.randn(batch, 6)
+    with fn.no_grad():
+        for got, want in zip(fused(x), block(x), strict=True):
+            assert tuple(got.shape) == tuple(want.shape) and got.dtype == want.dtype
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+
+
+class _PickOne(nn.Module):
+    def forward(self, x):
+        return x[:, 1, 2] * 1.5 + x[0, -1, 0]   # ints into fixed dims; a 0-d pick of x[0]
+
+
+def test_an_integer_into_the_batch_dimension_is_guarded_by_the_traced_size():
+    # x[0, -1, 0] reads the batch dim with an int: the code is compiled for exactly the
+    # traced batch (never generic), so no batch size reads outside the array.
+    block = _PickOne()
+    fused = fuse(block, fallback=False)
+    for batch in (4, 1, 3):
+        x = fn.randn(batch, 3, 4)
+        np.testing.assert_allclose(fused(x).numpy(), block(x).numpy(), rtol=1e-6)
+    entries = list(fused._fusion_runner.exact.values())
+    assert len(entries) == 3 and all(e.fn is not None and not e.generic for e in entries)
+    assert "integer index into dimension 0" in entries[0].batch_note
+
+
+def test_integer_indexes_into_a_symbolic_dimension_are_refused_at_lowering():
+    from fusionnet.codegen.lower import Unsupported, _check_ints
+    _check_ints((slice(1, None), 2), ("B", 4), {"op": "getitem"})  # slices and fixed: fine
+    with pytest.raises(Unsupported, match="varies with the batch size"):
+        _check_ints((0, Ellipsis), ("B", 4), {"op": "getitem"})
+    with pytest.raises(Unsupported, match="dimension 1"):
+        _check_ints((None, Ellipsis, -1), (3, "B"), {"op": "getitem"})
+
+
+class _SliceTraining(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.out = nn.Linear(6, 5), nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = fn.tanh(self.lin(x))
+        a = fn.cat([h[:, 1:4] * 2, x[:, :3]], 0)
+        return (self.out(a) ** 2).sum() + h[:, -1].sum() + fn.stack([h[:, 0], x[:, 5]], 1).sum()
+
+
+def test_the_backward_of_slices_and_joins_compiles_and_equals_eager():
+    block = _SliceTraining()
+    fused = fuse(block)
+    for batch in (4, 7, 2):
+        x = fn.randn(batch, 6)
+        grads = []
+        for run in (block, fused):
+            xg = x.clone().requires_grad_()
+            run(xg).backward()
+            grads.append([xg.grad.numpy()] + [p.grad.numpy().copy() for p in block.parameters()])
+            block.zero_grad()
+        for a, b in zip(*grads, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    runner = fused._fusion_runner
+    entry = next(iter((runner.generic or runner.exact).values()))
+    assert entry.joint is not None, entry.joint_reason  # getitem_grad compiled too
+
+
+def test_advanced_indexing_still_runs_eagerly_with_a_reason():
+    class Gather(nn.Module):
+        def forward(self, x, i):
+            return x[i] * 2
+
+    block = Gather()
+    x, i = fn.randn(5, 3), fn.tensor([0, 4, 4])
+    with pytest.warns(FusionFallbackWarning, match="advanced indexing is not generated"):
+        got = fuse(block)(x, i)
+    np.testing.assert_array_equal(got.numpy(), block(x, i).numpy())

@@ -77,6 +77,9 @@ class Backend:
     #: whether the backend copies arrays side by side into a new one (``Op.joins`` rows,
     #: lowered to :class:`~fusionnet.codegen.lower.Join` steps)
     joins: bool = False
+    #: whether the backend generates basic indexing (``Op.selects``/``Op.places`` rows,
+    #: lowered to :class:`~fusionnet.codegen.lower.Index` steps)
+    indexes: bool = False
 
     def why_unsupported(self, op: Op) -> str:
         """Why this backend cannot generate ``op`` (a row), or ``""`` when it can."""
@@ -86,6 +89,8 @@ class Backend:
             return ""  # a trace records the ops it is made of, never the row itself
         if op.joins is not None:
             return "" if self.joins else f"{self.name} does not join arrays"
+        if op.selects is not None or op.places is not None:
+            return "" if self.indexes else f"{self.name} does not index arrays"
         if op.kind is Kind.ELEMENTWISE:
             return "" if op.name in self.elementwise else \
                 f"{self.name} has no spelling for elementwise op {op.name!r}"
@@ -109,7 +114,7 @@ class Backend:
     def check(self, program: Program) -> None:
         """Raise :class:`Unsupported`, with the reason, for any op or layout step in
         ``program`` this backend does not generate."""
-        from .lower import Branch, Join, Loop, View, walk_steps  # noqa: PLC0415
+        from .lower import Branch, Index, Join, Loop, View, walk_steps  # noqa: PLC0415
 
         for step in walk_steps(program.steps):
             if isinstance(step, (Loop, Branch)):
@@ -117,6 +122,10 @@ class Backend:
             if isinstance(step, Join):
                 if not self.joins:
                     raise Unsupported(f"{self.name} does not join arrays (cat, stack)")
+                continue
+            if isinstance(step, Index):
+                if not self.indexes:
+                    raise Unsupported(f"{self.name} does not index arrays")
                 continue
             if isinstance(step, View):
                 if step.step not in self.layout:

@@ -29,12 +29,18 @@ from ..graph import Graph
 from ..regions import region_of
 from ..ops import LAYOUT_STEPS, Kind, get_op, is_transpose, layout_steps
 
-__all__ = ["Program", "Kernel", "View", "Join", "Param", "Block", "Loop", "Branch",
-           "Unsupported", "lower", "walk_steps"]
+__all__ = ["Program", "Kernel", "View", "Join", "Index", "Param", "Block", "Loop", "Branch",
+           "Unsupported", "BatchDependent", "lower", "walk_steps"]
 
 
 class Unsupported(Exception):
     """The graph holds something this lowering cannot express; the caller falls back."""
+
+
+class BatchDependent(Unsupported):
+    """What the graph does depends on the batch size itself (an integer index into the
+    batch dimension): code generic in the batch size cannot say it, code compiled for
+    the exact batch can."""
 
 
 @dataclass
@@ -111,6 +117,21 @@ class Join:
     axis: int
     stacked: bool
     sizes: list
+    shape: tuple
+    dtype: str
+
+
+@dataclass
+class Index:
+    """Basic indexing (``Op.selects``/``Op.places``): ``out = src[key]``, a view of
+    ``src``; or, when ``place``, a new array of zeros with ``out[key] = src``. ``key``
+    holds ints, slices, ``None`` and ``...`` (ints only into dimensions of a fixed
+    size, so generated code never indexes outside an array)."""
+
+    out: str
+    src: str
+    key: tuple
+    place: bool
     shape: tuple
     dtype: str
 
@@ -332,6 +353,16 @@ def _lower_layout(prog: Program, out_steps: list, graph: Graph, d: dict, name: s
         sizes = [1 if stacked else _sym(graph.node(a))[axis] for a in d["args"]]
         out_steps.append(Join(name, srcs, axis, stacked, sizes, shape, d["dtype"]))
         return
+    for fact, place in ((op.selects, False), (op.places, True)):
+        if fact is not None and not _why_not(op, backend):
+            key = fact(**dict(d["attrs"]))
+            if key is None:
+                raise Unsupported(f"op {d['op']!r} (at {d.get('source', '?')}) indexes with "
+                                  "tensors (advanced indexing is not generated yet)")
+            src = d["args"][0]
+            _check_ints(key, shape if place else _sym(graph.node(src)), d)
+            out_steps.append(Index(name, names[src], key, place, shape, d["dtype"]))
+            return
     steps = None
     if len(d["args"]) == 1:
         src_shape = _sym(graph.node(d["args"][0]))
@@ -350,6 +381,23 @@ def _lower_layout(prog: Program, out_steps: list, graph: Graph, d: dict, name: s
         out_steps.append(View(out, step, src, arg, src_shape, d["dtype"]))
         prog.shapes[out], prog.dtypes[out] = src_shape, d["dtype"]
         src = out
+
+
+def _check_ints(key: tuple, shape: tuple, d) -> None:
+    """An integer in ``key`` must index a dimension of fixed size (checked when traced):
+    the size of a batch-dependent one is known only at run time, where an index that fit
+    the traced batch may not fit."""
+    consuming = sum(1 for k in key if k is not None and k is not Ellipsis)
+    dim = 0
+    for k in key:
+        if k is Ellipsis:
+            dim += len(shape) - consuming
+        elif k is not None:
+            if isinstance(k, int) and not isinstance(shape[dim], int):
+                raise BatchDependent(f"op {d['op']!r} (at {d.get('source', '?')}) takes "
+                                     f"an integer index into dimension {dim}, whose size "
+                                     "varies with the batch size")
+            dim += 1
 
 
 def _why_not(op, backend) -> str:

@@ -331,7 +331,7 @@ def no_grad(b: Builder) -> bool:
 
 # ---- losses, dropout, branches ---------------------------------------------------------
 
-@generator("mse_loss", ops=("sub", "mul", "mean", "sum"), weight=1)
+@generator("mse_loss", ops=("mse_loss", "sub", "mul", "mean", "sum"), weight=1)
 def mse_loss(b: Builder) -> bool:
     """F.mse_loss / nn.MSELoss between two same-shaped float values."""
     v = b.pick_float()

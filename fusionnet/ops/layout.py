@@ -281,11 +281,17 @@ def _indexes_by_tensor(key, **_) -> bool:
     return any(item[0] in ("index", "mask") for item in key)
 
 
+def _basic_key(key, **_):
+    """The Python key of a basic index (no index tensors), else None."""
+    return None if _indexes_by_tensor(key) else decode_key(key, ())
+
+
 register(Op("getitem", I, None, _getitem_eager,
             _getitem_shape, same_dtype, _getitem_grad,
             "x[key]: ints, slices, None, ..., integer and boolean index tensors",
             saves=SAVES_NONE, view=True,
-            write_back=_getitem_write_back, value_errors=_indexes_by_tensor))
+            write_back=_getitem_write_back, value_errors=_indexes_by_tensor,
+            selects=_basic_key))
 
 
 def _scatter_add(xp, out, key, values):
@@ -313,7 +319,7 @@ def _getitem_grad_grad(gg, g, *index, key, shape, **_):
 register(Op("getitem_grad", I, None, _getitem_grad_eager,
             lambda gs, *i, key, shape: tuple(shape), same_dtype, _getitem_grad_grad,
             "gradient of getitem: zeros of `shape` with g added at key",
-            saves=SAVES_NONE, value_errors=_indexes_by_tensor))
+            saves=SAVES_NONE, value_errors=_indexes_by_tensor, places=_basic_key))
 
 
 def _setitem_eager(xp, a, v, *idx, key):

@@ -151,6 +151,12 @@ class Op:
             inputs' rank: the result's axis the inputs are laid along, and whether each
             input is one index of a new axis there (``stack``) or a run of an existing
             one (``cat``). A backend that joins arrays spells every such row.
+        selects: for indexing rows, ``selects(**attrs) -> key | None``: the Python key
+            (ints, slices, ``None``, ``...``) when the result is ``input[key]``, a view
+            (basic indexing); None when index tensors take part (advanced indexing).
+        places: ``places(**attrs) -> key | None``: the result is zeros of the row's
+            shape with the input written at that basic key (``getitem``'s gradient);
+            None as for ``selects``.
         decompose: ``decompose(*tensors, **attrs) -> Tensor``: the op written with other
             table ops (``mse_loss``: a subtraction, a product, a mean). Eager runs the row
             as one op; a trace records the decomposition instead, which the compilers
@@ -178,6 +184,8 @@ class Op:
     value_errors: Callable | None = None
     refuses_bool: str = ""
     joins: Callable | None = None
+    selects: Callable | None = None
+    places: Callable | None = None
     decompose: Callable | None = None
 
     @property

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..codegen import Unsupported, lower
+from ..codegen.lower import BatchDependent
 from ..codegen.backend import default_backend, get_backend
 from ..graph import Graph, GraphBreak
 from ..nn.module import STRUCTURE_VERSION
@@ -23,7 +24,7 @@ from ..tensor import DATA_VERSION
 from ..tracer import TraceError, materialise_lazy, trace
 from .guards import python_guards, snapshot
 from .signature import describe_args, placement
-from .symbolic import analyse_batch
+from .symbolic import BatchAnalysis, analyse_batch
 
 __all__ = ["Entry", "Fallback", "compile_signature"]
 
@@ -124,7 +125,16 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
     if joint is None:
         graph = analysis.graph if analysis.generic else runner.optimize(traced)
     try:
-        program = lower(graph, {"B": ("x0", 0)} if analysis.generic else {})
+        try:
+            program = lower(graph, {"B": ("x0", 0)} if analysis.generic else {})
+        except BatchDependent as err:  # compile for this exact batch size instead
+            if not analysis.generic:
+                raise
+            if joint is not None:
+                joint, back, joint_reason = None, None, str(err)
+            analysis = BatchAnalysis(None, False, str(err))
+            graph = runner.optimize(traced)
+            program = lower(graph, {})
         program.table = True  # every tail reaches the driver through Entry.set_tail
         compiled = backend.compile(program)
     except Unsupported as err:

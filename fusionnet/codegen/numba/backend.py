@@ -48,6 +48,7 @@ class NumbaBackend(Backend):
     gemm = GEMM
     unsupported = UNSUPPORTED
     joins = True  # cat, stack: slice assignments in the driver (driver.py, _join)
+    indexes = True  # basic getitem and its gradient: indexing in the driver (_index)
 
     def check(self, program: Program) -> None:
         """The base checks (ops and layout steps), then the ranks each product kernel is

@@ -9,7 +9,7 @@ import numpy as np
 
 from ... import __version__
 from ..._kernels import kernel_module_name, kernels_hash
-from ..lower import Branch, Join, Kernel, Loop, Program, View, walk_steps
+from ..lower import Branch, Index, Join, Kernel, Loop, Program, View, walk_steps
 from .emitters import dims, literal, render_layout
 from .kernels import (IND, PARALLEL_MIN_ELEMENTS, has_parallel_variant, header, render_kernel,
                       uses_parallel)
@@ -51,7 +51,7 @@ def _fresh(steps) -> set:
             out.update(step.outs)
         elif isinstance(step, (Loop, Branch)):
             out.update(step.outs)
-        elif isinstance(step, Join):
+        elif isinstance(step, Join) or (isinstance(step, Index) and step.place):
             out.add(step.out)
     return out
 
@@ -96,6 +96,8 @@ def _reads(step) -> set:
         return {step.src}
     if isinstance(step, Join):
         return set(step.srcs)
+    if isinstance(step, Index):
+        return {step.src}
     blocks = ((step.cond, step.body) if isinstance(step, Loop) else (step.then, step.orelse))
     names = set(step.init) if isinstance(step, Loop) else {step.cond}
     for block in blocks:
@@ -125,7 +127,7 @@ def _steps(prog: Program, steps: list, ind: str, live: set, buffers=None) -> lis
     # Arrays a loop may take over: kernel results (each its own array; a region's
     # results may be one array under two names) that no view in this list aliases.
     takeable = {o for step in steps if isinstance(step, Kernel) for o in step.outs}
-    takeable -= {step.src for step in steps if isinstance(step, View)}
+    takeable -= {step.src for step in steps if isinstance(step, (View, Index))}
     for step, after in zip(steps, _live_after(steps, live)):
         if isinstance(step, View):
             lines.append(f"{ind}{step.out} = {render_layout(step.step, step.src, step.arg)}")
@@ -141,6 +143,8 @@ def _steps(prog: Program, steps: list, ind: str, live: set, buffers=None) -> lis
             lines += _branch(prog, step, ind, after)
         elif isinstance(step, Join):
             lines += _join(step, ind, buffers)
+        elif isinstance(step, Index):
+            lines += _index(step, ind, buffers)
         else:
             lines += _kernel_call(prog, step, ind, reusable, buffers)
     return lines
@@ -267,6 +271,36 @@ def _join(step: Join, ind: str, buffers) -> list[str]:
             start = end
         lines.append(f"{ind}{step.out}[{', '.join(index)}] = {src}")
     return lines
+
+
+def _key_source(key: tuple) -> str:
+    """A basic index as source text (``1:3, None, ..., -1``)."""
+    def item(k):
+        if k is None:
+            return "None"
+        if k is Ellipsis:
+            return "..."
+        if isinstance(k, slice):
+            text = ("" if k.start is None else str(k.start)) + ":" + (
+                "" if k.stop is None else str(k.stop))
+            return text + ("" if k.step is None else f":{k.step}")
+        return str(int(k))
+    return ", ".join(item(k) for k in key) if key else "..."
+
+
+def _index(step: Index, ind: str, buffers) -> list[str]:
+    """Basic indexing: a view ``src[key]`` (numba returns a scalar, not a 0-d view, when
+    ints pick one element: that case is a one-element slice, reshaped); or, for a
+    ``place``, zeros with ``src`` written at ``key``."""
+    key = _key_source(step.key)
+    if step.place:
+        lines = _allocate(step.out, step.shape, step.dtype, ind, buffers)
+        return lines + [f"{ind}{step.out}[...] = 0", f"{ind}{step.out}[{key}, ...] = {step.src}"]
+    if not step.shape:
+        ints = [k for k in step.key if k is not None and k is not Ellipsis]
+        picks = ", ".join(f"{k}:{k + 1 if k != -1 else ''}" for k in ints)
+        return [f"{ind}{step.out} = np.ascontiguousarray({step.src}[{picks}]).reshape(())"]
+    return [f"{ind}{step.out} = {step.src}[{key}]"]
 
 
 def _allocate(name: str, shape, dtype, ind: str, buffers) -> list[str]:
