@@ -146,6 +146,7 @@ class Graph:
         self.grad_enabled = False  # the grad mode the graph was traced under
         self.backward_error = ""  # eager's error for a backward through this forward, if any
         self.saved_outputs: tuple = ()  # per output: does the backward read its storage
+        self.saved_inputs: tuple = ()   # per input: does eager's backward read its storage
         self.reads = None  # what the trace read from Python (a pystate.Recorder), if traced
         self.converted: dict = {}  # function name -> converted source (autograph), if any
         self._next_id = 0
@@ -197,6 +198,7 @@ class Graph:
         g.grad_enabled = self.grad_enabled
         g.backward_error = self.backward_error
         g.saved_outputs = self.saved_outputs
+        g.saved_inputs = self.saved_inputs
         g.reads = self.reads
         g.converted = dict(self.converted)
         g._next_id = self._next_id

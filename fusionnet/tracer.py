@@ -368,6 +368,17 @@ class _Tracer(RegionTracing):
         keys = {key for nid, _, _, key, _ in self.saved_for_backward if nid in reach}
         return tuple(self._storage(t) in keys for t in leaves)
 
+    def saved_inputs(self, graph: Graph, inputs) -> tuple:
+        """For each input, whether eager's backward reads its storage (an op saved it or
+        a view of it): only then does an in-place write into it before ``backward()``
+        raise in eager. True throughout where a region body may save it (bodies are not
+        checked, see ``_note_saved``)."""
+        if graph.regions():
+            return (True,) * len(inputs)
+        reach = self._grad_reach(graph)
+        keys = {key for nid, _, _, key, _ in self.saved_for_backward if nid in reach}
+        return tuple(self._storage(t) in keys for t in inputs)
+
     def backward_error(self, graph: Graph) -> str:
         """Eager's error if a backward from ``graph``'s outputs would meet a saved tensor
         that forward modified in place afterwards; '' if none would."""
@@ -660,6 +671,7 @@ def _trace_once(module, example_inputs, on_break, name, conversions, convert, mo
     graph.converted = conversions.sources()
     graph.backward_error = tracer.backward_error(graph)
     graph.saved_outputs = tracer.saved_outputs(graph, leaves)
+    graph.saved_inputs = tracer.saved_inputs(graph, inputs)
     return graph
 
 

@@ -205,3 +205,54 @@ def test_compiled_backward_of_a_scalar_output():
         else:
             np.testing.assert_allclose(block.w.grad.numpy(), want[0], rtol=1e-12)
             np.testing.assert_allclose(xi.grad.numpy(), want[1], rtol=1e-12)
+
+
+# ---- in-place writes into an input after forward: raise exactly where eager raises ---------
+
+def _grads_after_writing_the_input(run, x0, make_input):
+    x = x0.clone().requires_grad_()
+    h = make_input(x)
+    out = run(h)
+    h.relu_()   # after forward, before backward
+    try:
+        out.sum().backward()
+    except RuntimeError as err:
+        return str(err)
+    return x.grad.numpy()
+
+
+@pytest.mark.parametrize("path", ["compiled", "replayed"])
+def test_a_write_into_an_input_eager_does_not_save_keeps_the_gradient(path, monkeypatch):
+    # Fuzz case 1218000666: GELU's backward in eager reads values computed from its
+    # input, not the input; the compiled backward read the input itself, so the write
+    # raised "modified by an inplace operation" where eager trained on.
+    from fusionnet.runtime import compiler
+    if path == "replayed":
+        monkeypatch.setattr(compiler, "_joint", lambda runner, args, traced: (None, "test"))
+    block = nn.Sequential(nn.GELU(), nn.Identity(), nn.GELU())
+    fused = fuse(block)
+    x0 = torch.randn(3, 4, 1)
+    soft = lambda x: F.softmax(x, dim=1)  # noqa: E731
+    want = _grads_after_writing_the_input(block, x0, soft)
+    for _ in range(2):  # the compiling call, then the compiled path
+        got = _grads_after_writing_the_input(fused, x0, soft)
+        assert not isinstance(got, str), got
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    entry = next(iter(fused._fusion_runner.generic.values()))
+    assert (entry.joint is not None) == (path == "compiled")
+
+
+@pytest.mark.parametrize("path", ["compiled", "replayed"])
+def test_a_write_into_an_input_eager_saves_still_raises(path, monkeypatch):
+    from fusionnet.runtime import compiler
+    if path == "replayed":
+        monkeypatch.setattr(compiler, "_joint", lambda runner, args, traced: (None, "test"))
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Linear(4, 3), nn.Tanh())   # Linear saves its input
+    fused = fuse(block)
+    x0 = torch.randn(5, 4)
+    soft = lambda x: x * 1.0  # noqa: E731
+    assert "modified by an inplace operation" in _grads_after_writing_the_input(block, x0, soft)
+    for _ in range(2):
+        got = _grads_after_writing_the_input(fused, x0, soft)
+        assert isinstance(got, str) and "modified by an inplace operation" in got

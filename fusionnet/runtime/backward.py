@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
+
 from .. import autograd
 from ..interpreter import run as run_graph
 from ..ops import Kind, Op
@@ -33,7 +35,13 @@ def attach(runner, entry, outs, args) -> None:
     """Give the single output ``outs[0]`` the autograd node of the compiled forward."""
     out = outs[0]
     needs = tuple(bool(t.requires_grad) for t in args)
-    saved = tuple((t, t._version[0], f"input {i}") for i, t in enumerate(args))
+    # The replay reads every input: those eager's backward reads are version-checked as
+    # eager checks them; the others are copied now, so a later in-place write into one
+    # changes neither the gradient nor raises where eager does not.
+    eager_reads = getattr(entry.traced, "saved_inputs", None) or (True,) * len(args)
+    saved = tuple((t, t._version[0], f"input {i}") for i, t in enumerate(args)
+                  if eager_reads[i])
+    copies = {i: t._data.copy() for i, t in enumerate(args) if not eager_reads[i]}
     out_alias = None
     if getattr(entry.traced, "saved_outputs", (False,))[0]:
         # The eager backward reads this output's storage (a relu's result, or a view of
@@ -41,8 +49,11 @@ def attach(runner, entry, outs, args) -> None:
         out_alias = Tensor._wrap(out._data, version=out._version)
         saved += ((out_alias, out._version[0], "output 0"),)
     out.requires_grad = True
-    out._ctx = autograd.Node(_grad_op(runner), tuple(args), {"runner": runner, "entry": entry},
-                             out_alias, saved, needs)
+    if not saved:  # something for the engine to free: a second backward must raise
+        sentinel = Tensor._wrap(np.empty(0, np.float32))
+        saved = ((sentinel, sentinel._version[0], "saved values"),)
+    out._ctx = autograd.Node(_grad_op(runner), tuple(args), {"runner": runner, "entry": entry,
+                             "copies": copies}, out_alias, saved, needs)
 
 
 def graph_at(runner, args):
@@ -77,12 +88,14 @@ def run_with_grad(runner, entry, args):
     return run_graph(_graph_for(runner, entry, args), *args)
 
 
-def _fused_grad(g, *inputs, needs, runner, entry=None, **_):
-    """Backward of a compiled forward: replay the traced graph eagerly with autograd on,
-    then back-propagate ``g`` through it."""
+def _fused_grad(g, *inputs, needs, runner, entry=None, copies=None, **_):
+    """Backward of a compiled forward: replay the traced graph eagerly with autograd on
+    (on the inputs as they were at forward time), then back-propagate ``g`` through it."""
     graph = _graph_for(runner, entry, inputs)
-    leaves = [Tensor._wrap(t._data).requires_grad_(True) if need else Tensor._wrap(t._data)
-              for t, need in zip(inputs, needs)]
+    copies = copies or {}
+    arrays = [copies.get(i, t._data) for i, t in enumerate(inputs)]
+    leaves = [Tensor._wrap(a).requires_grad_(True) if need else Tensor._wrap(a)
+              for a, need in zip(arrays, needs)]
     with autograd.enable_grad():
         out = run_graph(graph, *leaves)
         if out.requires_grad:

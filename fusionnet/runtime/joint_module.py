@@ -339,7 +339,14 @@ def attach_joint(runner, entry, result, args):
     # What eager's backward would check: the inputs and parameters it reads must not
     # change in place before backward() (versions), and a second backward without
     # retain_graph must raise (the engine frees this list).
-    saved = tuple((args[i], args[i]._version[0], f"input {i}") for i in back.input_reads)
+    # An input the compiled backward reads but eager's does not (eager saved values
+    # computed from it): a later in-place write into it must neither raise nor change
+    # the gradient (fuzz case 1218000666), so the backward reads a copy taken now.
+    eager_reads = entry.traced.saved_inputs or (True,) * len(args)
+    reads = [args[i]._data if eager_reads[i] else args[i]._data.copy()
+             for i in back.input_reads]
+    saved = tuple((args[i], args[i]._version[0], f"input {i}") for i in back.input_reads
+                  if eager_reads[i])
     saved += tuple((p, p._version[0], f"parameter {j}") for j, p in enumerate(back.params))
     if getattr(entry.traced, "saved_outputs", (False,))[0]:
         # Eager's backward reads this output's storage (a relu's result): writing into it
@@ -352,7 +359,7 @@ def attach_joint(runner, entry, result, args):
         sentinel = Tensor._wrap(np.empty(0, np.float32))
         saved = ((sentinel, sentinel._version[0], "saved values"),)
     out._ctx = autograd.Node(_grad_op(runner), tuple(args), {"back": back,
-                             "arrays": saved_arrays}, None, saved, needs)
+                             "arrays": saved_arrays, "reads": reads}, None, saved, needs)
     return out
 
 
@@ -366,7 +373,7 @@ def warm_backward(back, result, args) -> None:
     back.compiled.call(ins, [p._data for p in back.params] + back.constants)
 
 
-def _joint_grad(g, *inputs, needs, back, arrays, **_):
+def _joint_grad(g, *inputs, needs, back, arrays, reads, **_):
     """One native call of the compiled backward; parameter gradients accumulate into
     ``.grad`` here, input gradients go back to the engine."""
     want = back.graph.node(back.graph.inputs[0])["dtype"]
@@ -374,7 +381,7 @@ def _joint_grad(g, *inputs, needs, back, arrays, **_):
     ga = g._data.astype(want, copy=False)
     if not ga.flags.c_contiguous:
         ga = ga.copy(order="C")
-    ins = [ga, *arrays, *[inputs[i]._data for i in back.input_reads]]
+    ins = [ga, *arrays, *reads]
     tail = [p._data for p in back.params] + back.constants
     res = back.compiled.call(ins, tail)
     if not isinstance(res, tuple):
