@@ -630,3 +630,62 @@ def test_advanced_indexing_still_runs_eagerly_with_a_reason():
     with pytest.warns(FusionFallbackWarning, match="advanced indexing is not generated"):
         got = fuse(block)(x, i)
     np.testing.assert_array_equal(got.numpy(), block(x, i).numpy())
+
+
+# ---- matmul beyond 2-D: reshaped and per-matrix products ------------------------------------
+
+class _Products(nn.Module):
+    """A Linear on 3-D input (stacked rows, transposed weight), a 3-D times a matrix, a
+    stack times a vector, a vector times a matrix, batch times batch (a batch of one
+    broadcast), a vector dot product; each with an epilogue or returned."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+        self.w = nn.Parameter(fn.randn(3, 5))
+        self.v = nn.Parameter(fn.randn(5))
+
+    def forward(self, x, y, z):
+        h = fn.relu(self.lin(x))
+        a = h @ self.w
+        return (a * 2 + 1, a @ self.v, self.v @ self.w.t(), fn.matmul(a, y), z @ a,
+                self.v @ self.v)
+
+
+@pytest.mark.parametrize("batch", [3, 1, 2, 8])
+def test_matmul_of_every_generated_rank_equals_eager(batch):
+    block = _Products()
+    fused = fuse(block, fallback=False)
+    x, y, z = fn.randn(batch, 6, 4), fn.randn(batch, 5, 2), fn.randn(1, 2, 6)
+    with fn.no_grad():
+        for got, want in zip(fused(x, y, z), block(x, y, z), strict=True):
+            assert tuple(got.shape) == tuple(want.shape)
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_integer_batched_matmul_wraps_as_eager():
+    class Ints(nn.Module):
+        def forward(self, a, b):
+            return (a @ b) * 3
+
+    block = Ints()
+    a = fn.tensor(np.full((2, 3, 4), 2 ** 40, dtype=np.int64))
+    b = fn.tensor(np.full((2, 4, 2), 2 ** 30, dtype=np.int64))
+    got = fuse(block, fallback=False)(a, b)
+    np.testing.assert_array_equal(got.numpy(), block(a, b).numpy())
+
+
+def test_gradients_through_3d_products_equal_eager():
+    block = _Products()
+    fused = fuse(block)
+    x, y, z = fn.randn(4, 6, 4), fn.randn(4, 5, 2), fn.randn(1, 2, 6)
+    grads = []
+    for run in (block, fused):
+        xg = x.clone().requires_grad_()
+        a = run(xg, y, z)[0]
+        (a * a).sum().backward()
+        grads.append([xg.grad.numpy()] + [p.grad.numpy().copy() for p in block.parameters()
+                                          if p.grad is not None])
+        block.zero_grad()
+    for p, q in zip(*grads, strict=True):
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-5)

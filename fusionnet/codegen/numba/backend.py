@@ -6,7 +6,7 @@ import threading
 
 from ..backend import Backend, CompiledProgram
 from ..lower import Program, Unsupported, walk_steps
-from .emitters import ELEMENTWISE, GEMM, GEMM_RANKS, LAYOUT, UNSUPPORTED
+from .emitters import ELEMENTWISE, GEMM, GEMM_RANKS, LAYOUT, UNSUPPORTED, matmul_ranks_supported
 from .table import pack, slots
 
 __all__ = ["NumbaBackend", "NumbaCompiled"]
@@ -52,15 +52,19 @@ class NumbaBackend(Backend):
 
     def check(self, program: Program) -> None:
         """The base checks (ops and layout steps), then the ranks each product kernel is
-        generated for (``GEMM_RANKS``: 2-D matmul, 4-D conv2d and max_pool2d)."""
+        generated for (``GEMM_RANKS``: 4-D conv2d and max_pool2d; matmul: 2-D, and the
+        ranks ``matmul_ranks_supported`` allows)."""
         super().check(program)
         for step in walk_steps(program.steps):
             if getattr(step, "kind", None) != "gemm":
                 continue
             (product,) = [op for op in step.ops if op in GEMM]
             ranks = GEMM_RANKS[product]
+            if product == "matmul" and matmul_ranks_supported(step.gemm["ranks"]):
+                continue
             if step.gemm["ranks"] != ranks:
-                raise Unsupported(f"only {ranks[0]}-D {product} is generated so far")
+                raise Unsupported(f"a {product} of ranks {step.gemm['ranks']} (output, "
+                                  "operands) is not generated")
 
     def compile(self, program: Program) -> CompiledProgram:
         """Render ``program`` as a module, load it from the compile cache folder (writing

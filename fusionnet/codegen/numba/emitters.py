@@ -169,7 +169,32 @@ def _dot_call(g: dict, dtype: str) -> str:
         a = f"np.ascontiguousarray({g['a']}).T"
     else:
         a = f"np.ascontiguousarray({g['a']}.T)"
-    return f"{fn}({a}, {g['b']}, out)"
+    out, a_rank, b_rank = g["ranks"]
+    b = g["b"]
+    if (out, a_rank, b_rank) == (2, 2, 2):
+        return f"{fn}({a}, {b}, out)"
+    # Other ranks are 2-D products of reshaped operands (NumPy's matmul rules): stacked
+    # rows (a batch of matrices times one matrix) are one product; a vector is a matrix
+    # of one row or column; a batch times a batch is one product per matrix (a batch of
+    # one broadcast). ``matmul_ranks_supported`` says which ranks come here.
+    if a_rank == 3 and b_rank == 3:
+        pick_a = f"np.ascontiguousarray({a}[min(i, {a}.shape[0] - 1)])"
+        pick_b = f"np.ascontiguousarray({b}[min(i, {b}.shape[0] - 1)])"
+        return (f"for i in range(out.shape[0]):\n"
+                f"        {fn}({pick_a}, {pick_b}, out[i])")
+    a2 = f"np.ascontiguousarray({a})" + (
+        "" if a_rank == 2 else f".reshape(-1, {a}.shape[-1])")
+    b2 = f"np.ascontiguousarray({b})" + (".reshape(-1, 1)" if b_rank == 1 else "")
+    out2 = "out.reshape(-1, 1)" if b_rank == 1 else "out.reshape(-1, out.shape[-1])"
+    return f"{fn}({a2}, {b2}, {out2})"
+
+
+def matmul_ranks_supported(ranks) -> bool:
+    """Whether ``_dot_call`` generates a matmul of these (output, a, b) ranks: 2-D, a
+    stack of matrices or a vector times a matrix or a vector, a batch of matrices times
+    a batch (3-D)."""
+    out, a_rank, b_rank = ranks
+    return b_rank in (1, 2) or (a_rank, b_rank) == (3, 3)
 
 
 def _conv_call(g: dict, dtype: str) -> str:
