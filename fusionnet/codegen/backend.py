@@ -89,7 +89,7 @@ class Backend:
             return ""  # a trace records the ops it is made of, never the row itself
         if op.joins is not None:
             return "" if self.joins else f"{self.name} does not join arrays"
-        if op.selects is not None or op.places is not None:
+        if op.selects is not None or op.places is not None or op.assigns is not None:
             return "" if self.indexes else f"{self.name} does not index arrays"
         if op.kind is Kind.ELEMENTWISE:
             return "" if op.name in self.elementwise else \

@@ -123,10 +123,11 @@ class Join:
 
 @dataclass
 class Index:
-    """Basic indexing (``Op.selects``/``Op.places``): ``out = src[key]``, a view of
-    ``src``; or, when ``place``, a new array of zeros with ``out[key] = src``. ``key``
-    holds ints, slices, ``None`` and ``...`` (ints only into dimensions of a fixed
-    size, so generated code never indexes outside an array)."""
+    """Basic indexing (``Op.selects``/``Op.places``/``Op.assigns``): ``out = src[key]``,
+    a view of ``src``; or, when ``place``, a new array holding zeros (or a copy of
+    ``base``) with ``out[key] = src``. ``key`` holds ints, slices, ``None`` and ``...``
+    (ints only into dimensions of a fixed size, so generated code never indexes outside
+    an array)."""
 
     out: str
     src: str
@@ -134,6 +135,7 @@ class Index:
     place: bool
     shape: tuple
     dtype: str
+    base: str | None = None
 
 
 @dataclass
@@ -247,6 +249,8 @@ class _Lowering:
         as_array = {a for n in graph.regions() if not region_of(graph.node(n)).kernel
                     for a in graph.node(n)["args"]}
         as_array |= returned if not top else set()
+        # ...and so must what the driver's own steps read (views, joins, indexing).
+        as_array |= {a for n in graph.nodes_of("op") for a in graph.node(n)["args"]}
         outputs: list = []
         for nid in graph.order():
             d = graph.node(nid)
@@ -353,15 +357,16 @@ def _lower_layout(prog: Program, out_steps: list, graph: Graph, d: dict, name: s
         sizes = [1 if stacked else _sym(graph.node(a))[axis] for a in d["args"]]
         out_steps.append(Join(name, srcs, axis, stacked, sizes, shape, d["dtype"]))
         return
-    for fact, place in ((op.selects, False), (op.places, True)):
+    for fact, place in ((op.selects, False), (op.places, True), (op.assigns, True)):
         if fact is not None and not _why_not(op, backend):
             key = fact(**dict(d["attrs"]))
             if key is None:
                 raise Unsupported(f"op {d['op']!r} (at {d.get('source', '?')}) indexes with "
                                   "tensors (advanced indexing is not generated yet)")
-            src = d["args"][0]
+            base = names[d["args"][0]] if fact is op.assigns else None
+            src = d["args"][1 if base is not None else 0]
             _check_ints(key, shape if place else _sym(graph.node(src)), d)
-            out_steps.append(Index(name, names[src], key, place, shape, d["dtype"]))
+            out_steps.append(Index(name, names[src], key, place, shape, d["dtype"], base))
             return
     steps = None
     if len(d["args"]) == 1:

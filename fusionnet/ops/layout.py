@@ -345,7 +345,7 @@ def _setitem_grad(g, x, v, *index, key, **_):
 
 register(Op("setitem", I, None, _setitem_eager, _setitem_shape, same_dtype, _setitem_grad,
             "functional x[key] = v: a copy of x with v written at key",
-            saves=SAVES_NONE, value_errors=_indexes_by_tensor))
+            saves=SAVES_NONE, value_errors=_indexes_by_tensor, assigns=_basic_key))
 
 # ---- concatenation ----------------------------------------------------------------------
 

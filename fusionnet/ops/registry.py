@@ -157,6 +157,9 @@ class Op:
         places: ``places(**attrs) -> key | None``: the result is zeros of the row's
             shape with the input written at that basic key (``getitem``'s gradient);
             None as for ``selects``.
+        assigns: ``assigns(**attrs) -> key | None``: the result is a copy of the first
+            input with the second written (broadcast, converted to the first's dtype) at
+            that basic key (``setitem``); None as for ``selects``.
         decompose: ``decompose(*tensors, **attrs) -> Tensor``: the op written with other
             table ops (``mse_loss``: a subtraction, a product, a mean). Eager runs the row
             as one op; a trace records the decomposition instead, which the compilers
@@ -186,6 +189,7 @@ class Op:
     joins: Callable | None = None
     selects: Callable | None = None
     places: Callable | None = None
+    assigns: Callable | None = None
     decompose: Callable | None = None
 
     @property

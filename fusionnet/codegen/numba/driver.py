@@ -97,7 +97,7 @@ def _reads(step) -> set:
     if isinstance(step, Join):
         return set(step.srcs)
     if isinstance(step, Index):
-        return {step.src}
+        return {step.src} | ({step.base} if step.base else set())
     blocks = ((step.cond, step.body) if isinstance(step, Loop) else (step.then, step.orelse))
     names = set(step.init) if isinstance(step, Loop) else {step.cond}
     for block in blocks:
@@ -291,11 +291,13 @@ def _key_source(key: tuple) -> str:
 def _index(step: Index, ind: str, buffers) -> list[str]:
     """Basic indexing: a view ``src[key]`` (numba returns a scalar, not a 0-d view, when
     ints pick one element: that case is a one-element slice, reshaped); or, for a
-    ``place``, zeros with ``src`` written at ``key``."""
+    ``place``, zeros (or a copy of ``base``: ``setitem``) with ``src`` written at ``key``
+    (numba broadcasts it and converts it by value, as NumPy's assignment does)."""
     key = _key_source(step.key)
     if step.place:
         lines = _allocate(step.out, step.shape, step.dtype, ind, buffers)
-        return lines + [f"{ind}{step.out}[...] = 0", f"{ind}{step.out}[{key}, ...] = {step.src}"]
+        return lines + [f"{ind}{step.out}[...] = {step.base or 0}",
+                        f"{ind}{step.out}[{key}] = {step.src}"]
     if not step.shape:
         ints = [k for k in step.key if k is not None and k is not Ellipsis]
         picks = ", ".join(f"{k}:{k + 1 if k != -1 else ''}" for k in ints)

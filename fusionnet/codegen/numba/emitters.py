@@ -224,7 +224,6 @@ GEMM_RANKS = {"matmul": (2, 2, 2), "conv2d": (4, 4, 4), "max_pool2d": (4, 4)}
 UNSUPPORTED = {
     "argmax": "it returns an index, not an accumulated value (no Op.reduction)",
     "argmin": "it returns an index, not an accumulated value (no Op.reduction)",
-    "setitem": "indexed writes are not generated yet",
     "to_device": "a device copy is never compiled",
     "conv2d_input_grad": "a gradient row: backward runs eagerly (it is not generated)",
     "conv2d_weight_grad": "a gradient row: backward runs eagerly (it is not generated)",
