@@ -467,6 +467,22 @@ def test_parameters_reach_the_driver_through_the_address_table_and_new_storage_i
 
 # ---- cat and stack: Join steps in the driver ----------------------------------------------
 
+def _assert_same_gradients(block, fused, inputs, loss, atol=1e-6):
+    """``loss(run(*inputs))`` back-propagated through eager ``block`` and ``fused``: the
+    same gradients for every input and parameter."""
+    grads = []
+    for run in (block, fused):
+        leaves = [x.clone().requires_grad_() for x in inputs]
+        loss(run(*leaves)).backward()
+        grads.append([None if t.grad is None else t.grad.numpy().copy()
+                      for t in leaves + list(block.parameters())])
+        block.zero_grad()
+    for a, b in zip(*grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol)
+
+
 class _Joins(nn.Module):
     """cat along the batch axis and a feature axis, stack at both ends, a promoted int
     input, inside a fused chain (the join's sources are kernel results and inputs)."""
@@ -519,16 +535,8 @@ def test_gradients_through_a_compiled_cat_equal_eager():
     block = _Joins(1, 0)
     fused = fuse(block)
     x, y = fn.randn(4, 3), fn.randn(4, 4)
-    grads = []
-    for run in (block, fused):
-        xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
-        joined, mixed, stacked = run(xg, yg)
-        (joined.sum() + mixed.sum() + (stacked * stacked).sum()).backward()
-        grads.append([xg.grad.numpy(), yg.grad.numpy()] +
-                     [p.grad.numpy().copy() for p in block.parameters()])
-        block.zero_grad()
-    for a, b in zip(*grads, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_same_gradients(block, fused, [x, y], lambda out: out[0].sum() + out[1].sum() +
+                           (out[2] * out[2]).sum())
 
 
 def test_a_backend_without_joins_says_so():
@@ -607,14 +615,7 @@ def test_the_backward_of_slices_and_joins_compiles_and_equals_eager():
     fused = fuse(block)
     for batch in (4, 7, 2):
         x = fn.randn(batch, 6)
-        grads = []
-        for run in (block, fused):
-            xg = x.clone().requires_grad_()
-            run(xg).backward()
-            grads.append([xg.grad.numpy()] + [p.grad.numpy().copy() for p in block.parameters()])
-            block.zero_grad()
-        for a, b in zip(*grads, strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        _assert_same_gradients(block, fused, [x], lambda out: out)
     runner = fused._fusion_runner
     entry = next(iter((runner.generic or runner.exact).values()))
     assert entry.joint is not None, entry.joint_reason  # getitem_grad compiled too
@@ -679,16 +680,8 @@ def test_gradients_through_3d_products_equal_eager():
     block = _Products()
     fused = fuse(block)
     x, y, z = fn.randn(4, 6, 4), fn.randn(4, 5, 2), fn.randn(1, 2, 6)
-    grads = []
-    for run in (block, fused):
-        xg = x.clone().requires_grad_()
-        a = run(xg, y, z)[0]
-        (a * a).sum().backward()
-        grads.append([xg.grad.numpy()] + [p.grad.numpy().copy() for p in block.parameters()
-                                          if p.grad is not None])
-        block.zero_grad()
-    for p, q in zip(*grads, strict=True):
-        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-5)
+    _assert_same_gradients(block, fused, [x, y, z], lambda out: (out[0] * out[0]).sum(),
+                           atol=1e-5)
 
 
 # ---- indexed writes: setitem as a copy with a slice assignment -----------------------------
@@ -728,12 +721,5 @@ def test_gradients_through_indexed_writes_equal_eager():
     block = _Writes()
     fused = fuse(block)
     x = fn.randn(3, 4)
-    grads = []
-    for run in (block, fused):
-        xg = x.clone().requires_grad_()
-        h, g, _, c = run(xg)
-        (h.sum() + (g * g).sum() + c.sum()).backward()
-        grads.append([xg.grad.numpy()] + [p.grad.numpy().copy() for p in block.parameters()])
-        block.zero_grad()
-    for a, b in zip(*grads, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_same_gradients(block, fused, [x], lambda out: out[0].sum() +
+                           (out[1] * out[1]).sum() + out[3].sum())
