@@ -80,6 +80,9 @@ class Backend:
     #: whether the backend generates basic indexing (``Op.selects``/``Op.places`` rows,
     #: lowered to :class:`~fusionnet.codegen.lower.Index` steps)
     indexes: bool = False
+    #: whether the backend finds the index of an extreme (``Op.index_of`` rows, lowered
+    #: to :class:`~fusionnet.codegen.lower.ArgIndex` steps)
+    finds_indices: bool = False
 
     def why_unsupported(self, op: Op) -> str:
         """Why this backend cannot generate ``op`` (a row), or ``""`` when it can."""
@@ -89,6 +92,9 @@ class Backend:
             return ""  # a trace records the ops it is made of, never the row itself
         if op.joins is not None:
             return "" if self.joins else f"{self.name} does not join arrays"
+        if op.index_of is not None:
+            return "" if self.finds_indices else \
+                f"{self.name} does not find indices ({op.name} returns an index)"
         if op.selects is not None or op.places is not None or op.assigns is not None:
             return "" if self.indexes else f"{self.name} does not index arrays"
         if op.kind is Kind.ELEMENTWISE:
@@ -114,7 +120,7 @@ class Backend:
     def check(self, program: Program) -> None:
         """Raise :class:`Unsupported`, with the reason, for any op or layout step in
         ``program`` this backend does not generate."""
-        from .lower import Branch, Index, Join, Loop, View, walk_steps  # noqa: PLC0415
+        from .lower import ArgIndex, Branch, Index, Join, Loop, View, walk_steps  # noqa: PLC0415
 
         for step in walk_steps(program.steps):
             if isinstance(step, (Loop, Branch)):
@@ -126,6 +132,10 @@ class Backend:
             if isinstance(step, Index):
                 if not self.indexes:
                     raise Unsupported(f"{self.name} does not index arrays")
+                continue
+            if isinstance(step, ArgIndex):
+                if not self.finds_indices:
+                    raise Unsupported(f"{self.name} does not find indices (argmax, argmin)")
                 continue
             if isinstance(step, View):
                 if step.step not in self.layout:

@@ -29,7 +29,7 @@ from ..graph import Graph
 from ..regions import region_of
 from ..ops import LAYOUT_STEPS, Kind, get_op, is_transpose, layout_steps
 
-__all__ = ["Program", "Kernel", "View", "Join", "Index", "Param", "Block", "Loop", "Branch",
+__all__ = ["Program", "Kernel", "View", "Join", "Index", "ArgIndex", "Param", "Block", "Loop", "Branch",
            "Unsupported", "BatchDependent", "lower", "walk_steps"]
 
 
@@ -136,6 +136,23 @@ class Index:
     shape: tuple
     dtype: str
     base: str | None = None
+
+
+@dataclass
+class ArgIndex:
+    """``Op.index_of`` (``argmax``/``argmin``): ``out`` holds the index of the first
+    ``which`` ("max"/"min") element of ``src`` along ``axis`` (None: of the flattened
+    array), shaped ``shape`` (kept dims of size 1 included). ``op`` names the row, for
+    the error an empty reduction raises, as eager's."""
+
+    out: str
+    src: str
+    which: str
+    axis: int | None
+    src_rank: int
+    op: str
+    shape: tuple
+    dtype: str
 
 
 @dataclass
@@ -356,6 +373,16 @@ def _lower_layout(prog: Program, out_steps: list, graph: Graph, d: dict, name: s
         axis, stacked = op.joins(ndim, **dict(d["attrs"]))
         sizes = [1 if stacked else _sym(graph.node(a))[axis] for a in d["args"]]
         out_steps.append(Join(name, srcs, axis, stacked, sizes, shape, d["dtype"]))
+        return
+    if op.index_of is not None and not _why_not(op, backend):
+        src = d["args"][0]
+        rank = len(graph.node(src)["shape"])
+        dim = dict(d["attrs"]).get("dim")
+        # Along the only axis of a 1-D input is over all of it (numba's axis form would
+        # return a scalar there).
+        axis = None if dim is None or rank <= 1 else dim % rank
+        out_steps.append(ArgIndex(name, names[src], op.index_of, axis, rank, op.name, shape,
+                                  d["dtype"]))
         return
     for fact, place in ((op.selects, False), (op.places, True), (op.assigns, True)):
         if fact is not None and not _why_not(op, backend):

@@ -173,4 +173,5 @@ def _arg_eager(fn_name):
 for _name in ("argmax", "argmin"):
     register(Op(_name, R, 1, _arg_eager(_name), _arg_shape, lambda d, **_: _I64, None,
                 f"index of the {_name[3:]}imum along dim (int64; flattened if dim is None)",
-                saves=SAVES_NONE))  # an index, not an accumulated value: no Reduction
+                saves=SAVES_NONE,  # an index, not an accumulated value: no Reduction
+                index_of=_name[3:]))

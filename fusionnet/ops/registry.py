@@ -160,6 +160,10 @@ class Op:
         assigns: ``assigns(**attrs) -> key | None``: the result is a copy of the first
             input with the second written (broadcast, converted to the first's dtype) at
             that basic key (``setitem``); None as for ``selects``.
+        index_of: ``"max"`` or ``"min"`` for rows whose result is the index (int64) of the
+            first largest or smallest element along ``dim`` (of the flattened input when
+            ``dim`` is None), NaN counting as both, as NumPy's ``argmax``/``argmin``:
+            backends that find indices spell such rows.
         decompose: ``decompose(*tensors, **attrs) -> Tensor``: the op written with other
             table ops (``mse_loss``: a subtraction, a product, a mean). Eager runs the row
             as one op; a trace records the decomposition instead, which the compilers
@@ -190,6 +194,7 @@ class Op:
     selects: Callable | None = None
     places: Callable | None = None
     assigns: Callable | None = None
+    index_of: str | None = None
     decompose: Callable | None = None
 
     @property

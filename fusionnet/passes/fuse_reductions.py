@@ -18,8 +18,9 @@ finished value and stores the last one::
 
     X -> abs -> sum -> gt(., 1)          group[reduction](X) = sum(abs(X)) > 1
 
-Reductions the backend cannot generate (``Backend.supports``: ``argmax``, ``argmin``,
-whose rows have no ``Op.reduction``) are left alone, with a note saying why.
+Reductions the backend cannot generate (``Backend.supports``), and rows without
+``Op.reduction`` (``argmax``, ``argmin``: an index, which the lowering gives a driver
+step of its own where the backend finds indices) are left alone, with a note saying why.
 """
 from __future__ import annotations
 
@@ -41,7 +42,10 @@ def fuse_reductions(graph: Graph, backend: Backend | None = None) -> Graph:
         if r not in g.nx or op_kind(g, r) is not Kind.REDUCTION:
             continue
         d = g.node(r)
-        why = backend.why_unsupported(get_op(d["op"]))
+        op = get_op(d["op"])
+        why = backend.why_unsupported(op)
+        if op.reduction is None and not why:  # an index (argmax): its own driver step
+            why = "it returns an index, not an accumulated value (no Op.reduction)"
         if why:
             g.notes.append(f"fuse_reductions: {d['op']} n{r} not fused: {why}")
             continue

@@ -49,6 +49,7 @@ class NumbaBackend(Backend):
     unsupported = UNSUPPORTED
     joins = True  # cat, stack: slice assignments in the driver (driver.py, _join)
     indexes = True  # basic getitem and its gradient: indexing in the driver (_index)
+    finds_indices = True  # argmax, argmin: NumPy's, which numba compiles (_arg_index)
 
     def check(self, program: Program) -> None:
         """The base checks (ops and layout steps), then the ranks each product kernel is

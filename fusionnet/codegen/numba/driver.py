@@ -9,8 +9,8 @@ import numpy as np
 
 from ... import __version__
 from ..._kernels import kernel_module_name, kernels_hash
-from ..lower import Branch, Index, Join, Kernel, Loop, Program, View, walk_steps
-from .emitters import dims, literal, render_layout
+from ..lower import ArgIndex, Branch, Index, Join, Kernel, Loop, Program, View, walk_steps
+from .emitters import INDEX_OF, dims, literal, render_layout
 from .kernels import (IND, PARALLEL_MIN_ELEMENTS, has_parallel_variant, header, render_kernel,
                       uses_parallel)
 from .table import arguments, unpack_lines
@@ -51,7 +51,7 @@ def _fresh(steps) -> set:
             out.update(step.outs)
         elif isinstance(step, (Loop, Branch)):
             out.update(step.outs)
-        elif isinstance(step, Join) or (isinstance(step, Index) and step.place):
+        elif isinstance(step, (Join, ArgIndex)) or (isinstance(step, Index) and step.place):
             out.add(step.out)
     return out
 
@@ -98,6 +98,8 @@ def _reads(step) -> set:
         return set(step.srcs)
     if isinstance(step, Index):
         return {step.src} | ({step.base} if step.base else set())
+    if isinstance(step, ArgIndex):
+        return {step.src}
     blocks = ((step.cond, step.body) if isinstance(step, Loop) else (step.then, step.orelse))
     names = set(step.init) if isinstance(step, Loop) else {step.cond}
     for block in blocks:
@@ -145,6 +147,8 @@ def _steps(prog: Program, steps: list, ind: str, live: set, buffers=None) -> lis
             lines += _join(step, ind, buffers)
         elif isinstance(step, Index):
             lines += _index(step, ind, buffers)
+        elif isinstance(step, ArgIndex):
+            lines += _arg_index(step, ind, buffers)
         else:
             lines += _kernel_call(prog, step, ind, reusable, buffers)
     return lines
@@ -303,6 +307,24 @@ def _index(step: Index, ind: str, buffers) -> list[str]:
         picks = ", ".join(f"{k}:{k + 1 if k != -1 else ''}" for k in ints)
         return [f"{ind}{step.out} = np.ascontiguousarray({step.src}[{picks}]).reshape(())"]
     return [f"{ind}{step.out} = {step.src}[{key}]"]
+
+
+def _arg_index(step: ArgIndex, ind: str, buffers) -> list[str]:
+    """``argmax``/``argmin``: NumPy's function, which numba compiles (first index, NaN
+    counting as the extreme, as eager); an empty reduction raises eager's error (numba's
+    own would be a ZeroDivisionError)."""
+    fn, src = INDEX_OF[step.which], step.src
+    lines = _allocate(step.out, step.shape, step.dtype, ind, buffers)
+    if step.src_rank == 0:  # the only element's index
+        return lines + [f"{ind}{step.out}[...] = 0"]
+    empty = f"{src}.size == 0" if step.axis is None else f"{src}.shape[{step.axis}] == 0"
+    lines += [f"{ind}if {empty}:",
+              f'{ind}{IND}raise ValueError("{step.op}() of an empty tensor has no identity '
+              'value")']
+    if step.axis is None:
+        return lines + [f"{ind}{step.out}[...] = {fn}({src})"]
+    return lines + [f"{ind}{step.out}[...] = {fn}({src}, axis={step.axis}).reshape("
+                    f"{dims(step.shape) if step.shape else '()'})"]
 
 
 def _allocate(name: str, shape, dtype, ind: str, buffers) -> list[str]:

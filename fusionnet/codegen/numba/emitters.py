@@ -24,7 +24,7 @@ import numpy as np
 
 from ..lower import Unsupported
 
-__all__ = ["ELEMENTWISE", "LAYOUT", "GEMM", "UNSUPPORTED", "literal", "convert", "wrapping",
+__all__ = ["ELEMENTWISE", "LAYOUT", "GEMM", "UNSUPPORTED", "INDEX_OF", "literal", "convert", "wrapping",
            "render_op", "render_layout", "dims"]
 
 
@@ -148,6 +148,9 @@ ELEMENTWISE = {
     "detach": "{0}",
 }
 
+#: ``Op.index_of`` -> the NumPy function numba compiles for it (first index, NaN-aware).
+INDEX_OF = {"max": "np.argmax", "min": "np.argmin"}
+
 #: Layout step -> numba spelling in the driver (NumPy views; ``{arg}`` is a shape or dims).
 LAYOUT = {
     "reshape": "np.ascontiguousarray({src}).reshape({arg})",
@@ -222,8 +225,6 @@ GEMM_RANKS = {"matmul": (2, 2, 2), "conv2d": (4, 4, 4), "max_pool2d": (4, 4)}
 
 #: Ops numba does not generate, and why (they run eagerly: ``fuse`` falls back).
 UNSUPPORTED = {
-    "argmax": "it returns an index, not an accumulated value (no Op.reduction)",
-    "argmin": "it returns an index, not an accumulated value (no Op.reduction)",
     "to_device": "a device copy is never compiled",
     "conv2d_input_grad": "a gradient row: backward runs eagerly (it is not generated)",
     "conv2d_weight_grad": "a gradient row: backward runs eagerly (it is not generated)",
