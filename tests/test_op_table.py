@@ -265,3 +265,30 @@ def test_non_differentiable_ops_record_nothing(name):
                       requires_grad=True)
     out = apply(name, *inputs, **attrs)
     assert out.grad_fn is None and not out.requires_grad
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int64, np.int8,
+                                   np.bool_])
+def test_the_fast_eager_sum_and_mean_are_numpys_bit_for_bit(dtype):
+    # sum and mean skip np.sum's / np.mean's Python wrappers (half an eager op's cost on
+    # small arrays); the values, dtypes and scalar-ness must be NumPy's exactly.
+    import warnings
+
+    from fusionnet.ops.reduction import numpy_mean, numpy_sum
+    gen = np.random.default_rng(0)
+    for shape in ((), (7,), (3, 5), (4, 3, 6), (0, 3), (1000, 3)):
+        a = (gen.standard_normal(shape) * 100).astype(dtype)
+        axes = [None, *range(len(shape))] + ([(0, len(shape) - 1)] if len(shape) > 1 else [])
+        for axis in axes:
+            for keep in (False, True):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the mean of an empty slice
+                    pairs = [(np.sum(a, axis=axis, keepdims=keep),
+                              numpy_sum(np, a, axis=axis, keepdims=keep))]
+                    if np.dtype(dtype).kind == "f":
+                        pairs.append((np.mean(a, axis=axis, keepdims=keep),
+                                      numpy_mean(np, a, axis=axis, keepdims=keep)))
+                for want, got in pairs:
+                    assert type(got) is type(want) and np.asarray(got).dtype == \
+                        np.asarray(want).dtype
+                    np.testing.assert_array_equal(got, want)

@@ -9,6 +9,7 @@ gradient round exactly as the decomposed ops do (the same operations in the same
 """
 from __future__ import annotations
 
+from .reduction import numpy_mean, numpy_sum
 from .registry import SAVES_INPUTS, Kind, Op, register
 from .rules import same_dtype
 
@@ -31,7 +32,7 @@ def _mse_shape(a, b, reduction="mean"):
 def _mse_eager(xp, a, b, reduction="mean"):
     d = xp.subtract(a, b)
     sq = xp.multiply(d, d)
-    out = xp.mean(sq) if reduction == "mean" else xp.sum(sq)
+    out = numpy_mean(xp, sq) if reduction == "mean" else numpy_sum(xp, sq)
     return out.astype(sq.dtype, copy=False)
 
 

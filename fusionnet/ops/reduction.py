@@ -107,8 +107,32 @@ def _reduction(name, eager, grad, doc, facts, dtype=same_dtype, saves=SAVES_INPU
                        reduction=facts))
 
 
+def numpy_sum(xp, a, axis=None, keepdims=False):
+    """``xp.sum``; for NumPy the ufunc reduction it runs, without ``np.sum``'s Python
+    wrapper (half an eager op's cost on small arrays). The same values exactly."""
+    if xp is np:
+        return np.add.reduce(a, axis=axis, keepdims=keepdims)
+    return xp.sum(a, axis=axis, keepdims=keepdims)
+
+
+def numpy_mean(xp, a, axis=None, keepdims=False):
+    """``xp.mean`` of a float array; for float32/float64 NumPy arrays the steps
+    ``np.mean`` takes (the sum, then a true division by the count as a NumPy integer,
+    which rounds through float64), bitwise the same, without its Python wrapper."""
+    if xp is not np or a.dtype.kind != "f" or a.dtype.itemsize < 4:
+        return xp.mean(a, axis=axis, keepdims=keepdims)  # float16 accumulates in float32
+    axes = range(a.ndim) if axis is None else (axis,) if isinstance(axis, int) else axis
+    count = 1
+    for ax in axes:
+        count *= a.shape[ax]
+    total = np.add.reduce(a, axis=axis, keepdims=keepdims)
+    if isinstance(total, np.ndarray):
+        return np.true_divide(total, np.intp(count), out=total, casting="unsafe")
+    return total.dtype.type(total / np.intp(count))
+
+
 def _sum_eager(xp, a, dim=None, keepdim=False):
-    out = xp.sum(a, axis=_axes(a, dim), keepdims=keepdim)
+    out = numpy_sum(xp, a, axis=_axes(a, dim), keepdims=keepdim)
     return out.astype(_sum_dtype(a.dtype), copy=False)
 
 
@@ -116,7 +140,8 @@ def _sum_eager(xp, a, dim=None, keepdim=False):
 _reduction("sum", _sum_eager, _sum_grad, "sum over dim", Reduction(combine="add", start=0),
            dtype=_sum_dtype, saves=SAVES_NONE)
 _reduction("mean", lambda xp, a, dim=None, keepdim=False:
-           xp.mean(a, axis=_axes(a, dim), keepdims=keepdim).astype(a.dtype, copy=False),
+           numpy_mean(xp, a, axis=_axes(a, dim), keepdims=keepdim).astype(a.dtype,
+                                                                           copy=False),
            _mean_grad, "mean over dim",
            Reduction(combine="add", start=0, divide_by_count=True),
            dtype=_mean_dtype, saves=SAVES_NONE)
