@@ -16,6 +16,7 @@ import threading
 import numpy as np
 
 from . import autograd
+from .autograd import _state as _GRAD  # grad mode, read on every op
 from .dtypes import result_dtype, scalar_dtype
 from .ops import ShapeError, get_op
 
@@ -24,8 +25,13 @@ __all__ = ["apply", "run_eager", "record", "set_trace_hook", "trace_hook", "note
 
 _DTYPE = operator.attrgetter("dtype")
 
-# The hook is per thread: tracing in one thread never captures another thread's ops.
-_local = threading.local()
+class _Local(threading.local):
+    # The hook is per thread: tracing in one thread never captures another thread's ops.
+    # A class default makes the read on every op a plain attribute read.
+    hook = None
+
+
+_local = _Local()
 
 
 def set_trace_hook(hook):
@@ -34,14 +40,14 @@ def set_trace_hook(hook):
     ``None`` removes it; the previous hook is returned so callers can restore it.
     The tracer uses this to record every op that runs while it traces.
     """
-    prev = getattr(_local, "hook", None)
+    prev = _local.hook
     _local.hook = hook
     return prev
 
 
 def trace_hook():
     """This thread's trace hook, or None."""
-    return getattr(_local, "hook", None)
+    return _local.hook
 
 
 def note_python_value(tensor, why: str):
@@ -50,7 +56,7 @@ def note_python_value(tensor, why: str):
     A tracer uses this to stop (graph break) instead of baking in the value
     it happens to see.
     """
-    hook = getattr(_local, "hook", None)
+    hook = _local.hook
     if hook is not None and hasattr(hook, "on_python_value"):
         hook.on_python_value(tensor, why)
 
@@ -61,7 +67,7 @@ def note_shape_read(tensor):
     A tracer records reads made by user code: sizes baked into Python control
     flow mean the compiled code may not be reused for other batch sizes.
     """
-    hook = getattr(_local, "hook", None)
+    hook = _local.hook
     if hook is not None and hasattr(hook, "on_shape_read"):
         hook.on_shape_read(tensor)
 
@@ -70,14 +76,14 @@ def note_untracked_alias(alias, source):
     """Called when ``alias`` shares ``source``'s storage outside the op table (``detach()``,
     ``.data``): a tracer records it now, so a later in-place write into ``source`` is seen
     through ``alias`` as eager's shared storage shows it."""
-    hook = getattr(_local, "hook", None)
+    hook = _local.hook
     if hook is not None and hasattr(hook, "on_untracked_alias"):
         hook.on_untracked_alias(alias, source)
 
 
 def note_random(what: str):
     """Called before random numbers are drawn; a tracer stops there (values would freeze)."""
-    hook = getattr(_local, "hook", None)
+    hook = _local.hook
     if hook is not None and hasattr(hook, "on_random"):
         hook.on_random(what)
 
@@ -90,7 +96,8 @@ def _to_tensors(op, args, Tensor):
     like = tensors[0]
     if len(tensors) == len(args):
         return args, like
-    ref = result_dtype([t._data.dtype for t in tensors], [t._data.ndim for t in tensors])
+    ref = like._data.dtype if len(tensors) == 1 else result_dtype(
+        [t._data.dtype for t in tensors], [t._data.ndim for t in tensors])
     xp = like._xp
     out = []
     for a in args:
@@ -157,7 +164,7 @@ def apply(name, *args, **attrs):
     if op.refuses_bool:
         _refuse_bools(op, args, Tensor)
     tensors, like = _to_tensors(op, args, Tensor)
-    hook = getattr(_local, "hook", None)
+    hook = _local.hook
     if hook is not None:
         out = hook(op, tensors, attrs)
         if out is not NotImplemented:
@@ -167,9 +174,9 @@ def apply(name, *args, **attrs):
         autograd.note_view(op, tensors, out, attrs)
     # Only floating-point results carry gradients (PyTorch: ints and bools never require
     # grad, so `x.int()` or `maximum` of ints is a constant for autograd).
-    if autograd.is_grad_enabled() and op.grad is not None and out._data.dtype.kind == "f":
+    if _GRAD.enabled and op.grad is not None and out._data.dtype.kind == "f":
         needs = tuple(t.requires_grad for t in tensors)
-        if any(needs):
+        if True in needs:
             _record(op, tensors, attrs, out, needs, Tensor)
     return out
 
@@ -192,12 +199,17 @@ def run_eager(op, tensors, attrs):
 
     like = tensors[0]
     arrays = [t._data for t in tensors]
+    on_cpu = True
+    for a in arrays:
+        if type(a) is not np.ndarray:
+            on_cpu = False
+            break
     # (a device copy has one input: nothing to compare; NumPy arrays are all on the CPU)
-    if len(tensors) > 1 and any(type(a) is not np.ndarray for a in arrays):
+    if not on_cpu and len(tensors) > 1:
         _check_devices(op, tensors, like)
     arrays = _promoted(op, arrays)
     out_dtype = op.dtype(*[a.dtype for a in arrays], **attrs)
-    xp = like._xp
+    xp = np if on_cpu else like._xp
     try:
         if xp is np:
             result = op.eager(xp, *arrays, **attrs)
@@ -206,9 +218,11 @@ def run_eager(op, tensors, attrs):
                 result = op.eager(xp, *arrays, **attrs)
     except Exception as err:  # noqa: BLE001 - re-raised with a clearer message
         _explain_failure(op, arrays, attrs, err)
-    if not hasattr(result, "shape") or isinstance(result, np.generic):
-        result = xp.asarray(result)
-    if result.dtype != out_dtype:
+    if type(result) is not np.ndarray and (not hasattr(result, "shape") or
+                                           isinstance(result, np.generic)):
+        result = xp.asarray(result)  # a NumPy scalar (a full reduction), a Python number
+    dtype = result.dtype
+    if dtype is not out_dtype and dtype != out_dtype:
         result = result.astype(out_dtype)
     return Tensor._wrap(result)
 
