@@ -719,4 +719,11 @@ def _select_passthrough(graph: Graph, tracer: _Tracer, args: list) -> list:
                     hidden.append(node)
                 picks.append((hidden.index(node), when))
             graph.selected.setdefault(i, []).append((tuple(picks), (kind, what)))
+    # Regions whose results' requires_grad depends on the trip count or branch: the
+    # runtime checks that a call is in the class this trace saw (grad_classes below).
+    graph.grad_guards = []
+    for selector, spec, taken in getattr(graph, "grad_classes", None) or ():
+        if selector not in hidden:
+            hidden.append(selector)
+        graph.grad_guards.append((hidden.index(selector), spec, taken))
     return hidden

@@ -692,3 +692,78 @@ def test_a_hand_on_the_compiled_code_cannot_select_runs_eagerly():
     with pytest.warns(FusionFallbackWarning, match="output 0 may be input 0 itself"):
         got = fused(x)
     _same_objects(got, block(x), [x])
+
+
+# ---- requires_grad of a region's results: per result, per trip count or branch -------------
+
+class _GrowsGradInTheLoop(nn.Module):
+    """Fuzz case 1221000148: ``h`` starts from values that do not require grad and
+    requires grad after one trip through the Linear; ``k`` never meets a parameter.
+    One output at a time (several outputs that need grad take the interpreter's path)."""
+
+    def __init__(self, which: int):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.which = which
+
+    def forward(self, x):
+        with torch.no_grad():
+            h = x * 1.0
+        k = h + 1
+        while h.abs().max() > 10.0:
+            h = self.lin(h) * 0.01
+            k = k * 0.5
+        return h if self.which == 0 else k
+
+
+class _GrowsGradInABranch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = x * 1.0
+        if h.sum() > 0:
+            h = self.lin(h)
+        return h * 2
+
+
+def _grad_state(out):
+    return [(t.requires_grad, t.grad_fn is None) for t in _tuple(out)]
+
+
+@pytest.mark.parametrize("which", [0, 1])
+@pytest.mark.parametrize("scale", [1.0, 100.0])  # traced with no trip, or with trips
+def test_a_loop_result_requires_grad_exactly_when_eagers_does(scale, which):
+    block = _GrowsGradInTheLoop(which)
+    fused = fuse(block)
+    for s in (scale, 101.0 - scale, scale):
+        x = torch.ones(2, 3) * s
+        want, got = block(x), fused(x)
+        assert _grad_state(got) == _grad_state(want)
+        _close(got, want)
+        if not want.requires_grad:
+            for out in (want, got):
+                with pytest.raises(RuntimeError, match="does not require grad"):
+                    out.sum().backward()
+    if which == 1:  # k never requires grad, whatever the trip count
+        assert _grad_state(fused(torch.ones(2, 3) * 100.0)) == [(False, True)]
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_branch_result_requires_grad_exactly_when_eagers_does(sign):
+    block = _GrowsGradInABranch()
+    fused = fuse(block)
+    for s in (sign, -sign):
+        x = torch.rand(2, 3) * s
+        want, got = block(x), fused(x)
+        assert _grad_state(got) == _grad_state(want)
+        _close(got, want)
+
+
+def test_grad_classes_of_a_loop_repeat_from_where_they_cycle():
+    from fusionnet.autograph.record import grad_class
+    classes, start = ((False, False), (True, False), (True, True)), 1
+    assert [grad_class(classes, start, t) for t in (0, 1, 2, 3, 4, 10 ** 9)] == \
+        [(False, False), (True, False), (True, True), (True, False), (True, True),
+         (True, True)]

@@ -150,6 +150,64 @@ def trips_lead_to(body_map: tuple, k: int, trips: int):
     return ("state", cur)
 
 
+def grad_flow(body: Graph, in_flags: tuple) -> tuple:
+    """Which results of ``body`` require grad in eager when its inputs (by ``target``) do
+    as ``in_flags``: the tracer's own rule (an op with a gradient, of a float dtype, not
+    under ``no_grad``, whose argument requires grad; module state that requires grad),
+    replayed over the recorded body. A nested region's results follow the tracer's
+    coarse rule (any argument, or any parameter its bodies read)."""
+    from ..ops import get_op  # noqa: PLC0415
+    from ..regions import bodies_of, region_of  # noqa: PLC0415
+
+    out = body.node(body.output)["args"]
+    if not body.grad_enabled:
+        return (False,) * len(out)
+    flags: dict = {}
+    for n in body.order():
+        d = body.node(n)
+        kind = d["kind"]
+        if kind == "output":
+            continue
+        if kind == "input":
+            f = bool(in_flags[d["target"]])
+        elif "ref" in d:
+            f = bool(d["ref"].requires_grad) and not d.get("detach")
+        elif kind == "op":
+            f = (not d.get("no_grad") and get_op(d["op"]).grad is not None and
+                 np.dtype(d["dtype"]).kind == "f" and any(flags[a] for a in d["args"]))
+        elif kind == "item":
+            f = np.dtype(d["dtype"]).kind == "f" and flags[d["args"][0]]
+        elif region_of(d) is not None:
+            f = any(flags[a] for a in d["args"]) or any(
+                "ref" in b.node(m) and not b.node(m).get("detach") and
+                bool(b.node(m)["ref"].requires_grad)
+                for _, b in bodies_of(d) for m in b.order())
+        else:
+            f = False
+        flags[n] = f
+    return tuple(flags[a] for a in out)
+
+
+def _loop_grad_classes(body: Graph, init: tuple, caps: tuple):
+    """``requires_grad`` of a loop's results after 0, 1, 2... trips: ``(classes, start)``,
+    the flags for trip counts ``0..len(classes)-1``, then repeating from ``start`` (the
+    flags after a trip depend only on those before it, so they cycle)."""
+    classes, seen = [init], {init: 0}
+    while True:
+        nxt = grad_flow(body, classes[-1] + caps)[:len(init)]
+        if nxt in seen:
+            return tuple(classes), seen[nxt]
+        seen[nxt] = len(classes)
+        classes.append(nxt)
+
+
+def grad_class(classes: tuple, start: int, trips: int) -> tuple:
+    """The flags of :func:`_loop_grad_classes` after ``trips`` trips."""
+    if trips < len(classes):
+        return classes[trips]
+    return classes[start + (trips - start) % (len(classes) - start)]
+
+
 def _as_tensor(value, name: str):
     """A state value as a tensor: tensors as they are, Python numbers as 0-d tensors (a
     loop counter becomes a value of the loop); anything else cannot be carried."""
@@ -261,7 +319,11 @@ class RegionTracing:
         values = [_as_tensor(state[i], names[i]) for i in carried]
         # A loop that runs no trip returns its initial values themselves: where one is
         # the caller's input or module state, a hidden trip count says which it was.
-        counted = self._starts_from_caller(values)
+        # ...and whether a result requires grad may depend on the trip count (a loop that
+        # runs no trip returns its initial value, which may not): the count says which.
+        counted = self._starts_from_caller(values) or (
+            self.scope.parent is None and autograd.is_grad_enabled()
+            and self.graph.grad_enabled)
         if counted:
             values.append(_as_tensor(0, "the trip count"))
         captures = Captures(len(values))
@@ -305,10 +367,10 @@ class RegionTracing:
         body_scope, (new_state, nxt) = self._body("body", values, captures, step, args_of)
         self._finish_body(body_scope, list(new_state) + [nxt], None)
         self._complete_inputs(captures)
-        results = self._run_while(cond_scope.graph, body_scope.graph, values, captures)
+        results, trips = self._run_while(cond_scope.graph, body_scope.graph, values, captures)
         outs = self._region_node("while", values, captures, results,
                                  cond=cond_scope.graph, body=body_scope.graph, line=line,
-                                 counted=counted)
+                                 counted=counted, taken=trips)
         new = list(state)
         for i, t in zip(carried, outs):
             new[i] = t
@@ -343,7 +405,8 @@ class RegionTracing:
             self.scope = outer
 
     def _run_while(self, cond_g, body_g, values, captures):
-        """The loop's concrete result, from the recorded bodies (no specialising)."""
+        """The loop's concrete result and trip count, from the recorded bodies (no
+        specialising)."""
         from ..interpreter import run  # noqa: PLC0415
 
         caps = list(captures.tensors)
@@ -352,12 +415,14 @@ class RegionTracing:
             with autograd.no_grad():
                 state = [v.detach() for v in values]
                 (c,) = run(cond_g, *state, *caps)
+                trips = 0
                 while bool(c):
                     out = run(body_g, *state, *caps)
                     state, c = list(out[:-1]), out[-1]
+                    trips += 1
         finally:
             dispatch.set_trace_hook(prev)
-        return state
+        return state, trips
 
     # ---- cond ----------------------------------------------------------------------------
 
@@ -414,8 +479,8 @@ class RegionTracing:
         taken = leaves["then"] if bool(c._data) else leaves["else"]
         results = [t.detach() for t in taken]
         nodes = self._region_node("cond", values, captures, results, then=branches["then"][0]
-                                  .graph, line=line, cond_value=c, **{"else": branches["else"][0]
-                                                                       .graph})
+                                  .graph, line=line, cond_value=c, taken=bool(c._data),
+                                  **{"else": branches["else"][0].graph})
         new = list(state) if names else [None]
         for i, t in zip(order, nodes):
             new[i] = t
@@ -432,7 +497,7 @@ class RegionTracing:
                                              self.node_for(v)))
 
     def _region_node(self, kind, values, captures, results, line=None, cond_value=None,
-                     counted=False, **bodies):
+                     counted=False, taken=None, **bodies):
         """Add the region and its ``item`` nodes to the current graph; return tensors for
         the items, holding ``results`` (the concrete values)."""
         from ..tensor import Tensor  # noqa: PLC0415
@@ -453,18 +518,64 @@ class RegionTracing:
         rid = g.add_node(kind, args=args, shape=(), dtype="bool", outs=shapes, source=source,
                          module=module, **bodies)
         self.grad[rid] = needs
+        flags = self._result_grads(kind, args, len(values), bodies, taken, needs, results)
         outs = []
         for k, r in enumerate(results):
             nid = g.add_node("item", args=[rid], shape=r._data.shape, dtype=r._data.dtype,
                              target=k)
             t = Tensor._wrap(np.array(r._data, copy=True))
-            t.requires_grad = needs and r._data.dtype.kind == "f"
+            t.requires_grad = flags[k] and r._data.dtype.kind == "f"
             self.grad[nid] = t.requires_grad
             self.bind(t, nid)
             outs.append(t)
         self._note_region_aliases(kind, outs, values, captures, bodies, source)
-        self._note_passthrough(kind, args, [self.node_for(t) for t in outs], bodies, counted)
+        items = [self.node_for(t) for t in outs]
+        self._note_passthrough(kind, args, items, bodies, counted)
+        self._note_grad_classes(kind, args, items, counted, taken)
         return outs
+
+    def _result_grads(self, kind, args, n_state, bodies, taken, needs, results) -> tuple:
+        """Whether each result requires grad in eager after this trace's trip count or
+        branch (``taken``): per result, from the bodies (:func:`grad_flow`). Also keeps,
+        for :meth:`_note_grad_classes`, what they would be for other counts or branches."""
+        self._grad_classes = None
+        if not needs or taken is None:
+            return (needs,) * len(results)
+        first = 1 if kind == "cond" else 0
+        state = tuple(bool(self.grad.get(a, False)) for a in args[first:first + n_state])
+        caps = tuple(bool(self.grad.get(a, False)) for a in args[first + n_state:])
+        if kind == "while":
+            classes, start = _loop_grad_classes(bodies["body"], state, caps)
+            self._grad_classes = ("trips", classes, start)
+            return grad_class(classes, start, taken)
+        then, orelse = (grad_flow(bodies[w], state + caps) for w in ("then", "else"))
+        self._grad_classes = ("branch", then, orelse)
+        return then if taken else orelse
+
+    def _note_grad_classes(self, kind, args, items, counted, taken) -> None:
+        """A root-graph region whose results' ``requires_grad`` differs between trip
+        counts or branches: the trace went on with this call's (``taken``); the compiled
+        code holds for calls in the same class only, which the runtime checks from the
+        hidden trip count or condition (``graph.grad_classes``, tracer.py)."""
+        spec, self._grad_classes = self._grad_classes, None
+        if spec is None or self.scope.parent is not None:
+            return
+        if spec[0] == "trips":
+            classes, start = spec[1], spec[2]
+            if len(set(classes)) == 1 or not counted:
+                if len(set(classes)) > 1:  # no count to check it by: cannot compile
+                    raise RegionError("whether the loop's results require grad depends on "
+                                      "its trip count")
+                return
+            selector = items[-1]
+        else:
+            if spec[1] == spec[2]:
+                return
+            selector = args[0]
+        grad_classes = getattr(self.graph, "grad_classes", None)
+        if grad_classes is None:
+            grad_classes = self.graph.grad_classes = []
+        grad_classes.append((selector, spec, taken))
 
     def _note_passthrough(self, kind, args, items, bodies, counted) -> None:
         """Which outer value each result of a region may be in eager, and when

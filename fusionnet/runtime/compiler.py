@@ -66,6 +66,7 @@ class Entry:
     joint: object = None                              # the compiled backward, if any
     hidden: int = 0                                   # selector outputs after the leaves
     selected: dict = field(default_factory=dict)      # leaf -> when it is a caller's object
+    grad_guards: list = field(default_factory=list)   # (hidden pos, classes, traced class)
     joint_reason: str = ""                            # why the backward replays instead
 
     @property
@@ -146,8 +147,13 @@ def compile_signature(runner, args) -> tuple[Entry, object]:
     entry.per_call, entry.on_move = python_guards(traced)
     entry.passthrough = _passthrough(traced)
     entry.hidden, entry.selected = _hidden(traced), dict(getattr(traced, "selected", {}))
+    entry.grad_guards = list(getattr(traced, "grad_guards", ()))
     entry.joint, entry.joint_reason = back, joint_reason
     entry.random = random_inputs(graph)
+    if entry.random and entry.grad_guards:
+        # A call outside the traced grad class reruns eagerly: it would draw twice.
+        raise Fallback("random numbers inside forward with a loop or branch whose results "
+                       "require grad only for some trip counts or branches", traced=traced)
     if entry.random and joint is None and any(traced.node(traced.output).get(
             "requires_grad", ())):
         # The replayed backward would need this call's draws: run eagerly instead.
@@ -222,14 +228,18 @@ def _joint(runner, args, traced: Graph):
         return None, ""
     if _passthrough(traced):
         return None, "an output is an input or a parameter itself"
-    if _hidden(traced):
-        return None, "an output may be an input or a parameter itself"
     try:
-        return build_joint(runner, args, traced, runner.optimize), ""
+        joint = build_joint(runner, args, traced, runner.optimize)
     except NotDifferentiable as err:
         return None, str(err)
     except Exception as err:  # noqa: BLE001 - the replayed backward still works
         return None, f"building the backward failed: {type(err).__name__}: {err}"
+    if getattr(traced, "grad_guards", None):
+        return None, ("whether an output requires grad depends on a loop's trip count or "
+                      "the branch taken (checked on every call)")
+    if _hidden(traced):
+        return None, "an output may be an input or a parameter itself"
+    return joint, ""
 
 
 def _trace(runner, args) -> Graph:

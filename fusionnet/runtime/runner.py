@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .. import autograd
-from ..autograph.record import trips_lead_to
+from ..autograph.record import grad_class, trips_lead_to
 from ..nn.module import _ROUTES, STRUCTURE_VERSION
 from ..passes import optimize
 from ..pystate import first_failure
@@ -94,6 +94,20 @@ def eager_region():
     finally:
         _local.depth -= 1
         _ROUTES.table = routes
+
+
+def _same_grad_class(guards, flags) -> bool:
+    """Whether this call's trip counts and branches (the hidden selector outputs) give
+    every region's results the requires_grad the traced call's gave them."""
+    for pos, spec, taken in guards:
+        now = flags[pos]
+        if spec[0] == "trips":
+            _, classes, start = spec
+            if grad_class(classes, start, int(now)) != grad_class(classes, start, taken):
+                return False
+        elif bool(now) != taken and spec[1] != spec[2]:
+            return False
+    return True
 
 
 def _holds(flag, when) -> bool:
@@ -274,6 +288,10 @@ class FusionRunner:
         arrays = list(result)
         n = len(arrays) - entry.hidden
         flags = arrays[n:]
+        if entry.grad_guards and not _same_grad_class(entry.grad_guards, flags):
+            # Another trip count or branch whose results require grad differently from
+            # the traced one's: eager's outputs, with eager's requires_grad.
+            return self._run_eager(args)
         outs, fresh = [], []
         for i, r in enumerate(arrays[:n]):
             obj = next((args[what] if kind == "input" else what
