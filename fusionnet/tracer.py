@@ -404,6 +404,7 @@ class _Tracer(RegionTracing):
         every other view of that base. The graph says the same with the view rows'
         ``write_back`` ops: the base becomes "the old base with the view's elements
         replaced", and the other views are re-derived from it when next used."""
+        produced = result
         result = self._like_eager_inplace(target, result)
         base, chain = self.alias.get(id(target), (target, ()))
         why = self.region_aliases.get(id(base)) or self.region_aliases.get(id(target))
@@ -436,8 +437,18 @@ class _Tracer(RegionTracing):
         base.requires_grad = new.requires_grad
         self.bind(base, self.node_of[id(new)])
         self.base_version[id(base)] = self.base_version.get(id(base), 0) + 1
+        self._saved_into(base, {id(produced), id(result), id(new)})
         if target is not base:
             self._rederive(target)
+
+    def _saved_into(self, base: Tensor, results: set) -> None:
+        """An op whose backward reads its own result (``relu_``) and that wrote it into
+        ``base``: eager saved ``base``'s storage at the version just written, so a later
+        in-place write into it must fail the backward (``backward_error``), as there."""
+        version = self.base_version[id(base)]
+        for i, (nid, op, label, key, _) in enumerate(self.saved_for_backward):
+            if key in results:
+                self.saved_for_backward[i] = (nid, op, label, id(base), version)
 
     def _like_eager_inplace(self, target: Tensor, result: Tensor) -> Tensor:
         """Eager's checks and cast: the result must fit the target's shape and is stored

@@ -953,3 +953,32 @@ def test_a_block_returning_a_view_of_its_input_shares_storage_like_eager():
     with pytest.warns(FusionFallbackWarning, match="output 0 is a view of input 0"):
         out = flat(x)
     assert np.shares_memory(out.detach().numpy(), x.detach().numpy())
+
+
+class _WriteWhatReluSaved(nn.Module):
+    """Fuzz case 1222000032: ``relu_`` (ReLU(inplace=True)) saves its own result, which
+    is then written in place; eager's backward raises, so must fused's."""
+
+    def __init__(self, several: bool):
+        super().__init__()
+        self.act = nn.ReLU(inplace=True)
+        self.lin = nn.Linear(5, 5)
+        self.several = several
+
+    def forward(self, x):
+        h = torch.clamp(x, min=0.0)
+        self.act(h)
+        h.sub_(h * 0.5)
+        return (h, self.lin(x)) if self.several else h * 2
+
+
+@pytest.mark.parametrize("several", [False, True])
+def test_writing_into_what_an_in_place_relu_saved_raises_in_backward_as_eager(several):
+    block = _WriteWhatReluSaved(several)
+    fused = fuse(block)
+    for run in (block, fused, fused):
+        x = torch.randn(4, 5, requires_grad=True)
+        out = run(x)
+        loss = sum(o.sum() for o in out) if several else out.sum()
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
