@@ -340,6 +340,10 @@ class FusedStep:
         extras = plan.prepare(advance=False)
         traced, ctx = self._trace(module, args, plan, extras)
         self.traced = traced
+        if getattr(traced, "grad_guards", None):
+            raise NotCompilable("whether a loop's or a branch's results require grad depends "
+                                "on its trip count or the branch taken (only a fused module "
+                                "checks that per call)")
         if traced.node(traced.output).get("hidden") or getattr(traced, "output_alias", ""):
             raise NotCompilable("the step may return its own input itself (a loop that "
                                 "runs no trip, a branch that hands it on)")
