@@ -758,3 +758,33 @@ def test_an_empty_argmax_raises_eagers_error_from_compiled_code():
     step = ArgIndex("out", "x0", "max", 1, 2, "argmax", ("B",), "int64")
     text = "\n".join(_arg_index(step, "    ", None))
     assert "x0.shape[1] == 0" in text and "argmax() of an empty tensor" in text
+
+
+# ---- training-step updates computed straight into their targets ----------------------------
+
+def _update_kernel(name, target, index=("i0",)):
+    from fusionnet.codegen.lower import Kernel
+    return Kernel(f"k_{name}", "elementwise", name, (4,), "float32", [target, "g"],
+                  [("load", "a0", target, index), ("load", "a1", "g", ("i0",)),
+                   ("op", "v2", "sub", {}, ["a0", "a1"], "float32")], result="v2")
+
+
+def test_an_update_is_computed_in_place_only_when_nothing_reads_the_old_value():
+    from fusionnet.codegen.lower import Program
+    from fusionnet.codegen.numba.driver import _computed_in_place
+
+    def prog(*steps, outputs=("n0",), writes=None):
+        p = Program("step", inputs=["p0", "g"], steps=list(steps), outputs=list(outputs),
+                    structure="tuple")
+        p.writes = writes if writes is not None else {0: "p0"}
+        p.shapes.update({"p0": (4,), "g": (4,), "n0": (4,), "n1": (4,)})
+        p.dtypes.update({k: "float32" for k in p.shapes})
+        return p
+
+    assert _computed_in_place(prog(_update_kernel("n0", "p0"))) == {"n0": "p0"}
+    # A later kernel reads the old p0: the update must wait.
+    later = _update_kernel("n1", "p0")
+    assert _computed_in_place(prog(_update_kernel("n0", "p0"), later,
+                                   outputs=("n0", "n1"), writes={0: "p0"})) == {}
+    # A read of p0 at another index than the one written (a broadcast): not in place.
+    assert _computed_in_place(prog(_update_kernel("n0", "p0", index=("0",)))) == {}

@@ -26,13 +26,14 @@ def _driver(prog: Program, table: tuple) -> list[str]:
     lines += unpack_lines(table, IND)
     for sym, (array, dim) in sorted(prog.symbols.items()):
         lines.append(f"{IND}{sym} = {array}.shape[{dim}]")
-    lines += _steps(prog, prog.steps, IND, set(prog.outputs))
+    inplace = _computed_in_place(prog)
+    lines += _steps(prog, prog.steps, IND, set(prog.outputs), inplace=inplace)
     # Never hand out an input, parameter or constant (or a view of one) itself: eager
     # would have returned a fresh tensor for `x * 1`, which simplification turned into x.
     fresh = _fresh(prog.steps)
     # In-place results last, once nothing reads the old values any more.
     lines += [f"{IND}{target}[...] = {prog.outputs[i]}" for i, target in
-              sorted(prog.writes.items())]
+              sorted(prog.writes.items()) if prog.outputs[i] not in inplace]
     outs = ", ".join(o if o in fresh else f"{o}.copy()" for i, o in enumerate(prog.outputs)
                      if i not in prog.writes)
     if prog.structure == "tensor":
@@ -40,6 +41,48 @@ def _driver(prog: Program, table: tuple) -> list[str]:
     else:
         lines.append(f"{IND}return ({outs},)" if outs else f"{IND}return ()")
     return lines
+
+
+def _computed_in_place(prog: Program) -> dict:
+    """Results written into an argument (``prog.writes``: a training step's parameter
+    and optimiser-state updates) that their kernel may compute straight into it, as
+    ``out -> target``: an elementwise kernel of the top level with no side outputs,
+    of the target's shape and dtype, that reads the target only at the index it
+    writes (``p - lr * g``) and no other operand that may share its storage, with no
+    later step reading the target's old value. The others are copied in at the end."""
+    views = {st.out: st.src for st in prog.steps if isinstance(st, (View, Index))
+             and not getattr(st, "place", False)}
+
+    def root(name):
+        while name in views:
+            name = views[name]
+        return name
+
+    out = {}
+    steps = prog.steps
+    for i, target in prog.writes.items():
+        name = prog.outputs[i]
+        at = next((k for k, st in enumerate(steps) if isinstance(st, Kernel)
+                   and st.out == name), None)
+        if at is None or name in out:
+            continue
+        k = steps[at]
+        full = tuple(f"i{d}" for d in range(len(k.shape)))
+        if (k.kind != "elementwise" or k.stores or prog.shapes.get(target) != k.shape
+                or prog.dtypes.get(target) != k.dtype or name in prog.writes.values()):
+            continue
+        if any(st[0] == "load" and st[2] == target and tuple(st[3]) != full for st in k.body):
+            continue
+        if any(o != target and root(o) == target for o in k.operands):
+            continue
+        later = set().union(*[_reads(st) for st in steps[at + 1:]]) if at + 1 < len(steps) \
+            else set()
+        if target in later or any(root(r) == target for r in later):
+            continue
+        if list(prog.writes.values()).count(target) != 1:
+            continue
+        out[name] = target
+    return out
 
 
 def _fresh(steps) -> set:
@@ -120,7 +163,8 @@ def _live_after(steps: list, live: set) -> list[set]:
     return after
 
 
-def _steps(prog: Program, steps: list, ind: str, live: set, buffers=None) -> list[str]:
+def _steps(prog: Program, steps: list, ind: str, live: set, buffers=None,
+           inplace=None) -> list[str]:
     """The driver lines of ``steps`` at indent ``ind`` (region bodies recursively, each
     with its own buffer reuse: nothing is reused across iterations). ``live``: names read
     after these steps; ``buffers``: a loop body's allocation plan (see ``_LoopBuffers``)."""
@@ -150,7 +194,7 @@ def _steps(prog: Program, steps: list, ind: str, live: set, buffers=None) -> lis
         elif isinstance(step, ArgIndex):
             lines += _arg_index(step, ind, buffers)
         else:
-            lines += _kernel_call(prog, step, ind, reusable, buffers)
+            lines += _kernel_call(prog, step, ind, reusable, buffers, inplace or {})
     return lines
 
 
@@ -229,14 +273,16 @@ def _branch(prog: Program, br: Branch, ind: str, live: set = frozenset()) -> lis
 
 
 def _kernel_call(prog: Program, step: Kernel, ind: str, reusable: dict,
-                 buffers: _LoopBuffers | None = None) -> list[str]:
+                 buffers: _LoopBuffers | None = None, inplace=None) -> list[str]:
     lines = []
     slot = reusable.get(step.buffer) if step.buffer is not None else None
     # A loop-carried value never takes over another value's buffer: inside a loop body
     # that buffer may be one allocated once before the loop and rewritten every trip.
     # (plan_buffers gives body results no slot today; this keeps it so if that changes.)
     carried = buffers is not None and step.out in buffers.carried
-    if (slot and slot[1:] == (step.shape, step.dtype) and slot[0] not in step.operands
+    if inplace and step.out in inplace:  # an update computed into its target
+        lines.append(f"{ind}{step.out} = {inplace[step.out]}  # in place")
+    elif (slot and slot[1:] == (step.shape, step.dtype) and slot[0] not in step.operands
             and not carried):
         lines.append(f"{ind}{step.out} = {slot[0]}  # reuses buffer {step.buffer}")
     else:
