@@ -114,7 +114,7 @@ class Attr(nn.Module):
 
 
 SAMPLES = {
-    "identities": (lambda x: x * 1 + 0, [(2, 3)]),
+    "identities": (lambda x: x * 1 + (-0.0), [(2, 3)]),  # x + 0.0 is not x at x = -0.0
     "left_identities": (lambda x: 1 * x - 0, [(2, 3)]),
     "double_transpose": (lambda x: (x.T).T, [(2, 3)]),
     "reshape_same": (lambda x: x.reshape(x.shape) / 1, [(2, 3)]),
@@ -264,7 +264,7 @@ def test_simplify_to_the_input_golden(name):
 
 @pytest.mark.parametrize("fn", [lambda x: x.reshape(x.shape), lambda x: x / 1,
                                 lambda x: apply("cast", x, dtype=np.dtype("float32")),
-                                lambda x: x.permute(0, 1), lambda x: 0 + x,
+                                lambda x: x.permute(0, 1), lambda x: -0.0 + x,
                                 lambda x: x.permute(1, 0).permute(-1, -2)])
 def test_simplify_single_identities(fn):
     assert_same_structure(_simplified(fn, (2, 3)), _identity_graph((2, 3)))
@@ -297,6 +297,9 @@ def test_simplify_permute_chain_golden():
     (lambda x: x * 2, (3,)),                               # not neutral
     (lambda x: x * torch.tensor([1.0, 2.0, 1.0]), (3,)),   # not all ones
     (lambda x: 0 - x, (3,)),                               # 0 - x is -x
+    (lambda x: x + 0, (3,)),                               # -0.0 + 0.0 is +0.0
+    (lambda x: 0.0 + x, (3,)),
+    (lambda x: x - (-0.0), (3,)),                          # -0.0 - -0.0 is +0.0
     (lambda x: 1 / x, (3,)),
     (lambda x: x.clone(), (3,)),                           # copy means a fresh buffer
     (lambda x: apply("cast", x, dtype=np.dtype("float64")), (3,)),
@@ -434,8 +437,8 @@ IDENTITIES = ["mul1", "1mul", "add0", "0add", "sub0", "div1", "TT", "reshape", "
 def _identity(kind: str, v):
     if kind in ("TT", "permute2") and v.ndim < 2:
         kind = "reshape"
-    return {"mul1": lambda: v * 1, "1mul": lambda: 1 * v, "add0": lambda: v + 0,
-            "0add": lambda: 0 + v, "sub0": lambda: v - 0, "div1": lambda: v / 1,
+    return {"mul1": lambda: v * 1, "1mul": lambda: 1 * v, "add0": lambda: v + (-0.0),
+            "0add": lambda: -0.0 + v, "sub0": lambda: v - 0, "div1": lambda: v / 1,
             "TT": lambda: v.T.T, "reshape": lambda: v.reshape(v.shape),
             "cast": lambda: apply("cast", v, dtype=np.dtype("float32")),
             "reshape2": lambda: v.reshape(-1).reshape(v.shape),
@@ -449,7 +452,7 @@ def _execute(step, pool, w):
     if kind == "binary":
         _, op, i, j, scalar = step
         a, b = pool[i], (pool[j] if scalar is None else scalar)
-        if op == "div":  # keep denominators away from (signed) zero: x + 0 may flip -0.0
+        if op == "div":  # keep denominators away from zero
             b = b.abs() + 1 if scalar is None else abs(b) + 1
         return apply(op, a, b)
     if kind == "reduce":
@@ -578,3 +581,12 @@ def test_dead_loop_state_keeps_what_is_read():
     out = check_pass(eliminate_dead_loop_state, g)
     assert len(_loops(out)[0]["outs"]) == len(_loops(g)[0]["outs"])
     assert not any(n.startswith("eliminate_dead_loop_state") for n in out.notes)
+
+
+def test_adding_zero_to_a_negative_zero_is_not_simplified_away():
+    # Fuzz case 1223001955: 0.5 / (x + zeros_like(x)) was -inf fused, +inf eager.
+    x = torch.tensor([-0.0, 1.0, -2.0])
+    g = simplify_algebra(traced(lambda v: 0.5 / (v + torch.zeros_like(v)), (3,)))
+    assert [d["op"] for d in op_nodes(eliminate_dead_code(g))].count("add") == 1
+    np.testing.assert_array_equal(g.run(x).numpy(), (0.5 / (x + torch.zeros_like(x))).numpy())
+    assert np.isposinf(g.run(x).numpy()[0])

@@ -146,7 +146,7 @@ register(Op("clamp", E, 1, _clamp_eager, same_shape, same_dtype, _clamp_grad,
 # ---- binary arithmetic ------------------------------------------------------------------
 
 _binary("add", lambda xp, a, b: xp.add(a, b), lambda g, a, b, **_: (g, g),
-        "a + b", saves=SAVES_NONE, neutral={0: 0, 1: 0})
+        "a + b", saves=SAVES_NONE, neutral={0: -0.0, 1: -0.0})  # -0.0 + 0.0 is +0.0
 _binary("sub", lambda xp, a, b: xp.subtract(a, b), lambda g, a, b, **_: (g, -g),
         "a - b", saves=SAVES_NONE, neutral={1: 0},
         refuses_bool="subtraction with a bool tensor is not supported (PyTorch's rule); use "

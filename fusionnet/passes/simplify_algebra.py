@@ -33,11 +33,19 @@ from ..ops import LAYOUT_STEPS, get_op, layout_steps
 __all__ = ["simplify_algebra"]
 
 
-def _all_equal(d: dict, neutral) -> bool:
+def _all_equal(d: dict, neutral, dtype) -> bool:
+    """Whether constant node ``d`` is all ``neutral`` once converted to the result's
+    ``dtype``, the sign of a float zero included: ``x + 0.0`` is not ``x`` for
+    ``x = -0.0`` (it is ``+0.0``); ``x + (-0.0)`` and ``x - 0.0`` are."""
     if d["kind"] != "constant" or "value" not in d or "ref" in d:
         return False
     value = np.asarray(d["value"])
-    return bool(value.size) and bool(np.all(value == neutral))
+    if not value.size or not np.all(value == neutral):
+        return False
+    if np.dtype(dtype).kind != "f":
+        return True
+    as_result = value.astype(dtype)
+    return bool(np.all(np.signbit(as_result) == np.signbit(np.asarray(neutral, dtype))))
 
 
 def _same_type(g: Graph, a: int, b: int) -> bool:
@@ -50,7 +58,7 @@ def _identity_arg(g: Graph, n: int, neutral: dict):
     d = g.node(n)
     for pos, value in neutral.items():
         other = d["args"][1 - pos]
-        if _all_equal(g.node(d["args"][pos]), value) and _same_type(g, other, n):
+        if _all_equal(g.node(d["args"][pos]), value, d["dtype"]) and _same_type(g, other, n):
             return other
     return None
 
