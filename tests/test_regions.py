@@ -28,12 +28,13 @@ def twice():
 
 
 def _body() -> Graph:
-    """x -> (x * 1) * 2 + 0: the `* 1` and `+ 0` are for simplify_algebra to remove."""
+    """x -> (x * 1) * 2 + -0.0: the `* 1` and `+ -0.0` are for simplify_algebra to remove
+    (`+ 0.0` is not an identity: -0.0 + 0.0 is +0.0)."""
     b = Graph("body")
     x = b.add_node("input", shape=(3,), target=0)
     one = b.add_node("constant", shape=(), value=np.array(1.0, np.float32), target="one")
     two = b.add_node("constant", shape=(), value=np.array(2.0, np.float32), target="two")
-    zero = b.add_node("constant", shape=(), value=np.array(0.0, np.float32), target="zero")
+    zero = b.add_node("constant", shape=(), value=np.array(-0.0, np.float32), target="zero")
     t = b.add_node("op", op="mul", args=[x, one], shape=(3,))
     t = b.add_node("op", op="mul", args=[t, two], shape=(3,))
     t = b.add_node("op", op="add", args=[t, zero], shape=(3,))
