@@ -299,7 +299,14 @@ class _Tracer(RegionTracing):
 
     def __call__(self, op, tensors, attrs):
         if op.decompose is not None:  # recorded as the table ops it is made of
-            return op.decompose(*tensors, **attrs)
+            out = op.decompose(*tensors, **attrs)
+            nid = self.node_of.get(id(out))
+            if nid is not None and self.grad.get(nid) and op.grad is not None:
+                # Eager runs the row, whose backward saves what the row says (mse_loss:
+                # its inputs), not what the pieces save: a later write into an input
+                # must fail the backward as it does there (fuzz case 1224000381).
+                self._note_saved(op, nid, tensors, out)
+            return out
         args = [self.node_for(t) for t in tensors]
         dynamic = not all(a in self.static for a in args)
         try:

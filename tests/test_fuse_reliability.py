@@ -982,3 +982,29 @@ def test_writing_into_what_an_in_place_relu_saved_raises_in_backward_as_eager(se
         loss = sum(o.sum() for o in out) if several else out.sum()
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             loss.backward()
+
+
+class _WriteWhatMseSaved(nn.Module):
+    """Fuzz case 1224000381: eager's mse_loss row saves its inputs; a trace records the
+    row's decomposition, whose pieces save other values. A later write into an input
+    must still fail the backward, as in eager, in the module and in a compiled child."""
+
+    def __init__(self):
+        super().__init__()
+        self.loss = nn.MSELoss()
+
+    def forward(self, x):
+        h = torch.pow(x, -0.5)
+        out = self.loss(h, x)
+        h.unsqueeze(0).mul_(2.0)
+        return out * 1
+
+
+def test_writing_into_an_input_of_mse_loss_raises_in_backward_as_eager():
+    block = _WriteWhatMseSaved()
+    fused = fuse(block)
+    for run in (block, fused, fused):
+        x = (torch.rand(6, dtype=torch.float64) + 0.5).requires_grad_()
+        out = run(x)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.backward()

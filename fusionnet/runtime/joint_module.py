@@ -345,7 +345,9 @@ def attach_joint(runner, entry, result, args):
     eager_reads = entry.traced.saved_inputs or (True,) * len(args)
     reads = [args[i]._data if eager_reads[i] else args[i]._data.copy()
              for i in back.input_reads]
-    saved = tuple((args[i], args[i]._version[0], f"input {i}") for i in back.input_reads
+    # Version-checked: every input eager's backward reads, whether or not the compiled
+    # one does (it may have saved a value computed from it instead).
+    saved = tuple((t, t._version[0], f"input {i}") for i, t in enumerate(args)
                   if eager_reads[i])
     saved += tuple((p, p._version[0], f"parameter {j}") for j, p in enumerate(back.params))
     if getattr(entry.traced, "saved_outputs", (False,))[0]:
