@@ -467,6 +467,16 @@ def test_parameters_reach_the_driver_through_the_address_table_and_new_storage_i
 
 # ---- cat and stack: Join steps in the driver ----------------------------------------------
 
+def _assert_same_outputs(got, want, exact=False, rtol=1e-6, atol=1e-6):
+    """Fused outputs against eager's: shapes and dtypes equal, values close (or equal)."""
+    for g, w in zip(got, want, strict=True):
+        assert tuple(g.shape) == tuple(w.shape) and g.dtype == w.dtype
+        if exact:
+            np.testing.assert_array_equal(g.numpy(), w.numpy())
+        else:
+            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=rtol, atol=atol)
+
+
 def _assert_same_gradients(block, fused, inputs, loss, atol=1e-6):
     """``loss(run(*inputs))`` back-propagated through eager ``block`` and ``fused``: the
     same gradients for every input and parameter."""
@@ -508,10 +518,8 @@ def test_cat_and_stack_compile_and_equal_eager_at_every_batch(dim, stack_dim):
     with fn.no_grad():
         for batch in (5, 1, 2, 17):
             x, y = fn.randn(batch, 3), fn.randn(batch, 4)
-            for got, want in zip(fused(x, y), block(x, y), strict=True):
-                assert tuple(got.shape) == tuple(want.shape) and got.dtype == want.dtype
-                # (the sum accumulates in float64 in the kernel, pairwise in NumPy)
-                np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+            # (the sum accumulates in float64 in the kernel, pairwise in NumPy)
+            _assert_same_outputs(fused(x, y), block(x, y))
     entry = next(iter(fused._fusion_runner.generic.values()))
     assert entry.fn is not None and "] = " in entry.compiled.source  # slice assignments
 
@@ -567,9 +575,7 @@ def test_basic_indexing_compiles_and_equals_eager(batch):
     fused = fuse(block, fallback=False)
     x = fn.randn(batch, 6)
     with fn.no_grad():
-        for got, want in zip(fused(x), block(x), strict=True):
-            assert tuple(got.shape) == tuple(want.shape) and got.dtype == want.dtype
-            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+        _assert_same_outputs(fused(x), block(x))
 
 
 class _PickOne(nn.Module):
@@ -659,9 +665,7 @@ def test_matmul_of_every_generated_rank_equals_eager(batch):
     fused = fuse(block, fallback=False)
     x, y, z = fn.randn(batch, 6, 4), fn.randn(batch, 5, 2), fn.randn(1, 2, 6)
     with fn.no_grad():
-        for got, want in zip(fused(x, y, z), block(x, y, z), strict=True):
-            assert tuple(got.shape) == tuple(want.shape)
-            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+        _assert_same_outputs(fused(x, y, z), block(x, y, z), rtol=1e-5, atol=1e-5)
 
 
 def test_integer_batched_matmul_wraps_as_eager():
@@ -712,9 +716,7 @@ def test_indexed_writes_compile_and_equal_eager(batch):
     fused = fuse(block, fallback=False)
     x = fn.randn(batch, 4)
     with fn.no_grad():
-        for got, want in zip(fused(x), block(x), strict=True):
-            assert tuple(got.shape) == tuple(want.shape) and got.dtype == want.dtype
-            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+        _assert_same_outputs(fused(x), block(x))
 
 
 def test_gradients_through_indexed_writes_equal_eager():
@@ -743,9 +745,7 @@ def test_argmax_and_argmin_compile_and_pick_eagers_index(batch):
     x = fn.randn(batch, 5)
     x[0, 2] = float("nan")
     x[-1, :] = 1.0
-    for got, want in zip(fused(x), block(x), strict=True):
-        assert tuple(got.shape) == tuple(want.shape) and got.dtype == want.dtype
-        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    _assert_same_outputs(fused(x), block(x), exact=True)
     entry = next(iter((fused._fusion_runner.generic or fused._fusion_runner.exact).values()))
     assert "np.argmax" in entry.compiled.source and "np.argmin" in entry.compiled.source
 
